@@ -1,0 +1,16 @@
+//! The shared core every tool is built on: checks that must pass before any
+//! BPF is loaded, selecting what to observe, loading and attaching programs
+//! (with fallbacks), reading stacks back from kernel maps, symbolizing them,
+//! and running a collection until it should stop.
+
+pub mod cpus;
+pub mod loader;
+pub mod perf_event;
+pub mod preflight;
+pub mod process_maps;
+pub mod run;
+pub mod signals;
+pub mod stacks;
+pub mod stats;
+pub mod symbolize;
+pub mod target;

@@ -1,0 +1,105 @@
+//! Checks run before anything is loaded, so that the common ways a run can
+//! fail (privileges, no BTF, no tracefs) are reported as one clear line
+//! instead of a libbpf error from deep inside a load.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Effective capability bits of this process, from /proc/self/status.
+fn effective_capabilities() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Loading tracing programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
+pub fn check_privileges() -> Result<()> {
+    let caps = effective_capabilities();
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("this needs root, or the capabilities CAP_BPF and CAP_PERFMON (run it with sudo)")
+}
+
+/// CO-RE relocation and BTF-typed programs need the kernel's own BTF.
+pub fn check_kernel_btf() -> Result<()> {
+    if Path::new(BTF_VMLINUX).exists() {
+        return Ok(());
+    }
+    bail!(
+        "this kernel exposes no BTF ({BTF_VMLINUX} is missing); bpfscope needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )
+}
+
+/// Classic `tracepoint/` programs resolve their ids through tracefs; mount it
+/// if it is not there yet.
+pub fn ensure_tracefs() -> Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new(TRACEFS).expect("no NUL in constant");
+    let fstype = std::ffi::CString::new("tracefs").expect("no NUL in constant");
+    // SAFETY: all pointers are valid NUL-terminated strings or null.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); run: mount -t tracefs nodev {TRACEFS}");
+    }
+    Ok(())
+}
+
+/// Everything every tool needs before it opens a BPF object.
+pub fn check_all() -> Result<()> {
+    check_privileges()?;
+    check_kernel_btf()?;
+    silence_libbpf();
+    Ok(())
+}
+
+/// libbpf prints its own multi-line diagnostics on stderr; bpfscope reports
+/// failures itself, so those are shown only with BPFSCOPE_LIBBPF_LOG=1.
+fn silence_libbpf() {
+    if std::env::var_os("BPFSCOPE_LIBBPF_LOG").is_some() {
+        return;
+    }
+    fn ignore(_level: libbpf_rs::PrintLevel, _message: String) {}
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, ignore)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_sys_admin_or_check_fails_cleanly() {
+        // Whatever the caller's privileges, the check never panics and its
+        // verdict matches the capability bits.
+        let caps = effective_capabilities();
+        let allowed = caps & (1 << CAP_SYS_ADMIN) != 0
+            || (caps & (1 << CAP_BPF) != 0 && caps & (1 << CAP_PERFMON) != 0);
+        assert_eq!(check_privileges().is_ok(), allowed);
+    }
+}

@@ -1,0 +1,164 @@
+//! Snapshots of processes' executable mappings, taken when BPF first sees a
+//! process image (see `announce_address_space()` in common.h). Symbolizing
+//! from these snapshots, rather than from /proc at the end, is what lets
+//! stacks of processes that exited mid-run keep their names.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One executable mapping of a file (or a pseudo-file such as `[vdso]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Module {
+    pub path: PathBuf,
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+}
+
+impl Module {
+    /// A real file that symbols can be read from (not `[vdso]`, not deleted).
+    pub fn is_file(&self) -> bool {
+        self.path.is_absolute()
+    }
+
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.to_string_lossy().into_owned())
+    }
+}
+
+/// The executable mappings of one process image, sorted by address.
+#[derive(Debug, Default, Clone)]
+pub struct AddressSpace {
+    modules: Vec<Arc<Module>>,
+}
+
+impl AddressSpace {
+    /// Parses /proc/PID/maps text, keeping executable mappings only.
+    pub fn parse(maps: &str) -> Self {
+        let mut modules: Vec<Arc<Module>> =
+            maps.lines().filter_map(parse_line).map(Arc::new).collect();
+        modules.sort_by_key(|module| module.start);
+        AddressSpace { modules }
+    }
+
+    /// The module containing `address` and the file offset it corresponds to.
+    pub fn resolve(&self, address: u64) -> Option<(Arc<Module>, u64)> {
+        let index = self
+            .modules
+            .partition_point(|module| module.start <= address);
+        let module = self.modules.get(index.checked_sub(1)?)?;
+        (address < module.end)
+            .then(|| (module.clone(), address - module.start + module.file_offset))
+    }
+
+    /// Adds mappings that appeared since (e.g. libraries loaded with dlopen).
+    fn merge(&mut self, newer: AddressSpace) {
+        for module in newer.modules {
+            if !self.modules.contains(&module) {
+                self.modules.push(module);
+            }
+        }
+        self.modules.sort_by_key(|module| module.start);
+    }
+}
+
+fn parse_line(line: &str) -> Option<Module> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let offset = fields.next()?;
+    let _device = fields.next()?;
+    let _inode = fields.next()?;
+    let path = fields.next().unwrap_or("").trim();
+    if !perms.contains('x') || path.is_empty() {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    Some(Module {
+        path: PathBuf::from(path),
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        file_offset: u64::from_str_radix(offset, 16).ok()?,
+    })
+}
+
+/// All snapshots of a run, keyed by (tgid, address-space id).
+#[derive(Default)]
+pub struct AddressSpaces {
+    spaces: HashMap<(u32, u64), AddressSpace>,
+    /// Processes that were gone before their mappings could be read.
+    pub missed: u64,
+}
+
+impl AddressSpaces {
+    /// Reads /proc/TGID/maps now, while the process lives.
+    pub fn snapshot(&mut self, tgid: u32, address_space: u64) {
+        match fs::read_to_string(format!("/proc/{tgid}/maps")) {
+            Ok(text) => {
+                let space = AddressSpace::parse(&text);
+                self.spaces
+                    .entry((tgid, address_space))
+                    .or_default()
+                    .merge(space);
+            }
+            Err(_) => self.missed += 1,
+        }
+    }
+
+    /// Re-reads processes still alive at the end, to catch late-loaded libraries.
+    pub fn refresh_living(&mut self) {
+        let keys: Vec<(u32, u64)> = self.spaces.keys().copied().collect();
+        let mut latest: HashMap<u32, u64> = HashMap::new();
+        for (tgid, address_space) in keys {
+            latest.insert(tgid, address_space);
+        }
+        for (tgid, address_space) in latest {
+            if let Ok(text) = fs::read_to_string(format!("/proc/{tgid}/maps")) {
+                if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
+                    space.merge(AddressSpace::parse(&text));
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, tgid: u32, address_space: u64) -> Option<&AddressSpace> {
+        self.spaces.get(&(tgid, address_space))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 123 /usr/bin/burn
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fe:01 123 /usr/bin/burn
+7f1e2c028000-7f1e2c1bd000 r-xp 00028000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2c200000-7f1e2c201000 rw-p 00000000 00:00 0
+7ffd3a5fe000-7ffd3a600000 r-xp 00000000 00:00 0                          [vdso]
+";
+
+    #[test]
+    fn keeps_executable_mappings_and_resolves_file_offsets() {
+        let space = AddressSpace::parse(MAPS);
+        assert_eq!(space.modules.len(), 3);
+        let (module, offset) = space.resolve(0x55d0c0a01234).unwrap();
+        assert_eq!(module.path, PathBuf::from("/usr/bin/burn"));
+        assert_eq!(offset, 0x1234);
+        let (libc, offset) = space.resolve(0x7f1e2c028010).unwrap();
+        assert_eq!(libc.file_name(), "libc.so.6");
+        assert_eq!(offset, 0x28010);
+        let (vdso, _) = space.resolve(0x7ffd3a5fe100).unwrap();
+        assert!(!vdso.is_file());
+        assert!(
+            space.resolve(0x55d0c0a00010).is_none(),
+            "non-executable mapping"
+        );
+        assert!(space.resolve(0x1).is_none());
+    }
+}

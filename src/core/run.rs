@@ -1,0 +1,92 @@
+//! The collection loop shared by every tool: services the ring buffer, shows
+//! progress on a terminal, and decides when to stop (duration over, Ctrl-C or
+//! SIGTERM, the command exited, or every target process is gone).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::RingBuffer;
+
+use crate::core::signals;
+use crate::core::target::{RunningCommand, Targets};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    DurationElapsed,
+    Interrupted,
+    CommandExited(i32),
+    TargetsExited,
+}
+
+impl StopReason {
+    /// Said on stderr when the reason is not the obvious one.
+    pub fn describe(self) -> Option<String> {
+        match self {
+            StopReason::DurationElapsed => None,
+            StopReason::Interrupted => Some("interrupted; writing what was collected".to_string()),
+            StopReason::CommandExited(status) => {
+                Some(format!("command exited with status {status}"))
+            }
+            StopReason::TargetsExited => {
+                Some("every target process has exited; stopping".to_string())
+            }
+        }
+    }
+}
+
+pub struct Collection<'a> {
+    pub duration: Option<Duration>,
+    pub command: Option<&'a RunningCommand>,
+    pub targets: &'a Targets,
+    pub ring: Option<&'a RingBuffer<'a>>,
+    /// Shown in the progress line, e.g. "profiling".
+    pub activity: &'a str,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+impl Collection<'_> {
+    pub fn run(&self) -> StopReason {
+        let start = Instant::now();
+        let show_progress = std::io::stderr().is_terminal();
+        let mut last_shown = None;
+        let reason = loop {
+            match self.ring {
+                // Interrupted polls (EINTR) are expected on Ctrl-C; the checks below handle them.
+                Some(ring) => {
+                    ring.poll_raw(TICK);
+                }
+                None => std::thread::sleep(TICK),
+            }
+            if signals::stop_requested() {
+                break StopReason::Interrupted;
+            }
+            if let Some(status) = self.command.and_then(|command| command.try_wait()) {
+                break StopReason::CommandExited(status);
+            }
+            if self.targets.all_pids_exited() {
+                break StopReason::TargetsExited;
+            }
+            let elapsed = start.elapsed();
+            if self.duration.is_some_and(|limit| elapsed >= limit) {
+                break StopReason::DurationElapsed;
+            }
+            if show_progress && last_shown != Some(elapsed.as_secs()) {
+                last_shown = Some(elapsed.as_secs());
+                let progress = match self.duration {
+                    Some(limit) => format!("{}s left", limit.saturating_sub(elapsed).as_secs() + 1),
+                    None => format!("{}s", elapsed.as_secs()),
+                };
+                eprint!("\r\x1b[K{}... {progress} (Ctrl-C to stop)", self.activity);
+                std::io::stderr().flush().ok();
+            }
+        };
+        if let Some(ring) = self.ring {
+            ring.consume_raw();
+        }
+        if show_progress {
+            eprint!("\r\x1b[K");
+        }
+        reason
+    }
+}

@@ -1,0 +1,96 @@
+//! Run statistics counted in BPF (the per-CPU `stats` array in common.h):
+//! how many events were seen and every way data was lost, so that a loss is
+//! always reported and never silent.
+
+use anyhow::Result;
+use libbpf_rs::{MapCore, MapFlags};
+
+/// Mirrors `enum run_stat` in src/bpf/common.h.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunStats {
+    pub events: u64,
+    pub counts_full: u64,
+    pub stack_map_full: u64,
+    pub stack_collisions: u64,
+    pub user_stacks_missing: u64,
+    pub notifications_lost: u64,
+    pub followed_children_lost: u64,
+}
+
+const STAT_COUNT: u32 = 7;
+
+impl RunStats {
+    /// Sums the per-CPU counters of a loaded object's `stats` map.
+    pub fn read(map: &dyn MapCore) -> Result<Self> {
+        let mut totals = [0u64; STAT_COUNT as usize];
+        for (index, total) in totals.iter_mut().enumerate() {
+            let per_cpu = map.lookup_percpu(&(index as u32).to_ne_bytes(), MapFlags::ANY)?;
+            *total = per_cpu
+                .unwrap_or_default()
+                .iter()
+                .map(|bytes| u64::from_ne_bytes(bytes[..8].try_into().expect("u64 per-CPU value")))
+                .sum();
+        }
+        let [events, counts_full, stack_map_full, stack_collisions, user_stacks_missing, notifications_lost, followed_children_lost] =
+            totals;
+        Ok(RunStats {
+            events,
+            counts_full,
+            stack_map_full,
+            stack_collisions,
+            user_stacks_missing,
+            notifications_lost,
+            followed_children_lost,
+        })
+    }
+
+    /// One phrase per kind of loss that happened, for the summary line.
+    pub fn losses(&self) -> Vec<String> {
+        let mut losses = Vec::new();
+        let mut note = |count: u64, what: &str| {
+            if count > 0 {
+                losses.push(format!("{count} {what}"));
+            }
+        };
+        note(
+            self.counts_full,
+            "events dropped (counts map full; raise --max-stacks)",
+        );
+        note(
+            self.stack_map_full,
+            "stacks lost (stack map full; raise --stack-storage-size)",
+        );
+        note(
+            self.stack_collisions,
+            "stacks lost to stack-map hash collisions (raise --stack-storage-size)",
+        );
+        note(self.user_stacks_missing, "user stacks not readable");
+        note(
+            self.notifications_lost,
+            "new-process notifications lost (those may show [unknown] frames)",
+        );
+        note(
+            self.followed_children_lost,
+            "child processes not followed (target map full)",
+        );
+        losses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_name_only_what_happened() {
+        let stats = RunStats {
+            events: 10,
+            stack_collisions: 2,
+            ..Default::default()
+        };
+        let losses = stats.losses();
+        assert_eq!(losses.len(), 1);
+        assert!(losses[0].starts_with("2 stacks lost to stack-map hash collisions"));
+        assert!(RunStats::default().losses().is_empty());
+    }
+}

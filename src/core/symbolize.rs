@@ -1,0 +1,217 @@
+//! Turns instruction pointers into function names with blazesym: kernel
+//! addresses through kallsyms, user addresses through the mapped ELF file
+//! (file offsets from the snapshots in `process_maps`), demangled, with
+//! inlined functions. Lookups are batched per file and cached.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blazesym};
+use blazesym::MaybeDefault;
+
+use crate::core::process_maps::{AddressSpaces, Module};
+use crate::core::stacks::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED};
+use crate::model::profile::{Frame, FrameKind, Sample};
+
+/// Names of the function at an address and those inlined into it, outermost first.
+type Names = Vec<String>;
+
+pub struct Symbolizer {
+    blazesym: Blazesym,
+    kernel: HashMap<u64, Names>,
+    user: HashMap<(PathBuf, u64), Names>,
+}
+
+/// Collects every address a profile needs so each source is read once.
+#[derive(Default)]
+pub struct Wanted {
+    kernel: HashSet<u64>,
+    user: HashMap<PathBuf, HashSet<u64>>,
+}
+
+impl Wanted {
+    pub fn kernel(&mut self, address: u64) {
+        self.kernel.insert(address);
+    }
+
+    pub fn user(&mut self, module: &Module, file_offset: u64) {
+        if module.is_file() {
+            self.user
+                .entry(module.path.clone())
+                .or_default()
+                .insert(file_offset);
+        }
+    }
+}
+
+fn names_of(symbolized: &Symbolized<'_>) -> Names {
+    match symbolized {
+        Symbolized::Sym(sym) => std::iter::once(sym.name.to_string())
+            .chain(sym.inlined.iter().map(|inlined| inlined.name.to_string()))
+            .collect(),
+        Symbolized::Unknown(_) => Vec::new(),
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Symbolizer {
+            blazesym: Blazesym::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            kernel: HashMap::new(),
+            user: HashMap::new(),
+        }
+    }
+
+    /// Symbolizes everything in `wanted` that is not cached yet. Sources that
+    /// cannot be read leave their addresses unnamed (rendered `[unknown]`).
+    pub fn resolve(&mut self, wanted: Wanted) {
+        let kernel: Vec<u64> = wanted
+            .kernel
+            .into_iter()
+            .filter(|a| !self.kernel.contains_key(a))
+            .collect();
+        if !kernel.is_empty() {
+            let source = Source::Kernel(Kernel {
+                vmlinux: MaybeDefault::None,
+                ..Kernel::default()
+            });
+            let results = self
+                .blazesym
+                .symbolize(&source, Input::AbsAddr(&kernel))
+                .unwrap_or_default();
+            for (index, address) in kernel.iter().enumerate() {
+                let names = results.get(index).map(names_of).unwrap_or_default();
+                self.kernel.insert(*address, names);
+            }
+        }
+        for (path, offsets) in wanted.user {
+            let offsets: Vec<u64> = offsets
+                .into_iter()
+                .filter(|offset| !self.user.contains_key(&(path.clone(), *offset)))
+                .collect();
+            if offsets.is_empty() {
+                continue;
+            }
+            let source = Source::Elf(Elf::new(&path));
+            let results = self
+                .blazesym
+                .symbolize(&source, Input::FileOffset(&offsets))
+                .unwrap_or_default();
+            for (index, offset) in offsets.iter().enumerate() {
+                let names = results.get(index).map(names_of).unwrap_or_default();
+                self.user.insert((path.clone(), *offset), names);
+            }
+        }
+    }
+
+    pub fn kernel_frame(&self, address: u64) -> Frame {
+        Frame {
+            kind: FrameKind::Kernel,
+            address,
+            functions: self.kernel.get(&address).cloned().unwrap_or_default(),
+            module: None,
+        }
+    }
+
+    pub fn user_frame(&self, address: u64, location: Option<(Arc<Module>, u64)>) -> Frame {
+        let functions = location
+            .as_ref()
+            .and_then(|(module, offset)| self.user.get(&(module.path.clone(), *offset)).cloned())
+            .unwrap_or_default();
+        Frame {
+            kind: FrameKind::User,
+            address,
+            functions,
+            module: location.map(|(module, _)| module),
+        }
+    }
+}
+
+/// Return addresses point after the call; looking up `address - 1` names
+/// the calling line even when a call is a function's last instruction.
+pub fn lookup_address(address: u64, is_leaf: bool) -> u64 {
+    if is_leaf {
+        address
+    } else {
+        address.saturating_sub(1)
+    }
+}
+
+/// Turns counted stack keys into symbolized samples, using the address-space
+/// snapshots for user frames.
+pub fn symbolize_counts(
+    counts: Vec<(StackKey, u64)>,
+    stacks: &HashMap<i32, Vec<u64>>,
+    spaces: &AddressSpaces,
+) -> Vec<Sample> {
+    let no_stack: Vec<u64> = Vec::new();
+    let stack_of = |id: i32| stacks.get(&id).unwrap_or(&no_stack);
+    let locate = |key: &StackKey, address: u64| {
+        spaces
+            .get(key.tgid, key.address_space)
+            .and_then(|space| space.resolve(address))
+    };
+
+    let mut symbolizer = Symbolizer::new();
+    let mut wanted = Wanted::default();
+    for (key, _) in &counts {
+        for (index, &address) in stack_of(key.kernel_stack_id).iter().enumerate() {
+            wanted.kernel(lookup_address(address, index == 0));
+        }
+        for (index, &address) in stack_of(key.user_stack_id).iter().enumerate() {
+            if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
+                wanted.user(&module, offset);
+            }
+        }
+    }
+    symbolizer.resolve(wanted);
+
+    counts
+        .into_iter()
+        .map(|(key, value)| {
+            let kernel = stack_of(key.kernel_stack_id)
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(index, &address)| {
+                    let mut frame = symbolizer.kernel_frame(lookup_address(address, index == 0));
+                    frame.address = address;
+                    frame
+                })
+                .collect();
+            let user = stack_of(key.user_stack_id)
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(index, &address)| {
+                    let lookup = lookup_address(address, index == 0);
+                    let mut frame = symbolizer.user_frame(lookup, locate(&key, lookup));
+                    frame.address = address;
+                    frame
+                })
+                .collect();
+            let user_missing = key.address_space != 0
+                && key.user_stack_id < 0
+                && key.user_stack_id != STACK_NOT_REQUESTED;
+            let kernel_missing = key.kernel_stack_id < 0
+                && key.kernel_stack_id != STACK_NOT_REQUESTED
+                && key.kernel_stack_id != STACK_EMPTY;
+            Sample {
+                pid: key.tgid,
+                tid: key.tid,
+                comm: key.comm,
+                user,
+                kernel,
+                user_missing,
+                kernel_missing,
+                value,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,38 @@
+//! bpfscope: Linux performance analysis on eBPF. This file is only the
+//! command line: it parses arguments, dispatches to a tool, and turns any
+//! error into one line on stderr and a non-zero exit.
+
+mod core;
+mod model;
+mod output;
+mod tools;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bpfscope",
+    version,
+    about = "CPU and off-CPU flame graphs and latency histograms from eBPF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    tool: Tool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// CPU flame graphs: sample on-CPU stacks, counted in kernel.
+    Profile(tools::profile::ProfileArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.tool {
+        Tool::Profile(args) => tools::profile::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("bpfscope: error: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,4 @@
+//! What tools produce and renderers consume, independent of both: a profile
+//! is symbolized stacks with values.
+
+pub mod profile;

@@ -1,0 +1,170 @@
+//! Folded stacks in FlameGraph's format: `comm;root;..;leaf count`, one line
+//! per distinct stack, kernel frames suffixed `_[k]`, unnamed frames
+//! `[unknown]` (with their module where known). Lines are sorted and merged.
+
+use std::collections::BTreeMap;
+
+use crate::model::profile::{Frame, FrameKind, Profile};
+
+/// Rendering choices for folded stacks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FoldOptions {
+    /// Put a `-` frame between the user and kernel parts (BCC's `-d`).
+    pub delimiter: bool,
+}
+
+/// Frame names must not contain the separators of the format.
+fn sanitize(name: &str) -> String {
+    name.replace([';', '\n'], ":")
+}
+
+fn push_frame_names(frame: &Frame, out: &mut Vec<String>) {
+    let suffix = if frame.kind == FrameKind::Kernel {
+        "_[k]"
+    } else {
+        ""
+    };
+    if frame.functions.is_empty() {
+        let name = match &frame.module {
+            Some(module) => format!("[unknown] ({})", module.file_name()),
+            None => "[unknown]".to_string(),
+        };
+        out.push(format!("{name}{suffix}"));
+        return;
+    }
+    for function in &frame.functions {
+        out.push(format!("{}{suffix}", sanitize(function)));
+    }
+}
+
+/// The folded stack (without count) of each sample, merged.
+pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
+    let mut folded = BTreeMap::new();
+    for sample in &profile.samples {
+        let mut names = vec![sanitize(&sample.comm)];
+        if sample.user_missing {
+            names.push("[missed user stack]".to_string());
+        }
+        for frame in &sample.user {
+            push_frame_names(frame, &mut names);
+        }
+        let has_kernel = !sample.kernel.is_empty() || sample.kernel_missing;
+        if options.delimiter && has_kernel && names.len() > 1 {
+            names.push("-".to_string());
+        }
+        if sample.kernel_missing {
+            names.push("[missed kernel stack]".to_string());
+        }
+        for frame in &sample.kernel {
+            push_frame_names(frame, &mut names);
+        }
+        *folded.entry(names.join(";")).or_insert(0) += sample.value;
+    }
+    folded
+}
+
+/// Folded text, one `stack count` line each.
+pub fn render(profile: &Profile, options: FoldOptions) -> String {
+    fold(profile, options)
+        .into_iter()
+        .map(|(stack, count)| format!("{stack} {count}\n"))
+        .collect()
+}
+
+/// Splits a folded line into its frames and count.
+pub fn parse_line(line: &str) -> Option<(Vec<&str>, u64)> {
+    let (stack, count) = line.rsplit_once(' ')?;
+    Some((stack.split(';').collect(), count.parse().ok()?))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::process_maps::Module;
+    use crate::model::profile::{ProfileKind, Sample};
+
+    pub fn frame(kind: FrameKind, names: &[&str]) -> Frame {
+        Frame {
+            kind,
+            address: 0x1000,
+            functions: names.iter().map(|n| n.to_string()).collect(),
+            module: None,
+        }
+    }
+
+    pub fn sample(comm: &str, user: Vec<Frame>, kernel: Vec<Frame>, value: u64) -> Sample {
+        Sample {
+            pid: 1,
+            tid: 1,
+            comm: comm.into(),
+            user,
+            kernel,
+            user_missing: false,
+            kernel_missing: false,
+            value,
+        }
+    }
+
+    pub fn profile(samples: Vec<Sample>) -> Profile {
+        Profile {
+            kind: ProfileKind::Cpu { hz: 99 },
+            duration: Duration::from_secs(1),
+            samples,
+        }
+    }
+
+    #[test]
+    fn folds_user_then_kernel_root_first() {
+        let p = profile(vec![
+            sample(
+                "burn",
+                vec![
+                    frame(FrameKind::User, &["main"]),
+                    frame(FrameKind::User, &["work", "inlined_leaf"]),
+                ],
+                vec![frame(
+                    FrameKind::Kernel,
+                    &["asm_sysvec_apic_timer_interrupt"],
+                )],
+                3,
+            ),
+            sample("burn", vec![frame(FrameKind::User, &["main"])], vec![], 2),
+            sample("burn", vec![frame(FrameKind::User, &["main"])], vec![], 1),
+        ]);
+        let text = render(&p, FoldOptions::default());
+        assert_eq!(
+            text,
+            "burn;main 3\nburn;main;work;inlined_leaf;asm_sysvec_apic_timer_interrupt_[k] 3\n"
+        );
+        let with_delimiter = render(&p, FoldOptions { delimiter: true });
+        assert!(with_delimiter
+            .contains("burn;main;work;inlined_leaf;-;asm_sysvec_apic_timer_interrupt_[k] 3"));
+        for line in text.lines() {
+            let (frames, count) = parse_line(line).unwrap();
+            assert_eq!(frames[0], "burn");
+            assert!(count > 0);
+        }
+    }
+
+    #[test]
+    fn unknown_frames_keep_their_module_and_separators_are_escaped() {
+        let mut unknown = frame(FrameKind::User, &[]);
+        unknown.module = Some(Arc::new(Module {
+            path: PathBuf::from("/usr/lib/libc.so.6"),
+            start: 0,
+            end: 1,
+            file_offset: 0,
+        }));
+        let mut missing = sample("a;b", vec![unknown, frame(FrameKind::User, &[])], vec![], 1);
+        missing.kernel_missing = true;
+        let text = render(&profile(vec![missing]), FoldOptions::default());
+        assert_eq!(
+            text,
+            "a:b;[unknown] (libc.so.6);[unknown];[missed kernel stack] 1\n"
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! pprof protobuf output (gzipped), the format `go tool pprof`, Parca and
+//! Pyroscope read. Messages follow github.com/google/pprof's profile.proto;
+//! they are declared here with prost's derive so no protoc is needed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use prost::Message;
+
+use crate::core::process_maps::Module;
+use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind};
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PprofProfile {
+    #[prost(message, repeated, tag = "1")]
+    pub sample_type: Vec<ValueType>,
+    #[prost(message, repeated, tag = "2")]
+    pub sample: Vec<PprofSample>,
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<Mapping>,
+    #[prost(message, repeated, tag = "4")]
+    pub location: Vec<Location>,
+    #[prost(message, repeated, tag = "5")]
+    pub function: Vec<Function>,
+    #[prost(string, repeated, tag = "6")]
+    pub string_table: Vec<String>,
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
+    #[prost(int64, tag = "10")]
+    pub duration_nanos: i64,
+    #[prost(message, optional, tag = "11")]
+    pub period_type: Option<ValueType>,
+    #[prost(int64, tag = "12")]
+    pub period: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ValueType {
+    #[prost(int64, tag = "1")]
+    pub r#type: i64,
+    #[prost(int64, tag = "2")]
+    pub unit: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PprofSample {
+    #[prost(uint64, repeated, tag = "1")]
+    pub location_id: Vec<u64>,
+    #[prost(int64, repeated, tag = "2")]
+    pub value: Vec<i64>,
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Label {
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    #[prost(int64, tag = "2")]
+    pub str: i64,
+    #[prost(int64, tag = "3")]
+    pub num: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Mapping {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub memory_start: u64,
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Location {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub line: Vec<Line>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Line {
+    #[prost(uint64, tag = "1")]
+    pub function_id: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Function {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(int64, tag = "2")]
+    pub name: i64,
+    #[prost(int64, tag = "3")]
+    pub system_name: i64,
+}
+
+/// Interns strings, functions, mappings and locations while samples are added.
+#[derive(Default)]
+struct Builder {
+    profile: PprofProfile,
+    strings: HashMap<String, i64>,
+    functions: HashMap<String, u64>,
+    mappings: HashMap<Arc<Module>, u64>,
+    build_ids: HashMap<std::path::PathBuf, i64>,
+    kernel_mapping: Option<u64>,
+    locations: HashMap<(u64, u64, FrameKind), u64>,
+}
+
+impl Builder {
+    fn new() -> Self {
+        let mut builder = Builder::default();
+        builder.string(""); // index 0 is always the empty string
+        builder
+    }
+
+    fn string(&mut self, text: &str) -> i64 {
+        if let Some(&index) = self.strings.get(text) {
+            return index;
+        }
+        let index = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(text.to_string());
+        self.strings.insert(text.to_string(), index);
+        index
+    }
+
+    fn value_type(&mut self, kind: &str, unit: &str) -> ValueType {
+        ValueType {
+            r#type: self.string(kind),
+            unit: self.string(unit),
+        }
+    }
+
+    fn function(&mut self, name: &str) -> u64 {
+        if let Some(&id) = self.functions.get(name) {
+            return id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        let name_index = self.string(name);
+        self.profile.function.push(Function {
+            id,
+            name: name_index,
+            system_name: name_index,
+        });
+        self.functions.insert(name.to_string(), id);
+        id
+    }
+
+    fn build_id(&mut self, path: &Path) -> i64 {
+        if let Some(&index) = self.build_ids.get(path) {
+            return index;
+        }
+        let hex: String = blazesym::helper::read_elf_build_id(path)
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect())
+            .unwrap_or_default();
+        let index = self.string(&hex);
+        self.build_ids.insert(path.to_path_buf(), index);
+        index
+    }
+
+    fn mapping(&mut self, frame: &Frame) -> u64 {
+        if frame.kind == FrameKind::Kernel {
+            if let Some(id) = self.kernel_mapping {
+                return id;
+            }
+            let id = self.profile.mapping.len() as u64 + 1;
+            let filename = self.string("[kernel.kallsyms]");
+            self.profile.mapping.push(Mapping {
+                id,
+                memory_start: 0,
+                memory_limit: 0,
+                file_offset: 0,
+                filename,
+                build_id: 0,
+                has_functions: true,
+            });
+            self.kernel_mapping = Some(id);
+            return id;
+        }
+        let Some(module) = &frame.module else {
+            return 0;
+        };
+        if let Some(&id) = self.mappings.get(module) {
+            return id;
+        }
+        let id = self.profile.mapping.len() as u64 + 1;
+        let filename = self.string(&module.path.to_string_lossy());
+        let build_id = if module.is_file() {
+            self.build_id(&module.path)
+        } else {
+            0
+        };
+        self.profile.mapping.push(Mapping {
+            id,
+            memory_start: module.start,
+            memory_limit: module.end,
+            file_offset: module.file_offset,
+            filename,
+            build_id,
+            has_functions: true,
+        });
+        self.mappings.insert(module.clone(), id);
+        id
+    }
+
+    fn location(&mut self, frame: &Frame) -> u64 {
+        let mapping_id = self.mapping(frame);
+        let key = (mapping_id, frame.address, frame.kind);
+        if let Some(&id) = self.locations.get(&key) {
+            return id;
+        }
+        let names: Vec<String> = if frame.functions.is_empty() {
+            let module = frame
+                .module
+                .as_ref()
+                .map(|m| format!(" ({})", m.file_name()))
+                .unwrap_or_default();
+            vec![format!("[unknown]{module}")]
+        } else {
+            frame.functions.clone()
+        };
+        // pprof lists inlined functions innermost first, the caller last.
+        let line = names
+            .iter()
+            .rev()
+            .map(|name| Line {
+                function_id: self.function(name),
+            })
+            .collect();
+        let id = self.profile.location.len() as u64 + 1;
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address: frame.address,
+            line,
+        });
+        self.locations.insert(key, id);
+        id
+    }
+}
+
+/// Encodes the profile as a pprof message (not yet compressed).
+pub fn build(profile: &Profile) -> PprofProfile {
+    let mut builder = Builder::new();
+    let (value_types, period_type, period, scale): (Vec<ValueType>, ValueType, i64, Vec<i64>) =
+        match profile.kind {
+            ProfileKind::Cpu { hz } => {
+                let period = 1_000_000_000 / hz as i64;
+                (
+                    vec![
+                        builder.value_type("samples", "count"),
+                        builder.value_type("cpu", "nanoseconds"),
+                    ],
+                    builder.value_type("cpu", "nanoseconds"),
+                    period,
+                    vec![1, period],
+                )
+            }
+            ProfileKind::OffCpu => (
+                vec![builder.value_type("off_cpu", "nanoseconds")],
+                builder.value_type("off_cpu", "nanoseconds"),
+                1,
+                vec![1000],
+            ),
+        };
+    builder.profile.sample_type = value_types;
+    builder.profile.period_type = Some(period_type);
+    builder.profile.period = period;
+    builder.profile.duration_nanos = profile.duration.as_nanos() as i64;
+    builder.profile.time_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| (since - profile.duration).as_nanos() as i64)
+        .unwrap_or(0);
+
+    let pid_key = builder.string("pid");
+    let tid_key = builder.string("thread_id");
+    let comm_key = builder.string("comm");
+    for sample in &profile.samples {
+        let location_id = sample
+            .user
+            .iter()
+            .chain(sample.kernel.iter())
+            .rev()
+            .map(|frame| builder.location(frame))
+            .collect();
+        let mut label = vec![
+            Label {
+                key: pid_key,
+                str: 0,
+                num: sample.pid as i64,
+            },
+            Label {
+                key: comm_key,
+                str: builder.string(&sample.comm),
+                num: 0,
+            },
+        ];
+        if sample.tid != 0 {
+            label.push(Label {
+                key: tid_key,
+                str: 0,
+                num: sample.tid as i64,
+            });
+        }
+        builder.profile.sample.push(PprofSample {
+            location_id,
+            value: scale
+                .iter()
+                .map(|factor| sample.value as i64 * factor)
+                .collect(),
+            label,
+        });
+    }
+    builder.profile
+}
+
+/// The gzipped protobuf bytes of a `.pb.gz` file.
+pub fn render(profile: &Profile) -> Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder
+        .write_all(&build(profile).encode_to_vec())
+        .context("compressing pprof")?;
+    encoder.finish().context("compressing pprof")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use flate2::read::GzDecoder;
+
+    use super::*;
+    use crate::output::folded::tests::{frame, profile, sample};
+
+    #[test]
+    fn round_trips_and_shares_functions() {
+        let p = profile(vec![
+            sample(
+                "burn",
+                vec![
+                    frame(FrameKind::User, &["main"]),
+                    frame(FrameKind::User, &["outer", "inlined"]),
+                ],
+                vec![frame(FrameKind::Kernel, &["irq_handler"])],
+                5,
+            ),
+            sample("burn", vec![frame(FrameKind::User, &["main"])], vec![], 2),
+        ]);
+        let gz = render(&p).unwrap();
+        let mut bytes = Vec::new();
+        GzDecoder::new(&gz[..]).read_to_end(&mut bytes).unwrap();
+        let decoded = PprofProfile::decode(&bytes[..]).unwrap();
+        assert_eq!(decoded.string_table[0], "");
+        assert_eq!(decoded.sample.len(), 2);
+        assert_eq!(decoded.sample[0].value, vec![5, 5 * (1_000_000_000 / 99)]);
+        assert_eq!(decoded.period, 1_000_000_000 / 99);
+        let name = |id: u64| {
+            let function = decoded.function.iter().find(|f| f.id == id).unwrap();
+            decoded.string_table[function.name as usize].clone()
+        };
+        // Leaf first: kernel leaf, then the inlined user frame (innermost line first).
+        let leaf = decoded
+            .location
+            .iter()
+            .find(|l| l.id == decoded.sample[0].location_id[0])
+            .unwrap();
+        assert_eq!(name(leaf.line[0].function_id), "irq_handler");
+        let user_leaf = decoded
+            .location
+            .iter()
+            .find(|l| l.id == decoded.sample[0].location_id[1])
+            .unwrap();
+        let names: Vec<String> = user_leaf
+            .line
+            .iter()
+            .map(|line| name(line.function_id))
+            .collect();
+        assert_eq!(names, vec!["inlined", "outer"]);
+        // "main" is one function and one location shared by both samples.
+        assert_eq!(
+            decoded
+                .function
+                .iter()
+                .filter(|f| decoded.string_table[f.name as usize] == "main")
+                .count(),
+            1
+        );
+        assert_eq!(
+            decoded.sample[0].location_id.last(),
+            decoded.sample[1].location_id.last()
+        );
+        let kernel_mapping = decoded
+            .mapping
+            .iter()
+            .find(|m| m.id == leaf.mapping_id)
+            .unwrap();
+        assert_eq!(
+            decoded.string_table[kernel_mapping.filename as usize],
+            "[kernel.kallsyms]"
+        );
+    }
+}
