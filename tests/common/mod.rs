@@ -1,0 +1,181 @@
+//! Helpers shared by the end-to-end tests: building the ground-truth C
+//! workloads, running bpfscope, parsing folded output, and serializing tests
+//! so that concurrent BPF runs and CPU burners do not disturb each other.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Tests that measure run one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn bpfscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bpfscope"))
+}
+
+pub fn tmp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Compiles tests/workloads/NAME.c once (with frame pointers everywhere,
+/// leaf functions included, and no sibling calls) and returns the binary.
+pub fn workload(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workloads/{name}.c"));
+    let binary = tmp_dir().join(name);
+    let status = Command::new("clang")
+        .args([
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+        ])
+        .args(["-fno-optimize-sibling-calls", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("clang is installed (the test command installs it)");
+    assert!(status.success(), "compiling {}", source.display());
+    built.insert(name.to_string(), binary.clone());
+    binary
+}
+
+/// A child process killed when dropped, so a failing test leaves no burner behind.
+pub struct Workload(pub Child);
+
+impl Workload {
+    pub fn start(binary: &Path, args: &[&str]) -> Self {
+        let child = Command::new(binary)
+            .args(args)
+            .spawn()
+            .expect("start workload");
+        std::thread::sleep(Duration::from_millis(200));
+        Workload(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("run bpfscope")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One folded line: frames (comm first) and count.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+/// Parses folded text, failing on any malformed line.
+pub fn parse_folded(text: &str) -> Vec<Stack> {
+    text.lines()
+        .map(|line| {
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no count in folded line {line:?}"));
+            let count = count
+                .parse()
+                .unwrap_or_else(|_| panic!("bad count in folded line {line:?}"));
+            let frames: Vec<String> = stack.split(';').map(str::to_string).collect();
+            assert!(
+                frames.iter().all(|f| !f.is_empty()),
+                "empty frame in {line:?}"
+            );
+            Stack { frames, count }
+        })
+        .collect()
+}
+
+pub fn total(stacks: &[Stack]) -> u64 {
+    stacks.iter().map(|s| s.count).sum()
+}
+
+/// Samples whose frames contain `chain` as consecutive frames.
+pub fn count_with_chain(stacks: &[Stack], chain: &[&str]) -> u64 {
+    stacks
+        .iter()
+        .filter(|s| {
+            s.frames
+                .windows(chain.len())
+                .any(|w| w.iter().zip(chain).all(|(a, b)| a == b))
+        })
+        .map(|s| s.count)
+        .sum()
+}
+
+pub fn for_comm<'a>(stacks: &'a [Stack], comm: &str) -> Vec<Stack> {
+    stacks
+        .iter()
+        .filter(|s| s.frames[0] == comm)
+        .cloned()
+        .collect()
+}
+
+/// Names of BPF programs currently attached through links (bpftool).
+pub fn attached_program_names() -> Vec<String> {
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "list"])
+        .output()
+        .expect("bpftool is installed");
+    let links = String::from_utf8_lossy(&output.stdout).into_owned();
+    let programs = Command::new("bpftool")
+        .args(["-j", "prog", "list"])
+        .output()
+        .expect("bpftool");
+    let programs = String::from_utf8_lossy(&programs.stdout).into_owned();
+    // Map prog ids of links to names with a tiny scan of the JSON text.
+    let ids: Vec<String> = links
+        .split("\"prog_id\":")
+        .skip(1)
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_digit()).collect())
+        .collect();
+    ids.iter()
+        .filter_map(|id| {
+            let marker = format!("\"id\":{id},");
+            let at = programs.find(&marker)?;
+            let name_at = programs[at..].find("\"name\":\"")? + at + 8;
+            let end = programs[name_at..].find('"')? + name_at;
+            Some(programs[name_at..end].to_string())
+        })
+        .collect()
+}
+
+/// Waits until `condition` holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
