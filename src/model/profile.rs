@@ -24,12 +24,6 @@ pub struct Frame {
     pub module: Option<Arc<Module>>,
 }
 
-impl Frame {
-    pub fn is_named(&self) -> bool {
-        !self.functions.is_empty()
-    }
-}
-
 /// One stack and its total value. Frames run from the root to the leaf: user
 /// frames first, then kernel frames.
 #[derive(Debug, Clone, PartialEq)]

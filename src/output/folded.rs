@@ -72,6 +72,7 @@ pub fn render(profile: &Profile, options: FoldOptions) -> String {
 }
 
 /// Splits a folded line into its frames and count.
+#[cfg(test)]
 pub fn parse_line(line: &str) -> Option<(Vec<&str>, u64)> {
     let (stack, count) = line.rsplit_once(' ')?;
     Some((stack.split(';').collect(), count.parse().ok()?))

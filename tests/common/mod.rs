@@ -131,7 +131,7 @@ pub fn count_with_chain(stacks: &[Stack], chain: &[&str]) -> u64 {
         .sum()
 }
 
-pub fn for_comm<'a>(stacks: &'a [Stack], comm: &str) -> Vec<Stack> {
+pub fn for_comm(stacks: &[Stack], comm: &str) -> Vec<Stack> {
     stacks
         .iter()
         .filter(|s| s.frames[0] == comm)

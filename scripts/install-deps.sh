@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing bpfscope needs on Debian/Ubuntu (run as root):
+# clang (BPF programs), libelf/zlib (libbpf), bpftool (tests inspect links),
+# golang-go (tests read pprof output with `go tool pprof`), and a Rust toolchain.
+set -euo pipefail
+
+packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftool golang-go util-linux curl ca-certificates)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "installing the Rust toolchain with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
