@@ -88,10 +88,15 @@ pub(crate) mod tests {
     use crate::core::process_maps::Module;
     use crate::model::profile::{ProfileKind, Sample};
 
+    /// A frame whose address is derived from its names, so distinct frames differ.
     pub fn frame(kind: FrameKind, names: &[&str]) -> Frame {
+        let address = names
+            .iter()
+            .flat_map(|n| n.bytes())
+            .fold(0x1000u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
         Frame {
             kind,
-            address: 0x1000,
+            address,
             functions: names.iter().map(|n| n.to_string()).collect(),
             module: None,
         }

@@ -24,16 +24,31 @@ pub fn render(profile: &Profile, fold_options: FoldOptions, subtitle: &str) -> R
         }
     }
     options.subtitle = Some(subtitle.to_string());
-    let mut svg = Vec::new();
     if folded.is_empty() {
-        // inferno refuses empty input; an empty graph still says what was run.
-        options.title = format!("{} (no samples)", options.title);
-        flamegraph::from_lines(&mut options, ["no-samples 0"], &mut svg)
-    } else {
-        flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
+        // inferno refuses empty input; say plainly that nothing was sampled.
+        return Ok(empty_svg(&options.title, subtitle).into_bytes());
     }
-    .context("rendering the flame graph")?;
+    let mut svg = Vec::new();
+    flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
+        .context("rendering the flame graph")?;
     Ok(svg)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn empty_svg(title: &str, subtitle: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"120\" \
+         xmlns=\"http://www.w3.org/2000/svg\"><text x=\"600\" y=\"40\" text-anchor=\"middle\" font-size=\"17\">{}</text>\
+         <text x=\"600\" y=\"70\" text-anchor=\"middle\" font-size=\"12\">{}</text>\
+         <text x=\"600\" y=\"100\" text-anchor=\"middle\" font-size=\"14\">no samples were collected</text></svg>\n",
+        escape(title),
+        escape(subtitle)
+    )
 }
 
 #[cfg(test)]
@@ -64,7 +79,10 @@ mod tests {
 
     #[test]
     fn empty_profile_still_renders() {
-        let svg = render(&profile(vec![]), FoldOptions::default(), "s").unwrap();
-        assert!(String::from_utf8(svg).unwrap().contains("no samples"));
+        let svg =
+            String::from_utf8(render(&profile(vec![]), FoldOptions::default(), "a <b>").unwrap())
+                .unwrap();
+        assert!(svg.starts_with("<?xml") && svg.ends_with("</svg>\n"));
+        assert!(svg.contains("no samples were collected") && svg.contains("a &lt;b&gt;"));
     }
 }
