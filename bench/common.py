@@ -60,20 +60,24 @@ class Tracer:
             self.process.communicate()
 
 
-def run_workload(argv):
-    output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+def last_number(output):
     return float(output.strip().split()[-1])
 
 
-def interleaved_ratios(workload_argv, tracers, rounds):
+def run_workload(argv, parse=last_number):
+    """Runs the workload and returns its throughput as `parse` reads it from stdout."""
+    return parse(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+
+
+def interleaved_ratios(workload_argv, tracers, rounds, parse=last_number):
     """Runs the workload untraced and under each tracer, interleaved, `rounds`
     times; returns {tracer name: [traced/untraced per round]}."""
     ratios = {tracer.name: [] for tracer in tracers}
     for round_number in range(rounds):
-        baseline = run_workload(workload_argv)
+        baseline = run_workload(workload_argv, parse)
         for tracer in tracers:
             with tracer:
-                traced = run_workload(workload_argv)
+                traced = run_workload(workload_argv, parse)
             ratios[tracer.name].append(traced / baseline)
         print(f"  round {round_number + 1}/{rounds}: " +
               ", ".join(f"{name} {values[-1]:.3f}" for name, values in ratios.items()), file=sys.stderr)

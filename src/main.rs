@@ -24,12 +24,15 @@ struct Cli {
 enum Tool {
     /// CPU flame graphs: sample on-CPU stacks, counted in kernel.
     Profile(tools::profile::ProfileArgs),
+    /// Off-CPU flame graphs: time blocked, summed in kernel by stack.
+    Offcpu(tools::offcpu::OffcpuArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.tool {
         Tool::Profile(args) => tools::profile::run(args),
+        Tool::Offcpu(args) => tools::offcpu::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

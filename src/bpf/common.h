@@ -58,6 +58,9 @@ enum run_stat {
 	STAT_USER_STACK_MISSING,   /* a user task whose user stack could not be read */
 	STAT_NOTIFY_LOST,          /* new-process notification lost (ring buffer full) */
 	STAT_TARGETS_FULL,         /* a followed child could not be added */
+	STAT_STACK_REUSED,         /* offcpu: stacks reused from the per-thread cache */
+	STAT_STACK_REVALIDATED,    /* offcpu: cached stacks walked again to check them */
+	STAT_STACK_STALE,          /* offcpu: ... and found different */
 	STAT_MAX,
 };
 

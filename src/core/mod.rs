@@ -10,6 +10,7 @@ pub mod preflight;
 pub mod process_maps;
 pub mod run;
 pub mod signals;
+pub mod stack_collection;
 pub mod stacks;
 pub mod stats;
 pub mod symbolize;

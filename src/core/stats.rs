@@ -15,9 +15,16 @@ pub struct RunStats {
     pub user_stacks_missing: u64,
     pub notifications_lost: u64,
     pub followed_children_lost: u64,
+    pub stacks_reused: u64,
+    pub stacks_revalidated: u64,
+    pub stacks_stale: u64,
 }
 
-const STAT_COUNT: u32 = 7;
+const STAT_COUNT: u32 = 10;
+
+/// offcpu walks a thread's cached stacks again after this many blocks
+/// (`revalidate_every` in offcpu.bpf.c).
+pub const STACK_REVALIDATE_EVERY: u32 = 16;
 
 impl RunStats {
     /// Sums the per-CPU counters of a loaded object's `stats` map.
@@ -31,7 +38,7 @@ impl RunStats {
                 .map(|bytes| u64::from_ne_bytes(bytes[..8].try_into().expect("u64 per-CPU value")))
                 .sum();
         }
-        let [events, counts_full, stack_map_full, stack_collisions, user_stacks_missing, notifications_lost, followed_children_lost] =
+        let [events, counts_full, stack_map_full, stack_collisions, user_stacks_missing, notifications_lost, followed_children_lost, stacks_reused, stacks_revalidated, stacks_stale] =
             totals;
         Ok(RunStats {
             events,
@@ -41,6 +48,9 @@ impl RunStats {
             user_stacks_missing,
             notifications_lost,
             followed_children_lost,
+            stacks_reused,
+            stacks_revalidated,
+            stacks_stale,
         })
     }
 
@@ -73,6 +83,12 @@ impl RunStats {
             self.followed_children_lost,
             "child processes not followed (target map full)",
         );
+        if self.stacks_stale > 0 {
+            losses.push(format!(
+                "{} of {} re-walked cached stacks had changed (up to {} blocks each may sit under the previous stack)",
+                self.stacks_stale, self.stacks_revalidated, STACK_REVALIDATE_EVERY
+            ));
+        }
         losses
     }
 }

@@ -133,6 +133,22 @@ impl Symbolizer {
     }
 }
 
+/// Frames of the tracing machinery itself (the BPF program and the code that
+/// ran it), which sit at the leaf of stacks captured from tracepoints.
+fn is_tracing_frame(frame: &Frame) -> bool {
+    const PREFIXES: [&str; 5] = [
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "__traceiter_",
+        "__bpf_prog_run",
+    ];
+    frame
+        .functions
+        .first()
+        .is_some_and(|name| PREFIXES.iter().any(|prefix| name.starts_with(prefix)))
+}
+
 /// Return addresses point after the call; looking up `address - 1` names
 /// the calling line even when a call is a function's last instruction.
 pub fn lookup_address(address: u64, is_leaf: bool) -> u64 {
@@ -175,7 +191,7 @@ pub fn symbolize_counts(
     counts
         .into_iter()
         .map(|(key, value)| {
-            let kernel = stack_of(key.kernel_stack_id)
+            let mut kernel: Vec<Frame> = stack_of(key.kernel_stack_id)
                 .iter()
                 .enumerate()
                 .rev()
@@ -185,6 +201,9 @@ pub fn symbolize_counts(
                     frame
                 })
                 .collect();
+            while kernel.last().is_some_and(is_tracing_frame) {
+                kernel.pop();
+            }
             let user = stack_of(key.user_stack_id)
                 .iter()
                 .enumerate()

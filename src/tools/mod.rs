@@ -1,4 +1,5 @@
 //! One module per tool: its command-line flags, how it sets up its BPF
 //! program, and how it turns the kernel's summary into the model.
 
+pub mod offcpu;
 pub mod profile;

@@ -1,0 +1,279 @@
+//! `bpfscope offcpu`: off-CPU flame graphs. `offcpu.bpf.c` times every
+//! block from sched_switch out to sched_switch in and sums it in kernel under
+//! the stacks the thread blocked in; user space reads only the sums.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::Link;
+
+use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::process_maps::AddressSpaces;
+use crate::core::run::Collection;
+use crate::core::stack_collection::{self, StackToolArgs};
+use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
+use crate::core::{preflight, signals};
+use crate::model::profile::ProfileKind;
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
+}
+use skel::OffcpuSkelBuilder;
+
+/// Task state at switch-out that `--state` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BlockState {
+    /// Preempted while runnable (waiting for a CPU).
+    Running,
+    /// Interruptible sleep (TASK_INTERRUPTIBLE): locks, pipes, sockets, timers.
+    Sleeping,
+    /// Uninterruptible sleep (TASK_UNINTERRUPTIBLE), typically disk I/O.
+    Disk,
+    All,
+}
+
+impl BlockState {
+    /// `state_filter` in offcpu.bpf.c.
+    fn bpf_value(self) -> i32 {
+        match self {
+            BlockState::Running => 0,
+            BlockState::Sleeping => 1,
+            BlockState::Disk => 2,
+            BlockState::All => -1,
+        }
+    }
+}
+
+/// Sum off-CPU time by blocked stack and write an off-CPU flame graph.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bpfscope offcpu -o offcpu.svg 10        system-wide for 10 s\n  bpfscope offcpu -p 1234 -m 1000 5       one process, blocks of 1 ms or more\n  bpfscope offcpu --state disk -o io.svg -- tar cf /tmp/x.tar /usr"
+)]
+pub struct OffcpuArgs {
+    /// Only these threads (comma-separated TIDs).
+    #[arg(short = 't', long = "tid", value_delimiter = ',', value_name = "TID")]
+    pub tids: Vec<u32>,
+    /// User threads only (no kernel threads).
+    #[arg(
+        short = 'u',
+        long = "user-threads-only",
+        conflicts_with = "kernel_threads_only"
+    )]
+    pub user_threads_only: bool,
+    /// Kernel threads only.
+    #[arg(short = 'k', long = "kernel-threads-only")]
+    pub kernel_threads_only: bool,
+    /// Ignore blocks shorter than this many microseconds.
+    #[arg(
+        short = 'm',
+        long = "min-block-time",
+        default_value_t = 1,
+        value_name = "MIN_US"
+    )]
+    pub min_block_us: u64,
+    /// Ignore blocks longer than this many microseconds.
+    #[arg(short = 'M', long = "max-block-time", value_name = "MAX_US")]
+    pub max_block_us: Option<u64>,
+    /// Keep blocks by the task's state when it switched out.
+    #[arg(long, value_enum, default_value_t = BlockState::All)]
+    pub state: BlockState,
+    #[command(flatten)]
+    pub common: StackToolArgs,
+}
+
+pub fn run(args: OffcpuArgs) -> Result<()> {
+    let common = &args.common;
+    let format = common.validate()?;
+    if let Some(max) = args.max_block_us {
+        if max < args.min_block_us {
+            bail!(
+                "bad block-time bounds: -M {max} is below -m {}",
+                args.min_block_us
+            );
+        }
+    }
+    preflight::check_all()?;
+    let started = Instant::now();
+    let mut targets = common.target_spec(&args.tids).resolve()?;
+    let filters = targets.filter_flags();
+
+    let mut primary = MaybeUninit::uninit();
+    let mut fallback = MaybeUninit::uninit();
+    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
+        let mut open = OffcpuSkelBuilder::default()
+            .open(storage)
+            .context("opening the offcpu BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("offcpu object has no .rodata")?;
+        rodata.filter_tgids = filters.tgids;
+        rodata.filter_tids = filters.tids;
+        rodata.filter_cgroup = filters.cgroup;
+        rodata.follow_children = filters.follow_children;
+        rodata.capture_user = !common.kernel_stacks_only;
+        rodata.capture_kernel = !common.user_stacks_only;
+        rodata.user_threads_only = args.user_threads_only;
+        rodata.kernel_threads_only = args.kernel_threads_only;
+        rodata.state_filter = args.state.bpf_value();
+        rodata.min_block_ns = args.min_block_us.saturating_mul(1000);
+        rodata.max_block_ns = args
+            .max_block_us
+            .map_or(u64::MAX, |us| us.saturating_mul(1000));
+        rodata.revalidate_every = STACK_REVALIDATE_EVERY;
+        let btf = flavor == HookFlavor::BtfTyped;
+        // Per-thread accumulation needs task storage (BTF flavor only).
+        rodata.flush_every = if btf { 64 } else { 1 };
+        open.maps
+            .stacks
+            .set_max_entries(common.stack_storage_size)?;
+        open.maps.counts.set_max_entries(common.max_stacks)?;
+        open.progs.switch_btf.set_autoload(btf);
+        open.progs.exit_btf.set_autoload(btf);
+        open.progs.flush_all.set_autoload(btf);
+        open.progs.switch_raw.set_autoload(!btf);
+        open.progs
+            .follow_fork_btf
+            .set_autoload(filters.follow_children && btf);
+        open.progs
+            .follow_fork_raw
+            .set_autoload(filters.follow_children && !btf);
+        if btf {
+            // Unused by this flavor: keep it minimal.
+            open.maps.blocked_by_tid.set_max_entries(1)?;
+        }
+        open.load().context("loading the offcpu BPF programs")
+    })?;
+    targets.write_filters(
+        &skel.maps.target_tgids,
+        &skel.maps.target_tids,
+        &skel.maps.target_cgroup,
+    )?;
+
+    let mut links: Vec<Link> = Vec::new();
+    let mut exit_hook = None;
+    match flavor {
+        HookFlavor::BtfTyped => {
+            if filters.follow_children {
+                links.push(
+                    skel.progs
+                        .follow_fork_btf
+                        .attach()
+                        .context("attaching the fork follower")?,
+                );
+            }
+            exit_hook = Some(
+                skel.progs
+                    .exit_btf
+                    .attach()
+                    .context("attaching to sched_process_exit")?,
+            );
+            links.push(
+                skel.progs
+                    .switch_btf
+                    .attach()
+                    .context("attaching to sched_switch")?,
+            );
+        }
+        HookFlavor::Raw => {
+            if filters.follow_children {
+                links.push(
+                    skel.progs
+                        .follow_fork_raw
+                        .attach()
+                        .context("attaching the fork follower")?,
+                );
+            }
+            links.push(
+                skel.progs
+                    .switch_raw
+                    .attach()
+                    .context("attaching to sched_switch")?,
+            );
+        }
+    }
+    let spaces = RefCell::new(AddressSpaces::default());
+    let ring = stack_collection::address_space_ring(&skel.maps.address_space_events, &spaces)?;
+
+    signals::install();
+    let command = targets
+        .command
+        .take()
+        .map(|pending| pending.release())
+        .transpose()?;
+    eprintln!(
+        "bpfscope: tracing off-CPU time{} (attached in {} ms)",
+        common.describe_scope(),
+        started.elapsed().as_millis()
+    );
+    let collection_start = Instant::now();
+    let stop = Collection {
+        duration: common.run_duration(),
+        command: command.as_ref(),
+        targets: &targets,
+        ring: Some(&ring),
+        activity: "tracing off-CPU time",
+    }
+    .run();
+    let duration = collection_start.elapsed();
+    drop(links);
+    if let Some(exit_hook) = exit_hook {
+        // Time still accumulated per thread goes to the counts map; the exit
+        // hook stays until then so no exiting thread's time is lost.
+        flush_all_threads(&skel.progs.flush_all)?;
+        drop(exit_hook);
+    }
+    drop(ring);
+    if let Some(message) = stop.describe() {
+        eprintln!("bpfscope: {message}");
+    }
+
+    let stats = RunStats::read(&skel.maps.stats)?;
+    let mut spaces = spaces.into_inner();
+    let mut profile = stack_collection::read_profile(
+        &skel.maps.counts,
+        &skel.maps.stacks,
+        &mut spaces,
+        ProfileKind::OffCpu,
+        duration,
+    )?;
+    drop(skel);
+    for sample in &mut profile.samples {
+        sample.value = (sample.value + 500) / 1000; // counted in ns, shown in us
+    }
+    profile.samples.retain(|sample| sample.value > 0);
+    let subtitle = format!(
+        "{:.1} s on {}{}, blocks of {} us or more",
+        duration.as_secs_f64(),
+        stack_collection::hostname(),
+        common.describe_scope(),
+        args.min_block_us
+    );
+    stack_collection::write_profile(common, format, &profile, &subtitle)?;
+    stack_collection::print_summary(
+        &profile,
+        &format!(
+            "{:.3} s off-CPU in {} blocks",
+            profile.total() as f64 / 1e6,
+            stats.events
+        ),
+        &stats,
+        &spaces,
+        common.output.as_deref(),
+    );
+    Ok(())
+}
+
+/// Runs the task iterator that flushes every thread's accumulated time.
+fn flush_all_threads(flush_all: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
+    let link = flush_all
+        .attach_iter_with_opts(libbpf_rs::IterOpts::None)
+        .context("attaching the flush iterator")?;
+    let mut iter = libbpf_rs::Iter::new(&link).context("creating the flush iterator")?;
+    std::io::copy(&mut iter, &mut std::io::sink()).context("running the flush iterator")?;
+    Ok(())
+}
