@@ -12,10 +12,6 @@ if ! grep -q ' cgroup2 ' /proc/self/mounts; then
     mkdir -p /sys/fs/cgroup/unified 2>/dev/null || mkdir -p /run/bpfscope-cgroup2
     mount -t cgroup2 none /sys/fs/cgroup/unified 2>/dev/null || mount -t cgroup2 none /run/bpfscope-cgroup2
 fi
-# Tools built on classic tracepoints need tracefs.
-if [ ! -d /sys/kernel/tracing/events ]; then
-    mount -t tracefs nodev /sys/kernel/tracing
-fi
 
 cargo build --all-targets
 cargo test -- --test-threads=2

@@ -17,6 +17,10 @@ pub enum HookFlavor {
     Raw,
 }
 
+/// Set to 1 to skip the BTF-typed attempt, so the fallback path can be
+/// exercised on kernels where BTF-typed hooks load.
+const FORCE_RAW_ENV: &str = "BPFSCOPE_FORCE_RAW_TRACEPOINTS";
+
 /// Opens and loads an object with BTF-typed hooks, retrying with raw hooks if
 /// that load fails. `open_and_load` enables the programs of the given flavor.
 pub fn load_with_fallback<'obj, S>(
@@ -24,6 +28,10 @@ pub fn load_with_fallback<'obj, S>(
     fallback: &'obj mut MaybeUninit<OpenObject>,
     mut open_and_load: impl FnMut(&'obj mut MaybeUninit<OpenObject>, HookFlavor) -> Result<S>,
 ) -> Result<(S, HookFlavor)> {
+    if std::env::var_os(FORCE_RAW_ENV).is_some_and(|value| value == "1") {
+        eprintln!("bpfscope: note: {FORCE_RAW_ENV}=1: using raw tracepoints");
+        return Ok((open_and_load(primary, HookFlavor::Raw)?, HookFlavor::Raw));
+    }
     match open_and_load(primary, HookFlavor::BtfTyped) {
         Ok(loaded) => Ok((loaded, HookFlavor::BtfTyped)),
         Err(btf_error) => match open_and_load(fallback, HookFlavor::Raw) {

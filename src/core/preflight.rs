@@ -1,5 +1,5 @@
 //! Checks run before anything is loaded, so that the common ways a run can
-//! fail (privileges, no BTF, no tracefs) are reported as one clear line
+//! fail (privileges, no BTF) are reported as one clear line
 //! instead of a libbpf error from deep inside a load.
 
 use std::fs;
@@ -11,7 +11,6 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
-const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Effective capability bits of this process, from /proc/self/status.
 fn effective_capabilities() -> u64 {
@@ -44,31 +43,6 @@ pub fn check_kernel_btf() -> Result<()> {
     bail!(
         "this kernel exposes no BTF ({BTF_VMLINUX} is missing); bpfscope needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )
-}
-
-/// Classic `tracepoint/` programs resolve their ids through tracefs; mount it
-/// if it is not there yet.
-pub fn ensure_tracefs() -> Result<()> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
-    }
-    let target = std::ffi::CString::new(TRACEFS).expect("no NUL in constant");
-    let fstype = std::ffi::CString::new("tracefs").expect("no NUL in constant");
-    // SAFETY: all pointers are valid NUL-terminated strings or null.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        bail!("tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); run: mount -t tracefs nodev {TRACEFS}");
-    }
-    Ok(())
 }
 
 /// Everything every tool needs before it opens a BPF object.

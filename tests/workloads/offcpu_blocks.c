@@ -1,5 +1,6 @@
 /*
- * Ground truth for off-CPU profiles. The main thread (named "blocker")
+ * Ground truth for off-CPU profiles. The main thread (named "blocker", or
+ * $BLOCKER_NAME)
  * blocks in functions whose share of its time it measures itself, and
  * prints "function milliseconds" lines at exit. Blocking syscalls are issued
  * with an inline `syscall` instruction from those functions, so the user
@@ -119,7 +120,7 @@ int main(int argc, char **argv)
 	double t_sleep = 0, t_pipe = 0, t_futex = 0, t_short = 0, t_long = 0, t_disk = 0;
 	pthread_t thread;
 
-	prctl(PR_SET_NAME, "blocker");
+	prctl(PR_SET_NAME, getenv("BLOCKER_NAME") ? getenv("BLOCKER_NAME") : "blocker");
 	if (strcmp(mode, "split") == 0) {
 		if (pipe(request_pipe) || pipe(data_pipe) || pthread_create(&thread, NULL, helper, NULL))
 			return 1;

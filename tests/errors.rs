@@ -1,0 +1,220 @@
+//! Every error a user can cause in `bpfscope profile` and `bpfscope offcpu`
+//! gives one clear line on stderr and a non-zero exit, never a panic.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use common::*;
+
+/// The stack tools; errors they share are checked for each.
+const TOOLS: [&str; 2] = ["profile", "offcpu"];
+
+fn assert_user_error(output: &Output, expected: &str) {
+    let text = stderr(output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status for {expected:?}: {text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {text}");
+    assert!(lines[0].starts_with("bpfscope: error: "), "{text}");
+    assert!(
+        lines[0].contains(expected),
+        "expected {expected:?} in {text}"
+    );
+}
+
+fn tool(name: &str, args: &[&str]) -> Output {
+    run(bpfscope().arg(name).args(args))
+}
+
+/// `bpfscope` run as root inside a private mount namespace after `setup`.
+fn in_mount_namespace(setup: &str, args: &str) -> Output {
+    let script = format!("{setup} && exec {} {args}", env!("CARGO_BIN_EXE_bpfscope"));
+    run(Command::new("unshare").args(["-m", "sh", "-c", &script]))
+}
+
+#[test]
+fn not_root() {
+    // A copy that the unprivileged user can surely execute.
+    let copy = std::env::temp_dir().join(format!("bpfscope-unprivileged-{}", std::process::id()));
+    fs::copy(env!("CARGO_BIN_EXE_bpfscope"), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    for name in TOOLS {
+        let output = run(Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(&copy)
+            .args([name, "1"]));
+        assert_user_error(
+            &output,
+            "needs root, or the capabilities CAP_BPF and CAP_PERFMON",
+        );
+    }
+    fs::remove_file(&copy).ok();
+}
+
+#[test]
+fn no_kernel_btf() {
+    for name in TOOLS {
+        let output =
+            in_mount_namespace("mount -t tmpfs none /sys/kernel/btf", &format!("{name} 1"));
+        assert_user_error(&output, "exposes no BTF");
+    }
+}
+
+#[test]
+fn stack_tools_need_no_tracefs() {
+    let _serial = serial();
+    // These tools use perf events and raw/BTF tracepoints only.
+    let hide_tracefs =
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+                        ! test -d /sys/kernel/tracing/events";
+    for name in TOOLS {
+        let output = in_mount_namespace(hide_tracefs, &format!("{name} -- sleep 0.5"));
+        assert!(
+            output.status.success(),
+            "{name} without tracefs: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn no_such_pid_or_thread() {
+    for name in TOOLS {
+        assert_user_error(
+            &tool(name, &["-p", "999999999", "1"]),
+            "no such process: PID 999999999",
+        );
+    }
+    assert_user_error(
+        &tool("profile", &["-L", "999999999", "1"]),
+        "no such thread: TID 999999999",
+    );
+    assert_user_error(
+        &tool("offcpu", &["-t", "999999999", "1"]),
+        "no such thread: TID 999999999",
+    );
+}
+
+#[test]
+fn thread_id_given_as_pid() {
+    let _serial = serial();
+    // A thread of this very test process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        tx.send(unsafe { libc_gettid() }).unwrap();
+        done_rx.recv().ok();
+    });
+    let tid = rx.recv().unwrap();
+    let outputs: Vec<Output> = TOOLS
+        .iter()
+        .map(|name| tool(name, &["-p", &tid.to_string(), "1"]))
+        .collect();
+    done_tx.send(()).unwrap();
+    thread.join().unwrap();
+    for output in &outputs {
+        assert_user_error(
+            output,
+            &format!("{tid} is a thread of process {}", std::process::id()),
+        );
+    }
+}
+
+#[test]
+fn no_such_cgroup() {
+    for name in TOOLS {
+        assert_user_error(
+            &tool(name, &["--cgroup", "no/such/group", "1"]),
+            "no such cgroup",
+        );
+        assert_user_error(
+            &tool(name, &["--cgroup", "/tmp", "1"]),
+            "is not a cgroup v2 directory",
+        );
+    }
+}
+
+#[test]
+fn command_not_found() {
+    for name in TOOLS {
+        assert_user_error(
+            &tool(name, &["--", "no-such-command-bpfscope"]),
+            "command not found: no-such-command-bpfscope",
+        );
+    }
+}
+
+#[test]
+fn bad_frequency() {
+    assert_user_error(&tool("profile", &["-F", "0", "1"]), "bad frequency 0 Hz");
+    assert_user_error(
+        &tool("profile", &["-F", "100000000", "1"]),
+        "bad frequency 100000000 Hz",
+    );
+}
+
+#[test]
+fn bad_duration_cpu_and_bounds() {
+    for name in TOOLS {
+        assert_user_error(&tool(name, &["0"]), "bad duration 0");
+        assert_user_error(
+            &tool(name, &["1", "--", "true"]),
+            "either DURATION or -- COMMAND",
+        );
+    }
+    assert_user_error(&tool("profile", &["-C", "4096", "1"]), "no such CPU: 4096");
+    assert_user_error(
+        &tool("offcpu", &["-m", "100", "-M", "10", "1"]),
+        "-M 10 is below -m 100",
+    );
+}
+
+#[test]
+fn output_not_writable() {
+    for name in TOOLS {
+        assert_user_error(
+            &tool(name, &["-o", "/no/such/dir/out.svg", "1"]),
+            "cannot write output /no/such/dir/out.svg",
+        );
+        assert_user_error(
+            &tool(name, &["-o", "/tmp", "-f", "svg", "1"]),
+            "cannot write output /tmp: it is a directory",
+        );
+        assert_user_error(
+            &tool(name, &["-o", "out.png", "1"]),
+            "cannot tell the output format",
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_non_zero() {
+    for name in TOOLS {
+        let output = tool(name, &["-U", "-K", "1"]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains("cannot be used with"));
+    }
+    assert_eq!(tool("profile", &["-F", "fast"]).status.code(), Some(2));
+    assert_eq!(
+        tool("offcpu", &["--state", "zombie", "1"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(tool("offcpu", &["-u", "-k", "1"]).status.code(), Some(2));
+}
+
+extern "C" {
+    #[link_name = "gettid"]
+    fn libc_gettid() -> i32;
+}
