@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const TOOLS: &[&str] = &["profile", "offcpu"];
+const TOOLS: &[&str] = &["profile", "offcpu", "runqlat"];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -17,6 +17,7 @@ fn main() {
     };
     let vmlinux_dir = format!("src/bpf/vmlinux/{arch}");
     println!("cargo:rerun-if-changed=src/bpf/common.h");
+    println!("cargo:rerun-if-changed=src/bpf/histogram.h");
     println!("cargo:rerun-if-changed={vmlinux_dir}/vmlinux.h");
     for tool in TOOLS {
         let source = format!("src/bpf/{tool}.bpf.c");

@@ -26,6 +26,8 @@ enum Tool {
     Profile(tools::profile::ProfileArgs),
     /// Off-CPU flame graphs: time blocked, summed in kernel by stack.
     Offcpu(tools::offcpu::OffcpuArgs),
+    /// Run-queue (scheduler) latency histograms.
+    Runqlat(tools::runqlat::RunqlatArgs),
 }
 
 fn main() {
@@ -33,6 +35,7 @@ fn main() {
     let result = match cli.tool {
         Tool::Profile(args) => tools::profile::run(args),
         Tool::Offcpu(args) => tools::offcpu::run(args),
+        Tool::Runqlat(args) => tools::runqlat::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

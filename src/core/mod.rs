@@ -4,6 +4,7 @@
 //! and running a collection until it should stop.
 
 pub mod cpus;
+pub mod histograms;
 pub mod loader;
 pub mod perf_event;
 pub mod preflight;

@@ -47,7 +47,14 @@ const TICK: Duration = Duration::from_millis(100);
 
 impl Collection<'_> {
     pub fn run(&self) -> StopReason {
+        self.run_with_ticks(None, &mut || {})
+    }
+
+    /// Runs like `run`, calling `on_tick` at every multiple of `every` that
+    /// falls before the end of the run (the caller handles the end itself).
+    pub fn run_with_ticks(&self, every: Option<Duration>, on_tick: &mut dyn FnMut()) -> StopReason {
         let start = Instant::now();
+        let mut next_tick = every.map(|every| start + every);
         let show_progress = std::io::stderr().is_terminal();
         let mut last_shown = None;
         let reason = loop {
@@ -70,6 +77,15 @@ impl Collection<'_> {
             let elapsed = start.elapsed();
             if self.duration.is_some_and(|limit| elapsed >= limit) {
                 break StopReason::DurationElapsed;
+            }
+            if let (Some(tick), Some(every)) = (next_tick, every) {
+                if Instant::now() >= tick {
+                    if show_progress {
+                        eprint!("\r\x1b[K");
+                    }
+                    on_tick();
+                    next_tick = Some(tick + every);
+                }
             }
             if show_progress && last_shown != Some(elapsed.as_secs()) {
                 last_shown = Some(elapsed.as_secs());

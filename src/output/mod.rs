@@ -2,6 +2,7 @@
 //! SVG, pprof. Files are written atomically (temporary file, then rename).
 
 pub mod folded;
+pub mod histogram;
 pub mod pprof;
 pub mod svg;
 

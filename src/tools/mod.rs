@@ -3,3 +3,4 @@
 
 pub mod offcpu;
 pub mod profile;
+pub mod runqlat;

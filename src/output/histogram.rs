@@ -1,0 +1,182 @@
+//! Histogram renderers: BCC's text layout (`usecs : count distribution` with
+//! a bar of stars) and JSON with the same data.
+
+use std::fmt::Write;
+
+use crate::model::histogram::{HistogramKey, HistogramReport, Log2Histogram};
+
+const BAR_WIDTH: u64 = 40;
+
+fn stars(count: u64, max: u64) -> String {
+    let width = if max == 0 {
+        0
+    } else {
+        (count * BAR_WIDTH / max) as usize
+    };
+    format!("{:<width$}", "*".repeat(width), width = BAR_WIDTH as usize)
+}
+
+/// One histogram in BCC's layout, from slot 0 to the highest non-empty slot.
+pub fn render_one(hist: &Log2Histogram, unit: &str, out: &mut String) {
+    let Some(last) = hist.slots.iter().rposition(|&count| count > 0) else {
+        let _ = writeln!(out, "     (no events)");
+        return;
+    };
+    let max = hist.slots.iter().copied().max().unwrap_or(0);
+    let _ = writeln!(out, "     {unit:<19} : count    distribution");
+    for (index, &count) in hist.slots.iter().enumerate().take(last + 1) {
+        let (low, high) = Log2Histogram::slot_range(index);
+        let _ = writeln!(
+            out,
+            "{low:>10} -> {high:<10} : {count:<8} |{}|",
+            stars(count, max)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "avg = {:.0} {unit}, total: {} {unit}, count: {}",
+        hist.average(),
+        hist.sum,
+        hist.count
+    );
+}
+
+/// All histograms of a report, one block per key, sorted by key.
+pub fn render_text(report: &HistogramReport) -> String {
+    let mut out = String::new();
+    let mut histograms: Vec<&(HistogramKey, Log2Histogram)> = report.histograms.iter().collect();
+    histograms.sort_by(|a, b| a.0.cmp(&b.0));
+    if histograms.is_empty() {
+        out.push_str("     (no events)\n");
+    }
+    for (key, hist) in histograms {
+        if let HistogramKey::Keyed { id, name } = key {
+            let _ = writeln!(out, "\n{} = {id} {name}", report.key_name);
+        }
+        render_one(hist, report.unit, &mut out);
+    }
+    out
+}
+
+/// A JSON string literal.
+pub fn json_string(text: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(quoted, "\\u{:04x}", c as u32);
+            }
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// The same data as JSON: one object per line (one per interval).
+pub fn render_json(tool: &str, report: &HistogramReport, timestamp: Option<&str>) -> String {
+    let mut out = format!(
+        "{{\"tool\":{},\"unit\":{}",
+        json_string(tool),
+        json_string(report.unit)
+    );
+    if let Some(time) = timestamp {
+        let _ = write!(out, ",\"time\":{}", json_string(time));
+    }
+    out.push_str(",\"histograms\":[");
+    for (index, (key, hist)) in report.histograms.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        if let HistogramKey::Keyed { id, name } = key {
+            let _ = write!(
+                out,
+                "\"{}\":{id},\"name\":{},",
+                report.key_name,
+                json_string(name)
+            );
+        }
+        let _ = write!(
+            out,
+            "\"count\":{},\"sum\":{},\"buckets\":[",
+            hist.count, hist.sum
+        );
+        let last = hist
+            .slots
+            .iter()
+            .rposition(|&count| count > 0)
+            .map_or(0, |last| last + 1);
+        for (slot, count) in hist.slots.iter().enumerate().take(last) {
+            let (low, high) = Log2Histogram::slot_range(slot);
+            if slot > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{{\"low\":{low},\"high\":{high},\"count\":{count}}}");
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> HistogramReport {
+        HistogramReport {
+            unit: "usecs",
+            key_name: "pid",
+            histograms: vec![(
+                HistogramKey::Keyed {
+                    id: 42,
+                    name: "a\"b".into(),
+                },
+                Log2Histogram {
+                    slots: vec![0, 5, 10, 0],
+                    count: 15,
+                    sum: 70,
+                },
+            )],
+        }
+    }
+
+    #[test]
+    fn text_follows_bcc_layout() {
+        let text = render_text(&report());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "pid = 42 a\"b");
+        assert_eq!(lines[2], "     usecs               : count    distribution");
+        assert_eq!(
+            lines[3],
+            format!("         0 -> 1          : 0        |{}|", " ".repeat(40))
+        );
+        assert_eq!(
+            lines[4],
+            format!(
+                "         2 -> 3          : 5        |{:<40}|",
+                "*".repeat(20)
+            )
+        );
+        assert_eq!(
+            lines[5],
+            format!("         4 -> 7          : 10       |{}|", "*".repeat(40))
+        );
+        assert_eq!(lines[6], "avg = 5 usecs, total: 70 usecs, count: 15");
+        assert_eq!(lines.len(), 7, "trailing empty slots are not printed");
+    }
+
+    #[test]
+    fn json_has_the_same_data() {
+        let json = render_json("runqlat", &report(), Some("12:00:00"));
+        assert_eq!(
+            json,
+            "{\"tool\":\"runqlat\",\"unit\":\"usecs\",\"time\":\"12:00:00\",\"histograms\":[{\"pid\":42,\"name\":\"a\\\"b\",\
+             \"count\":15,\"sum\":70,\"buckets\":[{\"low\":0,\"high\":1,\"count\":0},{\"low\":2,\"high\":3,\"count\":5},\
+             {\"low\":4,\"high\":7,\"count\":10}]}]}\n"
+        );
+    }
+}

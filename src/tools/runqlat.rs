@@ -1,0 +1,116 @@
+//! `bpfscope runqlat`: run-queue (scheduler) latency histograms. The time
+//! from a task becoming runnable to it running is summed in kernel by
+//! `runqlat.bpf.c` as log2 histograms (total, per process or per thread).
+
+use std::mem::MaybeUninit;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::Link;
+
+use crate::core::histograms::{self, HistogramArgs};
+use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::stats::RunStats;
+use crate::core::{preflight, signals};
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/runqlat.skel.rs"));
+}
+use skel::RunqlatSkelBuilder;
+
+/// Summarize run-queue latency as histograms.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bpfscope runqlat             until Ctrl-C, one histogram\n  bpfscope runqlat -m 5 3      three 5-second reports, in milliseconds\n  bpfscope runqlat -P --json   per process, as JSON"
+)]
+pub struct RunqlatArgs {
+    /// A histogram per process.
+    #[arg(short = 'P', long = "pids", conflicts_with = "per_thread")]
+    pub per_process: bool,
+    /// A histogram per thread.
+    #[arg(short = 'L', long = "tids")]
+    pub per_thread: bool,
+    #[command(flatten)]
+    pub common: HistogramArgs,
+}
+
+pub fn run(args: RunqlatArgs) -> Result<()> {
+    let common = &args.common;
+    common.validate()?;
+    preflight::check_all()?;
+    let targets = common.target_spec(&[]).resolve()?;
+    let filters = targets.filter_flags();
+
+    let mut primary = MaybeUninit::uninit();
+    let mut fallback = MaybeUninit::uninit();
+    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
+        let mut open = RunqlatSkelBuilder::default()
+            .open(storage)
+            .context("opening the runqlat BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("runqlat object has no .rodata")?;
+        rodata.filter_tgids = filters.tgids;
+        rodata.filter_cgroup = filters.cgroup;
+        rodata.unit_ns = common.unit_ns();
+        rodata.per_process = args.per_process;
+        rodata.per_thread = args.per_thread;
+        let btf = flavor == HookFlavor::BtfTyped;
+        for program in [
+            &mut open.progs.wakeup_btf,
+            &mut open.progs.wakeup_new_btf,
+            &mut open.progs.switch_btf,
+        ] {
+            program.set_autoload(btf);
+        }
+        for program in [
+            &mut open.progs.wakeup_raw,
+            &mut open.progs.wakeup_new_raw,
+            &mut open.progs.switch_raw,
+        ] {
+            program.set_autoload(!btf);
+        }
+        if btf {
+            open.maps.enqueued_by_tid.set_max_entries(1)?;
+        }
+        open.load().context("loading the runqlat BPF programs")
+    })?;
+    targets.write_filters(
+        &skel.maps.target_tgids,
+        &skel.maps.target_tids,
+        &skel.maps.target_cgroup,
+    )?;
+    let programs = match flavor {
+        HookFlavor::BtfTyped => [
+            &skel.progs.wakeup_btf,
+            &skel.progs.wakeup_new_btf,
+            &skel.progs.switch_btf,
+        ],
+        HookFlavor::Raw => [
+            &skel.progs.wakeup_raw,
+            &skel.progs.wakeup_new_raw,
+            &skel.progs.switch_raw,
+        ],
+    };
+    let links = programs
+        .iter()
+        .map(|program| program.attach())
+        .collect::<Result<Vec<Link>, _>>()
+        .context("attaching to the scheduler tracepoints")?;
+
+    signals::install();
+    eprintln!("bpfscope: tracing run-queue latency... Hit Ctrl-C to end.");
+    let key_name = if args.per_thread { "tid" } else { "pid" };
+    histograms::report_until_stopped(
+        "runqlat",
+        common,
+        key_name,
+        &targets,
+        |clear| histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear),
+        || RunStats::read(&skel.maps.stats),
+    )?;
+    drop(links);
+    Ok(())
+}
