@@ -36,7 +36,7 @@ static __always_inline void record_latency(u32 tgid, u32 tid, const char *comm, 
 {
 	struct hist_key key = {};
 
-	stat_inc(STAT_EVENTS);
+	/* Events are counted by the histograms themselves. */
 	if (!per_process && !per_thread) {
 		hist_add(NULL, delta_ns / unit_ns);
 		return;
@@ -48,7 +48,7 @@ static __always_inline void record_latency(u32 tgid, u32 tid, const char *comm, 
 
 /* --- BTF-typed flavor ---------------------------------------------------- */
 
-static __always_inline void enqueue_btf(struct task_struct *task)
+static __always_inline void enqueue_btf(struct task_struct *task, u64 now)
 {
 	u64 *at;
 
@@ -56,33 +56,34 @@ static __always_inline void enqueue_btf(struct task_struct *task)
 		return;
 	at = bpf_task_storage_get(&enqueued_at, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (at)
-		*at = bpf_ktime_get_ns();
+		*at = now;
 }
 
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(wakeup_btf, struct task_struct *task)
 {
-	enqueue_btf(task);
+	enqueue_btf(task, bpf_ktime_get_ns());
 	return 0;
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(wakeup_new_btf, struct task_struct *task)
 {
-	enqueue_btf(task);
+	enqueue_btf(task, bpf_ktime_get_ns());
 	return 0;
 }
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
+	u64 now = bpf_ktime_get_ns();
 	u64 *at;
 
 	if (preempt || prev->__state == TASK_RUNNING)
-		enqueue_btf(prev);
+		enqueue_btf(prev, now);
 	at = bpf_task_storage_get(&enqueued_at, next, 0, 0);
 	if (at && *at) {
-		record_latency(next->tgid, next->pid, next->comm, bpf_ktime_get_ns() - *at);
+		record_latency(next->tgid, next->pid, next->comm, now - *at);
 		*at = 0;
 	}
 	return 0;

@@ -165,12 +165,18 @@ pub fn report_until_stopped(
     stats: impl Fn() -> Result<RunStats>,
 ) -> Result<()> {
     let interval = args.interval.map(Duration::from_secs);
+    let mut events = 0u64;
     let mut print = |clear: bool| -> Result<()> {
         let report = HistogramReport {
             unit: args.unit_name(),
             key_name,
             histograms: read(clear)?,
         };
+        events += report
+            .histograms
+            .iter()
+            .map(|(_, hist)| hist.count)
+            .sum::<u64>();
         let time = args.timestamp.then(time_of_day);
         if args.json {
             print!("{}", render_json(tool, &report, time.as_deref()));
@@ -206,7 +212,7 @@ pub fn report_until_stopped(
         eprintln!("bpfscope: {message}");
     }
     let stats = stats()?;
-    let mut summary = format!("bpfscope: {tool}: {} events", stats.events);
+    let mut summary = format!("bpfscope: {tool}: {events} events");
     let losses = stats.losses();
     if losses.is_empty() {
         summary.push_str(", none lost");

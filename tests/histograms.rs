@@ -1,0 +1,114 @@
+//! End-to-end tests of the histogram tools against workloads whose latency
+//! is known, with real BPF programs (run as root).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Parses `--json` output: one object per report.
+fn json_reports(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")))
+        .collect()
+}
+
+/// (events at or above `threshold`, all events) over every histogram of a report.
+fn events_at_least(report: &Value, threshold: u64) -> (u64, u64) {
+    let mut at_least = 0;
+    let mut all = 0;
+    for histogram in report["histograms"].as_array().unwrap() {
+        let buckets = histogram["buckets"].as_array().unwrap();
+        let bucket_total: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(
+            bucket_total,
+            histogram["count"].as_u64().unwrap(),
+            "buckets add up to count"
+        );
+        for bucket in buckets {
+            if bucket["low"].as_u64().unwrap() >= threshold {
+                at_least += bucket["count"].as_u64().unwrap();
+            }
+        }
+        all += bucket_total;
+    }
+    (at_least, all)
+}
+
+#[test]
+fn runqlat_sees_millisecond_latency_when_cpus_are_oversubscribed() {
+    let _serial = serial();
+    let burner = workload("cpu_split");
+    let burners: Vec<Workload> = (0..4).map(|_| Workload::start(&burner, &["5"])).collect();
+    let pids: Vec<String> = burners.iter().map(|b| b.pid().to_string()).collect();
+    let output = run(bpfscope().args(["runqlat", "--json", "-p", &pids.join(","), "2", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let reports = json_reports(&stdout(&output));
+    assert_eq!(reports.len(), 1);
+    let (slow, all) = events_at_least(&reports[0], 1024);
+    assert!(all >= 100, "too few events: {all}");
+    assert!(
+        slow * 2 >= all,
+        "4 burners on 2 CPUs: only {slow} of {all} waits were >= 1 ms"
+    );
+    assert!(stderr(&output).contains("none lost"), "{}", stderr(&output));
+}
+
+#[test]
+fn runqlat_on_an_idle_system_stays_below_a_millisecond() {
+    let _serial = serial();
+    let output = run(bpfscope().args(["runqlat", "--json", "2", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (slow, all) = events_at_least(&json_reports(&stdout(&output))[0], 1024);
+    assert!(all > 0, "no scheduler events at all");
+    assert!(
+        slow * 10 <= all,
+        "idle system: {slow} of {all} waits were >= 1 ms"
+    );
+}
+
+#[test]
+fn runqlat_per_process_keys_and_milliseconds() {
+    let _serial = serial();
+    let burner = workload("cpu_split");
+    let burners: Vec<Workload> = (0..3).map(|_| Workload::start(&burner, &["4"])).collect();
+    let pids: Vec<String> = burners.iter().map(|b| b.pid().to_string()).collect();
+    let output = run(bpfscope().args(["runqlat", "-P", "-m", "-p", &pids.join(","), "1", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for pid in &pids {
+        assert!(
+            text.contains(&format!("pid = {pid} cpu_split")),
+            "no histogram for {pid}: {text}"
+        );
+    }
+    assert!(
+        text.contains("     msecs               : count    distribution"),
+        "{text}"
+    );
+}
+
+#[test]
+fn interval_mode_prints_count_reports_and_exits() {
+    let _serial = serial();
+    let started = Instant::now();
+    let output = run(bpfscope().args(["runqlat", "-T", "1", "3"]));
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let timestamps = text
+        .lines()
+        .filter(|line| line.len() == 8 && line.as_bytes()[2] == b':' && line.as_bytes()[5] == b':')
+        .count();
+    assert_eq!(timestamps, 3, "{text}");
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+
+    let output = run(bpfscope().args(["runqlat", "--json", "-T", "1", "2"]));
+    let reports = json_reports(&stdout(&output));
+    assert_eq!(reports.len(), 2);
+    assert!(reports
+        .iter()
+        .all(|r| r["tool"] == "runqlat" && r["unit"] == "usecs" && r["time"].is_string()));
+}
