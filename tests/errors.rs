@@ -11,6 +11,8 @@ use common::*;
 
 /// The stack tools; errors they share are checked for each.
 const TOOLS: [&str; 2] = ["profile", "offcpu"];
+/// Every tool, for the errors all of them share.
+const ALL_TOOLS: [&str; 3] = ["profile", "offcpu", "runqlat"];
 
 fn assert_user_error(output: &Output, expected: &str) {
     let text = stderr(output);
@@ -45,7 +47,7 @@ fn not_root() {
     let copy = std::env::temp_dir().join(format!("bpfscope-unprivileged-{}", std::process::id()));
     fs::copy(env!("CARGO_BIN_EXE_bpfscope"), &copy).unwrap();
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
-    for name in TOOLS {
+    for name in ALL_TOOLS {
         let output = run(Command::new("setpriv")
             .args([
                 "--reuid=65534",
@@ -65,7 +67,7 @@ fn not_root() {
 
 #[test]
 fn no_kernel_btf() {
-    for name in TOOLS {
+    for name in ALL_TOOLS {
         let output =
             in_mount_namespace("mount -t tmpfs none /sys/kernel/btf", &format!("{name} 1"));
         assert_user_error(&output, "exposes no BTF");
@@ -91,7 +93,7 @@ fn stack_tools_need_no_tracefs() {
 
 #[test]
 fn no_such_pid_or_thread() {
-    for name in TOOLS {
+    for name in ALL_TOOLS {
         assert_user_error(
             &tool(name, &["-p", "999999999", "1"]),
             "no such process: PID 999999999",
@@ -134,7 +136,7 @@ fn thread_id_given_as_pid() {
 
 #[test]
 fn no_such_cgroup() {
-    for name in TOOLS {
+    for name in ALL_TOOLS {
         assert_user_error(
             &tool(name, &["--cgroup", "no/such/group", "1"]),
             "no such cgroup",
@@ -179,6 +181,8 @@ fn bad_duration_cpu_and_bounds() {
         &tool("offcpu", &["-m", "100", "-M", "10", "1"]),
         "-M 10 is below -m 100",
     );
+    assert_user_error(&tool("runqlat", &["0"]), "bad interval 0");
+    assert_user_error(&tool("runqlat", &["1", "0"]), "bad count 0");
 }
 
 #[test]
@@ -212,6 +216,8 @@ fn usage_errors_exit_non_zero() {
         Some(2)
     );
     assert_eq!(tool("offcpu", &["-u", "-k", "1"]).status.code(), Some(2));
+    assert_eq!(tool("runqlat", &["-P", "-L"]).status.code(), Some(2));
+    assert_eq!(tool("runqlat", &["soon"]).status.code(), Some(2));
 }
 
 extern "C" {

@@ -8,11 +8,7 @@ use crate::model::histogram::{HistogramKey, HistogramReport, Log2Histogram};
 const BAR_WIDTH: u64 = 40;
 
 fn stars(count: u64, max: u64) -> String {
-    let width = if max == 0 {
-        0
-    } else {
-        (count * BAR_WIDTH / max) as usize
-    };
+    let width = (count * BAR_WIDTH).checked_div(max).unwrap_or(0) as usize;
     format!("{:<width$}", "*".repeat(width), width = BAR_WIDTH as usize)
 }
 
