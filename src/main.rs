@@ -28,6 +28,8 @@ enum Tool {
     Offcpu(tools::offcpu::OffcpuArgs),
     /// Run-queue (scheduler) latency histograms.
     Runqlat(tools::runqlat::RunqlatArgs),
+    /// Syscall counts, latency totals (-L) or latency histograms (--hist).
+    Syscount(tools::syscount::SyscountArgs),
 }
 
 fn main() {
@@ -36,6 +38,7 @@ fn main() {
         Tool::Profile(args) => tools::profile::run(args),
         Tool::Offcpu(args) => tools::offcpu::run(args),
         Tool::Runqlat(args) => tools::runqlat::run(args),
+        Tool::Syscount(args) => tools::syscount::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -12,7 +12,7 @@ use common::*;
 /// The stack tools; errors they share are checked for each.
 const TOOLS: [&str; 2] = ["profile", "offcpu"];
 /// Every tool, for the errors all of them share.
-const ALL_TOOLS: [&str; 3] = ["profile", "offcpu", "runqlat"];
+const ALL_TOOLS: [&str; 4] = ["profile", "offcpu", "runqlat", "syscount"];
 
 fn assert_user_error(output: &Output, expected: &str) {
     let text = stderr(output);
@@ -183,6 +183,7 @@ fn bad_duration_cpu_and_bounds() {
     );
     assert_user_error(&tool("runqlat", &["0"]), "bad interval 0");
     assert_user_error(&tool("runqlat", &["1", "0"]), "bad count 0");
+    assert_user_error(&tool("syscount", &["--top", "0"]), "bad --top 0");
 }
 
 #[test]
@@ -218,6 +219,7 @@ fn usage_errors_exit_non_zero() {
     assert_eq!(tool("offcpu", &["-u", "-k", "1"]).status.code(), Some(2));
     assert_eq!(tool("runqlat", &["-P", "-L"]).status.code(), Some(2));
     assert_eq!(tool("runqlat", &["soon"]).status.code(), Some(2));
+    assert_eq!(tool("syscount", &["-P", "--hist"]).status.code(), Some(2));
 }
 
 extern "C" {

@@ -112,3 +112,81 @@ fn interval_mode_prints_count_reports_and_exits() {
         .iter()
         .all(|r| r["tool"] == "runqlat" && r["unit"] == "usecs" && r["time"].is_string()));
 }
+
+/// Runs `bpfscope syscount ARGS -p PID` on a getppid_n workload until it exits.
+fn syscount_getppid(calls: u64, args: &[&str]) -> String {
+    let target = Workload::start(&workload("getppid_n"), &[&calls.to_string(), "1000"]);
+    let output = run(bpfscope()
+        .arg("syscount")
+        .args(args)
+        .args(["-p", &target.pid().to_string()]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("every target process has exited"),
+        "{}",
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+#[test]
+fn syscount_counts_exactly_the_calls_made() {
+    let _serial = serial();
+    let reports = json_reports(&syscount_getppid(12345, &["--json", "-L"]));
+    let rows = reports[0]["rows"].as_array().unwrap();
+    let getppid = rows
+        .iter()
+        .find(|row| row["syscall"] == "getppid")
+        .expect("getppid row");
+    assert_eq!(getppid["count"].as_u64(), Some(12345), "{rows:?}");
+    assert!(getppid["total_ns"].as_u64().unwrap() > 0);
+    assert_eq!(getppid["nr"].as_u64(), Some(110));
+}
+
+#[test]
+fn syscount_text_and_per_process() {
+    let _serial = serial();
+    let text = syscount_getppid(2000, &[]);
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("getppid"))
+        .expect("getppid line");
+    assert_eq!(line.split_whitespace().nth(1), Some("2000"), "{text}");
+    assert!(
+        text.starts_with("SYSCALL                   COUNT"),
+        "{text}"
+    );
+    let text = syscount_getppid(3000, &["-P"]);
+    let line = text
+        .lines()
+        .find(|line| line.contains("getppid_n"))
+        .expect("process line");
+    assert!(
+        line.split_whitespace()
+            .last()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 3000,
+        "{text}"
+    );
+}
+
+#[test]
+fn syslat_histogram_counts_every_call() {
+    let _serial = serial();
+    let reports = json_reports(&syscount_getppid(5000, &["--hist", "--json"]));
+    let histograms = reports[0]["histograms"].as_array().unwrap();
+    let getppid = histograms
+        .iter()
+        .find(|h| h["name"] == "getppid")
+        .expect("getppid histogram");
+    assert_eq!(getppid["syscall"].as_u64(), Some(110));
+    assert_eq!(getppid["count"].as_u64(), Some(5000));
+    // getppid is fast: nearly every call under 16 us.
+    let (slow, all) = events_at_least(&serde_json::json!({ "histograms": [getppid] }), 16);
+    assert!(
+        slow * 100 <= all,
+        "{slow} of {all} getppid calls took >= 16 us"
+    );
+}

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::core::run::Collection;
@@ -154,39 +156,54 @@ pub fn time_of_day() -> String {
     }
 }
 
-/// Runs a histogram tool's collection: prints a report every interval (or
-/// once at the end) and the loss summary on stderr when it stops.
-pub fn report_until_stopped(
+/// Renders histograms as the tool's report (text or JSON, per `args`);
+/// returns it with the number of events it covers.
+pub fn render_histograms(
     tool: &str,
     args: &HistogramArgs,
     key_name: &'static str,
+    histograms: Vec<(HistogramKey, Log2Histogram)>,
+    time: Option<&str>,
+) -> (String, u64) {
+    let events = histograms.iter().map(|(_, hist)| hist.count).sum();
+    let report = HistogramReport {
+        unit: args.unit_name(),
+        key_name,
+        histograms,
+    };
+    let text = if args.json {
+        render_json(tool, &report, time)
+    } else {
+        let mut text = time.map(|time| format!("{time}\n")).unwrap_or_default();
+        text.push_str(&render_text(&report));
+        text.push('\n');
+        text
+    };
+    (text, events)
+}
+
+/// Runs a summarizing tool's collection: prints a report every interval (or
+/// once at the end) and the loss summary on stderr when it stops.
+/// `report(clear, time)` reads the kernel's summary (emptying it when
+/// `clear`) and returns the rendered report and how many events it covers.
+pub fn report_until_stopped(
+    tool: &str,
+    args: &HistogramArgs,
     targets: &Targets,
-    mut read: impl FnMut(bool) -> Result<Vec<(HistogramKey, Log2Histogram)>>,
+    mut report: impl FnMut(bool, Option<&str>) -> Result<(String, u64)>,
     stats: impl Fn() -> Result<RunStats>,
 ) -> Result<()> {
     let interval = args.interval.map(Duration::from_secs);
     let mut events = 0u64;
     let mut print = |clear: bool| -> Result<()> {
-        let report = HistogramReport {
-            unit: args.unit_name(),
-            key_name,
-            histograms: read(clear)?,
-        };
-        events += report
-            .histograms
-            .iter()
-            .map(|(_, hist)| hist.count)
-            .sum::<u64>();
         let time = args.timestamp.then(time_of_day);
-        if args.json {
-            print!("{}", render_json(tool, &report, time.as_deref()));
-        } else {
-            if let Some(time) = &time {
-                println!("{time}");
-            }
-            println!("{}", render_text(&report));
-        }
-        Ok(())
+        let (text, covered) = report(clear, time.as_deref())?;
+        events += covered;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|_| stdout.flush())
+            .context("writing to stdout")
     };
     let mut tick_error = None;
     let stop = Collection {

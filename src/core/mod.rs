@@ -15,4 +15,5 @@ pub mod stack_collection;
 pub mod stacks;
 pub mod stats;
 pub mod symbolize;
+pub mod syscall_table;
 pub mod target;

@@ -4,3 +4,4 @@
 pub mod offcpu;
 pub mod profile;
 pub mod runqlat;
+pub mod syscount;

@@ -106,9 +106,14 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
     histograms::report_until_stopped(
         "runqlat",
         common,
-        key_name,
         &targets,
-        |clear| histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear),
+        |clear, time| {
+            let histograms =
+                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
+            Ok(histograms::render_histograms(
+                "runqlat", common, key_name, histograms, time,
+            ))
+        },
         || RunStats::read(&skel.maps.stats),
     )?;
     drop(links);

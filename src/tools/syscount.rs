@@ -1,0 +1,271 @@
+//! `bpfscope syscount`: syscalls counted in kernel, by syscall or process,
+//! with total latency (`-L`) or a latency histogram per syscall (`--hist`,
+//! BCC's syslat).
+
+use std::fmt::Write;
+use std::mem::MaybeUninit;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags};
+
+use crate::core::histograms::{self, HistogramArgs};
+use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::stats::RunStats;
+use crate::core::syscall_table;
+use crate::core::{preflight, signals};
+use crate::model::histogram::HistogramKey;
+use crate::output::histogram::json_string;
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/syscount.skel.rs"));
+}
+use skel::SyscountSkelBuilder;
+
+/// Count syscalls, with their latency.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bpfscope syscount              top 10 syscalls until Ctrl-C\n  bpfscope syscount -L -P 5 1    top processes by syscall time, one 5 s report\n  bpfscope syscount --hist -p 1234  latency histogram per syscall"
+)]
+pub struct SyscountArgs {
+    /// Count by process instead of by syscall.
+    #[arg(short = 'P', long = "process", conflicts_with = "histogram")]
+    pub per_process: bool,
+    /// Also measure total latency (sys_enter to sys_exit).
+    #[arg(short = 'L', long = "latency")]
+    pub latency: bool,
+    /// A latency histogram per syscall (BCC's syslat) instead of counts.
+    #[arg(long = "hist")]
+    pub histogram: bool,
+    /// Only failed syscalls (negative return value).
+    #[arg(short = 'x', long = "failures")]
+    pub failures: bool,
+    /// Print only the top N rows.
+    #[arg(long = "top", default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    #[command(flatten)]
+    pub common: HistogramArgs,
+}
+
+/// A syscall number's name.
+pub fn syscall_name(number: u64) -> String {
+    syscall_table::X86_64
+        .get(number as usize)
+        .filter(|name| !name.is_empty())
+        .map(|name| name.to_string())
+        .unwrap_or_else(|| format!("syscall_{number}"))
+}
+
+/// One row of the table: a syscall (or process) and its totals.
+struct Row {
+    id: u64,
+    name: String,
+    count: u64,
+    total_ns: u64,
+}
+
+fn read_rows(totals: &dyn MapCore, clear: bool, per_process: bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for key in totals.keys().collect::<Vec<_>>() {
+        let value = if clear {
+            totals.lookup_and_delete(&key)?
+        } else {
+            totals.lookup(&key, MapFlags::ANY)?
+        };
+        let (Some(value), true) = (value, key.len() >= 24) else {
+            continue;
+        };
+        let word = |bytes: &[u8], at: usize| {
+            u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+        };
+        let id = word(&key, 0);
+        let comm = &key[8..24];
+        let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(16);
+        rows.push(Row {
+            id,
+            name: if per_process {
+                String::from_utf8_lossy(&comm[..comm_len]).into_owned()
+            } else {
+                syscall_name(id)
+            },
+            count: word(&value, 0),
+            total_ns: word(&value, 8),
+        });
+    }
+    Ok(rows)
+}
+
+fn render_rows(args: &SyscountArgs, mut rows: Vec<Row>, time: Option<&str>) -> (String, u64) {
+    let events = rows.iter().map(|row| row.count).sum();
+    if args.latency {
+        rows.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.id.cmp(&b.id)));
+    } else {
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
+    }
+    rows.truncate(args.top);
+    let unit_ns = args.common.unit_ns() as f64;
+    let unit = if args.common.milliseconds { "ms" } else { "us" };
+    let mut out = String::new();
+    if args.common.json {
+        out.push_str("{\"tool\":\"syscount\"");
+        if let Some(time) = time {
+            let _ = write!(out, ",\"time\":{}", json_string(time));
+        }
+        out.push_str(",\"rows\":[");
+        for (index, row) in rows.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            let id_field = if args.per_process { "pid" } else { "nr" };
+            let name_field = if args.per_process { "comm" } else { "syscall" };
+            let _ = write!(
+                out,
+                "{{\"{id_field}\":{},\"{name_field}\":{},\"count\":{}",
+                row.id,
+                json_string(&row.name),
+                row.count
+            );
+            if args.latency {
+                let _ = write!(out, ",\"total_ns\":{}", row.total_ns);
+            }
+            out.push('}');
+        }
+        out.push_str("]}\n");
+        return (out, events);
+    }
+    if let Some(time) = time {
+        let _ = writeln!(out, "[{time}]");
+    }
+    let first = if args.per_process {
+        "PID    COMM"
+    } else {
+        "SYSCALL"
+    };
+    if args.latency {
+        let _ = writeln!(
+            out,
+            "{first:<22} {:>8} {:>16}",
+            "COUNT",
+            format!("TIME ({unit})")
+        );
+    } else {
+        let _ = writeln!(out, "{first:<22} {:>8}", "COUNT");
+    }
+    for row in &rows {
+        let label = if args.per_process {
+            format!("{:<6} {:<15}", row.id, row.name)
+        } else {
+            row.name.clone()
+        };
+        if args.latency {
+            let _ = writeln!(
+                out,
+                "{label:<22} {:>8} {:>16.3}",
+                row.count,
+                row.total_ns as f64 / unit_ns
+            );
+        } else {
+            let _ = writeln!(out, "{label:<22} {:>8}", row.count);
+        }
+    }
+    out.push('\n');
+    (out, events)
+}
+
+pub fn run(args: SyscountArgs) -> Result<()> {
+    let common = &args.common;
+    common.validate()?;
+    if args.top == 0 {
+        bail!("bad --top 0: give a number of rows greater than 0");
+    }
+    preflight::check_all()?;
+    let targets = common.target_spec(&[]).resolve()?;
+    let filters = targets.filter_flags();
+    let measure_latency = args.latency || args.histogram;
+
+    let mut primary = MaybeUninit::uninit();
+    let mut fallback = MaybeUninit::uninit();
+    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
+        let mut open = SyscountSkelBuilder::default()
+            .open(storage)
+            .context("opening the syscount BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("syscount object has no .rodata")?;
+        rodata.filter_tgids = filters.tgids;
+        rodata.filter_cgroup = filters.cgroup;
+        rodata.measure_latency = measure_latency;
+        rodata.per_process = args.per_process;
+        rodata.histogram_per_syscall = args.histogram;
+        rodata.failures_only = args.failures;
+        rodata.unit_ns = common.unit_ns();
+        let btf = flavor == HookFlavor::BtfTyped;
+        open.progs.enter_btf.set_autoload(btf && measure_latency);
+        open.progs.exit_btf.set_autoload(btf);
+        open.progs.enter_raw.set_autoload(!btf && measure_latency);
+        open.progs.exit_raw.set_autoload(!btf);
+        if btf {
+            open.maps.entered_by_tid.set_max_entries(1)?;
+        }
+        open.load().context("loading the syscount BPF programs")
+    })?;
+    targets.write_filters(
+        &skel.maps.target_tgids,
+        &skel.maps.target_tids,
+        &skel.maps.target_cgroup,
+    )?;
+    let (enter, exit) = match flavor {
+        HookFlavor::BtfTyped => (&skel.progs.enter_btf, &skel.progs.exit_btf),
+        HookFlavor::Raw => (&skel.progs.enter_raw, &skel.progs.exit_raw),
+    };
+    let mut links: Vec<Link> = Vec::new();
+    if measure_latency {
+        links.push(enter.attach().context("attaching to sys_enter")?);
+    }
+    links.push(exit.attach().context("attaching to sys_exit")?);
+
+    signals::install();
+    eprintln!("bpfscope: tracing syscalls... Hit Ctrl-C to end.");
+    histograms::report_until_stopped(
+        "syscount",
+        common,
+        &targets,
+        |clear, time| {
+            if args.histogram {
+                let mut histograms =
+                    histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
+                for (key, _) in &mut histograms {
+                    if let HistogramKey::Keyed { id, name } = key {
+                        *name = syscall_name(*id);
+                    }
+                }
+                Ok(histograms::render_histograms(
+                    "syslat", common, "syscall", histograms, time,
+                ))
+            } else {
+                Ok(render_rows(
+                    &args,
+                    read_rows(&skel.maps.totals, clear, args.per_process)?,
+                    time,
+                ))
+            }
+        },
+        || RunStats::read(&skel.maps.stats),
+    )?;
+    drop(links);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_known_and_unknown_syscalls() {
+        assert_eq!(syscall_name(0), "read");
+        assert_eq!(syscall_name(110), "getppid");
+        assert_eq!(syscall_name(100_000), "syscall_100000");
+    }
+}
