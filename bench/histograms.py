@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Overhead of the histogram tools under a context-switch storm.
+"""Overhead of runqlat and syscount -L under a context-switch storm.
 
   python3 bench/histograms.py [--rounds N] [--loops L]
 
@@ -24,6 +24,8 @@ def main():
     tracers = [
         Tracer("bpfscope runqlat", [BPFSCOPE, "runqlat"], ready_text="tracing run-queue latency"),
         Tracer("libbpf-tools runqlat", ["/usr/sbin/runqlat"], settle=2.0),
+        Tracer("bpfscope syscount -L", [BPFSCOPE, "syscount", "-L"], ready_text="tracing syscalls"),
+        Tracer("libbpf-tools syscount -L", ["/usr/sbin/syscount", "-L"], settle=2.0),
     ]
     tracers = [tracer for tracer in tracers if tracer.available()]
     ratios = interleaved_ratios(workload, tracers, args.rounds, parse=ops_per_second)

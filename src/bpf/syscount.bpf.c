@@ -18,7 +18,16 @@ struct syscall_total {
 	u64 total_ns;
 };
 
-/* Keyed like histograms: id = syscall number, or tgid with the comm for -P. */
+/* By syscall number: per-CPU, no atomics, an inlined array lookup. */
+#define MAX_SYSCALLS 1024
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SYSCALLS);
+	__type(key, u32);
+	__type(value, struct syscall_total);
+} syscall_totals SEC(".maps");
+
+/* By process (-P): keyed like histograms, tgid with the comm. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -61,12 +70,20 @@ static __always_inline void account(long syscall_nr, long ret, u64 latency_ns)
 		hist_add(&key, latency_ns / unit_ns);
 		return;
 	}
-	if (per_process) {
-		key.id = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(&key.name, sizeof(key.name));
-	} else {
-		key.id = syscall_nr;
+	if (!per_process) {
+		u32 index = syscall_nr;
+
+		total = bpf_map_lookup_elem(&syscall_totals, &index);
+		if (!total) {
+			stat_inc(STAT_COUNTS_FULL); /* a syscall number beyond MAX_SYSCALLS */
+			return;
+		}
+		total->count++;
+		total->total_ns += latency_ns;
+		return;
 	}
+	key.id = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&key.name, sizeof(key.name));
 	total = bpf_map_lookup_elem(&totals, &key);
 	if (!total) {
 		err = bpf_map_update_elem(&totals, &key, &fresh, BPF_NOEXIST);

@@ -64,7 +64,12 @@ struct Row {
     total_ns: u64,
 }
 
-fn read_rows(totals: &dyn MapCore, clear: bool, per_process: bool) -> Result<Vec<Row>> {
+fn word(bytes: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Per-process totals (`totals`, keyed by tgid and comm).
+fn read_process_rows(totals: &dyn MapCore, clear: bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for key in totals.keys().collect::<Vec<_>>() {
         let value = if clear {
@@ -75,21 +80,39 @@ fn read_rows(totals: &dyn MapCore, clear: bool, per_process: bool) -> Result<Vec
         let (Some(value), true) = (value, key.len() >= 24) else {
             continue;
         };
-        let word = |bytes: &[u8], at: usize| {
-            u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-        };
-        let id = word(&key, 0);
         let comm = &key[8..24];
         let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(16);
         rows.push(Row {
-            id,
-            name: if per_process {
-                String::from_utf8_lossy(&comm[..comm_len]).into_owned()
-            } else {
-                syscall_name(id)
-            },
+            id: word(&key, 0),
+            name: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
             count: word(&value, 0),
             total_ns: word(&value, 8),
+        });
+    }
+    Ok(rows)
+}
+
+/// Per-syscall totals (`syscall_totals`, a per-CPU array indexed by number).
+fn read_syscall_rows(syscall_totals: &dyn MapCore, clear: bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for number in 0..syscall_totals.max_entries() {
+        let key = number.to_ne_bytes();
+        let Some(per_cpu) = syscall_totals.lookup_percpu(&key, MapFlags::ANY)? else {
+            continue;
+        };
+        let count: u64 = per_cpu.iter().map(|bytes| word(bytes, 0)).sum();
+        if count == 0 {
+            continue;
+        }
+        if clear {
+            let zeros = vec![vec![0u8; 16]; per_cpu.len()];
+            syscall_totals.update_percpu(&key, &zeros, MapFlags::ANY)?;
+        }
+        rows.push(Row {
+            id: number as u64,
+            name: syscall_name(number as u64),
+            count,
+            total_ns: per_cpu.iter().map(|bytes| word(bytes, 8)).sum(),
         });
     }
     Ok(rows)
@@ -245,11 +268,12 @@ pub fn run(args: SyscountArgs) -> Result<()> {
                     "syslat", common, "syscall", histograms, time,
                 ))
             } else {
-                Ok(render_rows(
-                    &args,
-                    read_rows(&skel.maps.totals, clear, args.per_process)?,
-                    time,
-                ))
+                let rows = if args.per_process {
+                    read_process_rows(&skel.maps.totals, clear)?
+                } else {
+                    read_syscall_rows(&skel.maps.syscall_totals, clear)?
+                };
+                Ok(render_rows(&args, rows, time))
             }
         },
         || RunStats::read(&skel.maps.stats),

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Do bpfscope's histogram tools agree with libbpf-tools on the same events?
+
+  python3 bench/agreement.py
+
+- syscount: both tools trace one process making 200000 getppid calls; the
+  counts must agree within 5 %.
+- runqlat: both tools trace the whole system at the same time for 5 s while
+  4 CPU burners oversubscribe the CPUs; event totals must agree within 5 %.
+"""
+import re
+import subprocess
+import sys
+import time
+
+from common import BPFSCOPE, build_workload, ensure_release_build
+
+
+def histogram_total(text):
+    return sum(int(m.group(1)) for m in re.finditer(r"->\s+\d+\s+:\s+(\d+)", text))
+
+
+def agree(name, ours, theirs):
+    difference = abs(ours - theirs) / max(theirs, 1)
+    verdict = "agree" if difference <= 0.05 else "DISAGREE"
+    print(f"{name}: bpfscope {ours}, libbpf-tools {theirs}: {difference * 100:.2f} % apart ({verdict})")
+    return difference <= 0.05
+
+
+def syscount():
+    target = subprocess.Popen([build_workload("getppid_n", "tests/workloads"), "200000", "1500"])
+    time.sleep(0.2)
+    theirs = subprocess.Popen(["/usr/sbin/syscount", "-p", str(target.pid), "-d", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ours = subprocess.Popen([BPFSCOPE, "syscount", "-p", str(target.pid)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    ours_text, theirs_text = ours.communicate()[0], theirs.communicate()[0]
+    target.wait()
+    count = lambda text: int(re.search(r"^getppid\s+(\d+)", text, re.M).group(1))
+    return agree("syscount getppid calls", count(ours_text), count(theirs_text))
+
+
+def runqlat():
+    spin = build_workload("spin")
+    burners = [subprocess.Popen([spin, "8"], stdout=subprocess.DEVNULL) for _ in range(4)]
+    theirs = subprocess.Popen(["/usr/sbin/runqlat", "5", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    ours = subprocess.Popen([BPFSCOPE, "runqlat", "5", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    ours_text, theirs_text = ours.communicate()[0], theirs.communicate()[0]
+    for burner in burners:
+        burner.kill()
+        burner.wait()
+    return agree("runqlat events in 5 s", histogram_total(ours_text), histogram_total(theirs_text))
+
+
+def main():
+    ensure_release_build()
+    results = [syscount(), runqlat()]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
