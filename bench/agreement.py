@@ -7,7 +7,10 @@
   counts must agree within 5 %.
 - runqlat: both tools trace the whole system at the same time for 5 s while
   4 CPU burners oversubscribe the CPUs; event totals must agree within 5 %.
+- biolatency: both tools trace the whole system while 2000 O_DIRECT writes
+  and an fsync go to the disk holding target/; I/O totals within 5 %.
 """
+import os
 import re
 import subprocess
 import sys
@@ -54,9 +57,21 @@ def runqlat():
     return agree("runqlat events in 5 s", histogram_total(ours_text), histogram_total(theirs_text))
 
 
+def biolatency():
+    writer = build_workload("direct_writes", "tests/workloads")
+    theirs = subprocess.Popen(["/usr/sbin/biolatency", "4", "1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    ours = subprocess.Popen([BPFSCOPE, "biolatency", "4", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    time.sleep(1.5)
+    subprocess.run([writer, "2000", os.path.dirname(writer)], check=True)
+    ours_text, theirs_text = ours.communicate()[0], theirs.communicate()[0]
+    return agree("biolatency I/Os in 4 s", histogram_total(ours_text), histogram_total(theirs_text))
+
+
 def main():
     ensure_release_build()
-    results = [syscount(), runqlat()]
+    results = [syscount(), runqlat(), biolatency()]
     return 0 if all(results) else 1
 
 

@@ -30,6 +30,8 @@ enum Tool {
     Runqlat(tools::runqlat::RunqlatArgs),
     /// Syscall counts, latency totals (-L) or latency histograms (--hist).
     Syscount(tools::syscount::SyscountArgs),
+    /// Block I/O latency histograms.
+    Biolatency(tools::biolatency::BiolatencyArgs),
 }
 
 fn main() {
@@ -39,6 +41,7 @@ fn main() {
         Tool::Offcpu(args) => tools::offcpu::run(args),
         Tool::Runqlat(args) => tools::runqlat::run(args),
         Tool::Syscount(args) => tools::syscount::run(args),
+        Tool::Biolatency(args) => tools::biolatency::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -12,7 +12,7 @@ use common::*;
 /// The stack tools; errors they share are checked for each.
 const TOOLS: [&str; 2] = ["profile", "offcpu"];
 /// Every tool, for the errors all of them share.
-const ALL_TOOLS: [&str; 4] = ["profile", "offcpu", "runqlat", "syscount"];
+const ALL_TOOLS: [&str; 5] = ["profile", "offcpu", "runqlat", "syscount", "biolatency"];
 
 fn assert_user_error(output: &Output, expected: &str) {
     let text = stderr(output);

@@ -190,3 +190,106 @@ fn syslat_histogram_counts_every_call() {
         "{slow} of {all} getppid calls took >= 16 us"
     );
 }
+
+/// The disk (whole device, e.g. "vda" or "sda") that holds `path`.
+fn disk_of(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).unwrap().dev();
+    let (major, minor) = (libc_major(dev), libc_minor(dev));
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).unwrap();
+    // A partition's directory sits inside its disk's.
+    let parent = sys.parent().unwrap();
+    let disk = if parent.file_name().unwrap() == "block" {
+        &sys
+    } else {
+        parent
+    };
+    disk.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
+}
+
+#[test]
+fn biolatency_counts_the_direct_writes_on_their_disk() {
+    let _serial = serial();
+    let dir = tmp_dir();
+    let disk = disk_of(&dir);
+    let mut tracer = bpfscope()
+        .args(["biolatency", "-D", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines =
+        std::io::BufRead::lines(std::io::BufReader::new(tracer.stderr.take().unwrap()));
+    let ready = stderr_lines.next().unwrap().unwrap();
+    assert!(ready.contains("tracing block device I/O"), "{ready}");
+    let writes = 300;
+    let status = std::process::Command::new(workload("direct_writes"))
+        .arg(writes.to_string())
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "O_DIRECT writes failed in {}",
+        dir.display()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(unsafe { libc_kill(tracer.id() as i32, 2) }, 0);
+    let output = tracer.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary: Vec<String> = stderr_lines.map(|l| l.unwrap()).collect();
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("biolatency:") && l.contains("none lost")),
+        "{summary:?}"
+    );
+    let reports = json_reports(&stdout(&output));
+    let histograms = reports[0]["histograms"].as_array().unwrap();
+    let on_disk = histograms
+        .iter()
+        .find(|h| h["disk"] == disk.as_str())
+        .unwrap_or_else(|| panic!("no {disk}: {histograms:?}"));
+    assert!(on_disk["count"].as_u64().unwrap() >= writes, "{on_disk}");
+}
+
+#[test]
+fn biolatency_flags_name_sync_writes() {
+    let _serial = serial();
+    let mut tracer = bpfscope()
+        .args(["biolatency", "-F"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let dir = tmp_dir().join("offcpu-io");
+    std::fs::create_dir_all(&dir).unwrap();
+    // offcpu_blocks' io mode writes with O_DIRECT | O_DSYNC.
+    let status = std::process::Command::new(workload("offcpu_blocks"))
+        .args(["io", "1"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(unsafe { libc_kill(tracer.id() as i32, 2) }, 0);
+    let text = String::from_utf8_lossy(&tracer.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        text.contains("flags = Sync-Write") || text.contains("flags = Sync-ForcedUnitAccess-Write"),
+        "{text}"
+    );
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}

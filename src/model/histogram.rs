@@ -45,11 +45,13 @@ impl Log2Histogram {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HistogramKey {
     Total,
-    /// A numeric id (pid, tid, syscall, device...) and a name (comm, disk...).
+    /// A numeric id (pid, tid, syscall...) and a name (comm, syscall name...).
     Keyed {
         id: u64,
         name: String,
     },
+    /// A name alone (a disk, a set of I/O flags).
+    Named(String),
 }
 
 /// All histograms of one interval.

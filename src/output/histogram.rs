@@ -46,8 +46,14 @@ pub fn render_text(report: &HistogramReport) -> String {
         out.push_str("     (no events)\n");
     }
     for (key, hist) in histograms {
-        if let HistogramKey::Keyed { id, name } = key {
-            let _ = writeln!(out, "\n{} = {id} {name}", report.key_name);
+        match key {
+            HistogramKey::Keyed { id, name } => {
+                let _ = writeln!(out, "\n{} = {id} {name}", report.key_name);
+            }
+            HistogramKey::Named(name) => {
+                let _ = writeln!(out, "\n{} = {name}", report.key_name);
+            }
+            HistogramKey::Total => {}
         }
         render_one(hist, report.unit, &mut out);
     }
@@ -87,13 +93,19 @@ pub fn render_json(tool: &str, report: &HistogramReport, timestamp: Option<&str>
             out.push(',');
         }
         out.push('{');
-        if let HistogramKey::Keyed { id, name } = key {
-            let _ = write!(
-                out,
-                "\"{}\":{id},\"name\":{},",
-                report.key_name,
-                json_string(name)
-            );
+        match key {
+            HistogramKey::Keyed { id, name } => {
+                let _ = write!(
+                    out,
+                    "\"{}\":{id},\"name\":{},",
+                    report.key_name,
+                    json_string(name)
+                );
+            }
+            HistogramKey::Named(name) => {
+                let _ = write!(out, "\"{}\":{},", report.key_name, json_string(name));
+            }
+            HistogramKey::Total => {}
         }
         let _ = write!(
             out,

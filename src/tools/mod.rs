@@ -1,6 +1,7 @@
 //! One module per tool: its command-line flags, how it sets up its BPF
 //! program, and how it turns the kernel's summary into the model.
 
+pub mod biolatency;
 pub mod offcpu;
 pub mod profile;
 pub mod runqlat;

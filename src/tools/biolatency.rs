@@ -1,0 +1,181 @@
+//! `bpfscope biolatency`: block I/O latency histograms, issue (or queue,
+//! `-Q`) to completion, summed in kernel by `biolatency.bpf.c`; in total,
+//! per disk (`-D`) and/or per I/O flags (`-F`).
+
+use std::mem::MaybeUninit;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::Link;
+
+use crate::core::histograms::{self, HistogramArgs};
+use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::stats::RunStats;
+use crate::core::{preflight, signals};
+use crate::model::histogram::HistogramKey;
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/biolatency.skel.rs"));
+}
+use skel::BiolatencySkelBuilder;
+
+/// Summarize block device I/O latency as histograms.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bpfscope biolatency -D 5 1     one 5 s report per disk\n  bpfscope biolatency -QF        from queueing, per I/O flags, until Ctrl-C\n\n-p/--cgroup select the task that issued (or queued) a request."
+)]
+pub struct BiolatencyArgs {
+    /// Measure from when a request is queued, not issued to the device.
+    #[arg(short = 'Q', long = "queued")]
+    pub queued: bool,
+    /// A histogram per disk.
+    #[arg(short = 'D', long = "disks")]
+    pub per_disk: bool,
+    /// A histogram per set of I/O flags (Read, Write, Sync-Write...).
+    #[arg(short = 'F', long = "flags")]
+    pub per_flags: bool,
+    #[command(flatten)]
+    pub common: HistogramArgs,
+}
+
+/// BCC-style names of normalized flags (layout in biolatency.bpf.c).
+pub fn describe_flags(flags: u64) -> String {
+    let operation = match flags & 0xff {
+        0 => "Read",
+        1 => "Write",
+        2 => "Flush",
+        3 => "Discard",
+        5 => "SecureErase",
+        9 => "WriteZeroes",
+        _ => "Unknown",
+    };
+    let mut words: Vec<&str> = [
+        (1 << 8, "Sync"),
+        (1 << 9, "Metadata"),
+        (1 << 10, "ForcedUnitAccess"),
+        (1 << 11, "PreFlush"),
+        (1 << 12, "ReadAhead"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, word)| *word)
+    .collect();
+    words.push(operation);
+    words.join("-")
+}
+
+/// Turns the BPF key (device and/or flags) into what users read.
+fn label(args: &BiolatencyArgs, key: HistogramKey) -> HistogramKey {
+    let HistogramKey::Keyed { id, name } = key else {
+        return key;
+    };
+    match (args.per_disk, args.per_flags) {
+        (true, true) => HistogramKey::Named(format!("{name} {}", describe_flags(id & 0xffff))),
+        (true, false) => HistogramKey::Named(name),
+        _ => HistogramKey::Named(describe_flags(id)),
+    }
+}
+
+pub fn run(args: BiolatencyArgs) -> Result<()> {
+    let common = &args.common;
+    common.validate()?;
+    preflight::check_all()?;
+    let targets = common.target_spec(&[]).resolve()?;
+    let filters = targets.filter_flags();
+
+    let mut primary = MaybeUninit::uninit();
+    let mut fallback = MaybeUninit::uninit();
+    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
+        let mut open = BiolatencySkelBuilder::default()
+            .open(storage)
+            .context("opening the biolatency BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("biolatency object has no .rodata")?;
+        rodata.filter_tgids = filters.tgids;
+        rodata.filter_cgroup = filters.cgroup;
+        rodata.unit_ns = common.unit_ns();
+        rodata.from_queue = args.queued;
+        rodata.per_disk = args.per_disk;
+        rodata.per_flags = args.per_flags;
+        let btf = flavor == HookFlavor::BtfTyped;
+        open.progs.insert_btf.set_autoload(btf && args.queued);
+        open.progs.issue_btf.set_autoload(btf);
+        open.progs.complete_btf.set_autoload(btf);
+        open.progs.insert_raw.set_autoload(!btf && args.queued);
+        open.progs.issue_raw.set_autoload(!btf);
+        open.progs.complete_raw.set_autoload(!btf);
+        open.load().context("loading the biolatency BPF programs")
+    })?;
+    targets.write_filters(
+        &skel.maps.target_tgids,
+        &skel.maps.target_tids,
+        &skel.maps.target_cgroup,
+    )?;
+    let (insert, issue, complete) = match flavor {
+        HookFlavor::BtfTyped => (
+            &skel.progs.insert_btf,
+            &skel.progs.issue_btf,
+            &skel.progs.complete_btf,
+        ),
+        HookFlavor::Raw => (
+            &skel.progs.insert_raw,
+            &skel.progs.issue_raw,
+            &skel.progs.complete_raw,
+        ),
+    };
+    let mut links: Vec<Link> = Vec::new();
+    if args.queued {
+        links.push(insert.attach().context("attaching to block_rq_insert")?);
+    }
+    links.push(issue.attach().context("attaching to block_rq_issue")?);
+    links.push(
+        complete
+            .attach()
+            .context("attaching to block_rq_complete")?,
+    );
+
+    signals::install();
+    eprintln!("bpfscope: tracing block device I/O... Hit Ctrl-C to end.");
+    let key_name = if args.per_disk { "disk" } else { "flags" };
+    histograms::report_until_stopped(
+        "biolatency",
+        common,
+        &targets,
+        |clear, time| {
+            let histograms =
+                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?
+                    .into_iter()
+                    .map(|(key, hist)| (label(&args, key), hist))
+                    .collect();
+            Ok(histograms::render_histograms(
+                "biolatency",
+                common,
+                key_name,
+                histograms,
+                time,
+            ))
+        },
+        || RunStats::read(&skel.maps.stats),
+    )?;
+    drop(links);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_read_like_bcc() {
+        assert_eq!(describe_flags(0), "Read");
+        assert_eq!(describe_flags(1 | 1 << 8), "Sync-Write");
+        assert_eq!(
+            describe_flags(1 | 1 << 8 | 1 << 10),
+            "Sync-ForcedUnitAccess-Write"
+        );
+        assert_eq!(describe_flags(2 | 1 << 11), "PreFlush-Flush");
+    }
+}
