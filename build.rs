@@ -5,7 +5,14 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const TOOLS: &[&str] = &["profile", "offcpu", "runqlat", "syscount", "biolatency"];
+const TOOLS: &[&str] = &[
+    "profile",
+    "offcpu",
+    "runqlat",
+    "syscount",
+    "biolatency",
+    "funclatency",
+];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

@@ -32,6 +32,8 @@ enum Tool {
     Syscount(tools::syscount::SyscountArgs),
     /// Block I/O latency histograms.
     Biolatency(tools::biolatency::BiolatencyArgs),
+    /// Latency histograms of a user-space function (uprobes).
+    Funclatency(tools::funclatency::FunclatencyArgs),
 }
 
 fn main() {
@@ -42,6 +44,7 @@ fn main() {
         Tool::Runqlat(args) => tools::runqlat::run(args),
         Tool::Syscount(args) => tools::syscount::run(args),
         Tool::Biolatency(args) => tools::biolatency::run(args),
+        Tool::Funclatency(args) => tools::funclatency::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -14,6 +14,26 @@ const TOOLS: [&str; 2] = ["profile", "offcpu"];
 /// Every tool, for the errors all of them share.
 const ALL_TOOLS: [&str; 5] = ["profile", "offcpu", "runqlat", "syscount", "biolatency"];
 
+#[test]
+fn funclatency_bad_binary_or_function() {
+    assert_user_error(
+        &tool("funclatency", &["/no/such/binary:f"]),
+        "no such binary: /no/such/binary",
+    );
+    assert_user_error(
+        &tool("funclatency", &["/bin/true:no_such_function_here"]),
+        "cannot attach to no_such_function_here in /bin/true",
+    );
+    assert_user_error(
+        &tool("funclatency", &["just_a_function"]),
+        "give BINARY:FUNCTION, or one -p PID",
+    );
+    assert_user_error(
+        &tool("funclatency", &["-p", "999999999", "f"]),
+        "no such process: PID 999999999",
+    );
+}
+
 fn assert_user_error(output: &Output, expected: &str) {
     let text = stderr(output);
     assert_eq!(

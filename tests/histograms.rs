@@ -264,7 +264,7 @@ fn biolatency_counts_the_direct_writes_on_their_disk() {
 #[test]
 fn biolatency_flags_name_sync_writes() {
     let _serial = serial();
-    let mut tracer = bpfscope()
+    let tracer = bpfscope()
         .args(["biolatency", "-F"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -292,4 +292,76 @@ fn biolatency_flags_name_sync_writes() {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// Starts `bpfscope ARGS` with piped output and waits until it says it is tracing.
+fn start_tracer(args: &[&str]) -> std::process::Child {
+    let mut tracer = bpfscope()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tracer.stderr.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("tracing"), "{first}");
+    tracer
+}
+
+/// Interrupts a tracer and returns its stdout.
+fn stop_tracer(tracer: std::process::Child) -> String {
+    assert_eq!(unsafe { libc_kill(tracer.id() as i32, 2) }, 0);
+    let output = tracer.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+#[test]
+fn funclatency_times_every_call_of_a_one_millisecond_function() {
+    let _serial = serial();
+    let binary = workload("sleepy_calls");
+    let target = format!("{}:sleepy_function", binary.display());
+    let tracer = start_tracer(&["funclatency", "--json", &target]);
+    let calls = 200;
+    assert!(std::process::Command::new(&binary)
+        .arg(calls.to_string())
+        .status()
+        .unwrap()
+        .success());
+    let reports = json_reports(&stop_tracer(tracer));
+    let histogram = &reports[0]["histograms"][0];
+    assert_eq!(histogram["count"].as_u64(), Some(calls), "{histogram}");
+    for bucket in histogram["buckets"].as_array().unwrap() {
+        let (low, count) = (
+            bucket["low"].as_u64().unwrap(),
+            bucket["count"].as_u64().unwrap(),
+        );
+        assert!(
+            count == 0 || (512..2048).contains(&low),
+            "calls outside 512 us - 2 ms: {bucket}"
+        );
+    }
+}
+
+#[test]
+fn funclatency_with_pid_uses_the_process_executable() {
+    let _serial = serial();
+    let binary = workload("sleepy_calls");
+    let target = Workload::start(&binary, &["3000"]);
+    let output = run(bpfscope().args([
+        "funclatency",
+        "-p",
+        &target.pid().to_string(),
+        "sleepy_function",
+        "1",
+        "1",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("Function = sleepy_function ["), "{text}");
+    assert!(text.contains("1024 -> 2047"), "{text}");
 }
