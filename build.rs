@@ -12,6 +12,7 @@ const TOOLS: &[&str] = &[
     "syscount",
     "biolatency",
     "funclatency",
+    "runqlen",
 ];
 
 fn main() {

@@ -34,6 +34,8 @@ enum Tool {
     Biolatency(tools::biolatency::BiolatencyArgs),
     /// Latency histograms of a user-space function (uprobes).
     Funclatency(tools::funclatency::FunclatencyArgs),
+    /// Run-queue length histograms, sampled per CPU.
+    Runqlen(tools::runqlen::RunqlenArgs),
 }
 
 fn main() {
@@ -45,6 +47,7 @@ fn main() {
         Tool::Syscount(args) => tools::syscount::run(args),
         Tool::Biolatency(args) => tools::biolatency::run(args),
         Tool::Funclatency(args) => tools::funclatency::run(args),
+        Tool::Runqlen(args) => tools::runqlen::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -12,7 +12,14 @@ use common::*;
 /// The stack tools; errors they share are checked for each.
 const TOOLS: [&str; 2] = ["profile", "offcpu"];
 /// Every tool, for the errors all of them share.
-const ALL_TOOLS: [&str; 5] = ["profile", "offcpu", "runqlat", "syscount", "biolatency"];
+const ALL_TOOLS: [&str; 6] = [
+    "profile",
+    "offcpu",
+    "runqlat",
+    "syscount",
+    "biolatency",
+    "funclatency",
+];
 
 #[test]
 fn funclatency_bad_binary_or_function() {
@@ -203,6 +210,12 @@ fn bad_duration_cpu_and_bounds() {
     );
     assert_user_error(&tool("runqlat", &["0"]), "bad interval 0");
     assert_user_error(&tool("runqlat", &["1", "0"]), "bad count 0");
+    assert_user_error(
+        &tool("runqlen", &["-p", "1"]),
+        "-p and --cgroup do not apply",
+    );
+    assert_user_error(&tool("runqlen", &["-m"]), "-m does not apply");
+    assert_user_error(&tool("runqlen", &["-F", "0"]), "bad frequency 0 Hz");
     assert_user_error(&tool("syscount", &["--top", "0"]), "bad --top 0");
 }
 

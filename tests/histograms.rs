@@ -365,3 +365,51 @@ fn funclatency_with_pid_uses_the_process_executable() {
     assert!(text.starts_with("Function = sleepy_function ["), "{text}");
     assert!(text.contains("1024 -> 2047"), "{text}");
 }
+
+/// (samples with at least one task waiting, all samples) from runqlen --json.
+fn queued_samples(report: &Value) -> (u64, u64) {
+    let mut queued = 0;
+    let mut all = 0;
+    for histogram in report["histograms"].as_array().unwrap() {
+        for bucket in histogram["buckets"].as_array().unwrap() {
+            let count = bucket["count"].as_u64().unwrap();
+            assert_eq!(bucket["low"], bucket["high"], "linear buckets");
+            if bucket["low"].as_u64().unwrap() >= 1 {
+                queued += count;
+            }
+            all += count;
+        }
+    }
+    (queued, all)
+}
+
+#[test]
+fn runqlen_sees_queues_only_when_cpus_are_oversubscribed() {
+    let _serial = serial();
+    let output = run(bpfscope().args(["runqlen", "--json", "1", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (queued, all) = queued_samples(&json_reports(&stdout(&output))[0]);
+    // Idle CPUs take fewer cpu-clock samples (their timer ticks less).
+    assert!(all >= 50, "99 Hz for 1 s: only {all} samples");
+    assert!(
+        queued * 10 <= all,
+        "idle system: {queued} of {all} samples had a queue"
+    );
+
+    let burner = workload("cpu_split");
+    let _burners: Vec<Workload> = (0..4).map(|_| Workload::start(&burner, &["4"])).collect();
+    let output = run(bpfscope().args(["runqlen", "-C", "--json", "2", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = &json_reports(&stdout(&output))[0];
+    let cpus = report["histograms"].as_array().unwrap().len();
+    assert_eq!(
+        cpus as usize,
+        std::thread::available_parallelism().unwrap().get(),
+        "one histogram per CPU"
+    );
+    let (queued, all) = queued_samples(report);
+    assert!(
+        queued * 10 >= all * 8,
+        "4 burners on 2 CPUs: only {queued} of {all} samples had a queue"
+    );
+}

@@ -10,8 +10,9 @@
 #include "common.h"
 
 /*
- * Log2 histograms summed in kernel. Slot 0 counts values 0 and 1, slot i
- * (i >= 1) values in [2^i, 2^(i+1) - 1], as BCC and libbpf-tools print them.
+ * Histograms summed in kernel. Log2 ones: slot 0 counts values 0 and 1, slot
+ * i (i >= 1) values in [2^i, 2^(i+1) - 1], as BCC and libbpf-tools print
+ * them. Linear ones: slot n counts the value n.
  * A run without per-key histograms uses the per-CPU `total_hist` (no shared
  * cache lines on the hot path); per-key runs use the `hists` hash.
  */
@@ -58,10 +59,10 @@ static __always_inline u32 log2_slot(u64 value)
 	return slot < HIST_SLOTS ? slot : HIST_SLOTS - 1;
 }
 
-/* Adds `value` to the histogram of `key`, or to the per-CPU total when key is NULL. */
-static __always_inline void hist_add(struct hist_key *key, u64 value)
+/* Adds `value` in `slot` of the histogram of `key`, or of the per-CPU total when key is NULL. */
+static __always_inline void hist_add_in_slot(struct hist_key *key, u32 slot, u64 value)
 {
-	u32 zero = 0, slot = log2_slot(value);
+	u32 zero = 0;
 	struct hist *h;
 
 	if (!key) {
@@ -85,6 +86,18 @@ static __always_inline void hist_add(struct hist_key *key, u64 value)
 	__sync_fetch_and_add(&h->slots[slot], 1);
 	__sync_fetch_and_add(&h->count, 1);
 	__sync_fetch_and_add(&h->sum, value);
+}
+
+/* Log2 histograms: slot by magnitude. */
+static __always_inline void hist_add(struct hist_key *key, u64 value)
+{
+	hist_add_in_slot(key, log2_slot(value), value);
+}
+
+/* Linear histograms: slot n counts the value n (the last slot: n and above). */
+static __always_inline void hist_add_linear(struct hist_key *key, u64 value)
+{
+	hist_add_in_slot(key, value < HIST_SLOTS ? value : HIST_SLOTS - 1, value);
 }
 
 #endif /* BPFSCOPE_HISTOGRAM_H */

@@ -14,7 +14,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use crate::core::run::Collection;
 use crate::core::stats::RunStats;
 use crate::core::target::{TargetSpec, Targets};
-use crate::model::histogram::{HistogramKey, HistogramReport, Log2Histogram};
+use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::{render_json, render_text};
 
 /// `HIST_SLOTS` in histogram.h.
@@ -78,20 +78,20 @@ impl HistogramArgs {
         }
     }
 
-    pub fn unit_name(&self) -> &'static str {
-        if self.milliseconds {
-            "msecs"
-        } else {
-            "usecs"
-        }
+    /// The unit and scale of latency histograms.
+    pub fn latency_unit(&self) -> (&'static str, Scale) {
+        (
+            if self.milliseconds { "msecs" } else { "usecs" },
+            Scale::Log2,
+        )
     }
 }
 
-fn parse_hist(bytes: &[u8]) -> Log2Histogram {
+fn parse_hist(bytes: &[u8]) -> Histogram {
     let word = |index: usize| {
         u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
     };
-    Log2Histogram {
+    Histogram {
         slots: (0..HIST_SLOTS).map(word).collect(),
         count: word(HIST_SLOTS),
         sum: word(HIST_SLOTS + 1),
@@ -113,7 +113,7 @@ pub fn read_histograms(
     hists: &dyn MapCore,
     total: &dyn MapCore,
     clear: bool,
-) -> Result<Vec<(HistogramKey, Log2Histogram)>> {
+) -> Result<Vec<(HistogramKey, Histogram)>> {
     let mut histograms = Vec::new();
     for key in hists.keys().collect::<Vec<_>>() {
         let value = if clear {
@@ -127,7 +127,7 @@ pub fn read_histograms(
     }
     let zero = 0u32.to_ne_bytes();
     if let Some(per_cpu) = total.lookup_percpu(&zero, MapFlags::ANY)? {
-        let mut sum = Log2Histogram::default();
+        let mut sum = Histogram::default();
         for bytes in &per_cpu {
             sum.merge(&parse_hist(bytes));
         }
@@ -162,12 +162,14 @@ pub fn render_histograms(
     tool: &str,
     args: &HistogramArgs,
     key_name: &'static str,
-    histograms: Vec<(HistogramKey, Log2Histogram)>,
+    (unit, scale): (&'static str, Scale),
+    histograms: Vec<(HistogramKey, Histogram)>,
     time: Option<&str>,
 ) -> (String, u64) {
     let events = histograms.iter().map(|(_, hist)| hist.count).sum();
     let report = HistogramReport {
-        unit: args.unit_name(),
+        unit,
+        scale,
         key_name,
         histograms,
     };

@@ -1,27 +1,38 @@
-//! Log2 histograms as the histogram tools report them: one per key (or one
-//! in total), in the unit the user asked for.
+//! Histograms as the histogram tools report them: one per key (or one in
+//! total), in the unit the user asked for.
 
-/// Counts per log2 slot: slot 0 holds values 0 and 1, slot i values in
-/// [2^i, 2^(i+1) - 1] (the layout BCC and libbpf-tools print).
+/// How slots map to values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Slot 0 holds values 0 and 1, slot i values in [2^i, 2^(i+1) - 1]
+    /// (the layout BCC and libbpf-tools print).
+    Log2,
+    /// Slot n holds the value n.
+    Linear,
+}
+
+impl Scale {
+    /// The value range of slot `index`, inclusive.
+    pub fn slot_range(self, index: usize) -> (u64, u64) {
+        match self {
+            Scale::Linear => (index as u64, index as u64),
+            Scale::Log2 if index == 0 => (0, 1),
+            Scale::Log2 => (1u64 << index, (1u64 << (index + 1)) - 1),
+        }
+    }
+}
+
+/// Counts per slot, with the number and sum of the values counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Log2Histogram {
+pub struct Histogram {
     pub slots: Vec<u64>,
     pub count: u64,
     pub sum: u64,
 }
 
-impl Log2Histogram {
-    /// The value range of slot `index`, inclusive.
-    pub fn slot_range(index: usize) -> (u64, u64) {
-        if index == 0 {
-            (0, 1)
-        } else {
-            (1u64 << index, (1u64 << (index + 1)) - 1)
-        }
-    }
-
+impl Histogram {
     /// Adds another histogram's counts (e.g. per-CPU copies) into this one.
-    pub fn merge(&mut self, other: &Log2Histogram) {
+    pub fn merge(&mut self, other: &Histogram) {
         if self.slots.len() < other.slots.len() {
             self.slots.resize(other.slots.len(), 0);
         }
@@ -57,11 +68,12 @@ pub enum HistogramKey {
 /// All histograms of one interval.
 #[derive(Debug, Clone)]
 pub struct HistogramReport {
-    /// "usecs" or "msecs".
+    /// "usecs", "msecs", "runqlen"...
     pub unit: &'static str,
+    pub scale: Scale,
     /// How keys are introduced in text ("pid", "tid", "disk"...).
     pub key_name: &'static str,
-    pub histograms: Vec<(HistogramKey, Log2Histogram)>,
+    pub histograms: Vec<(HistogramKey, Histogram)>,
 }
 
 #[cfg(test)]
@@ -70,27 +82,28 @@ mod tests {
 
     #[test]
     fn slot_ranges_match_bcc_layout() {
-        assert_eq!(Log2Histogram::slot_range(0), (0, 1));
-        assert_eq!(Log2Histogram::slot_range(1), (2, 3));
-        assert_eq!(Log2Histogram::slot_range(9), (512, 1023));
-        assert_eq!(Log2Histogram::slot_range(10), (1024, 2047));
+        assert_eq!(Scale::Log2.slot_range(0), (0, 1));
+        assert_eq!(Scale::Log2.slot_range(1), (2, 3));
+        assert_eq!(Scale::Log2.slot_range(9), (512, 1023));
+        assert_eq!(Scale::Log2.slot_range(10), (1024, 2047));
+        assert_eq!(Scale::Linear.slot_range(3), (3, 3));
     }
 
     #[test]
     fn merge_adds_counts_and_grows() {
-        let mut a = Log2Histogram {
+        let mut a = Histogram {
             slots: vec![1, 2],
             count: 3,
             sum: 5,
         };
-        a.merge(&Log2Histogram {
+        a.merge(&Histogram {
             slots: vec![0, 1, 4],
             count: 5,
             sum: 30,
         });
         assert_eq!(
             a,
-            Log2Histogram {
+            Histogram {
                 slots: vec![1, 3, 4],
                 count: 8,
                 sum: 35

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::model::histogram::{HistogramKey, HistogramReport, Log2Histogram};
+use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 
 const BAR_WIDTH: u64 = 40;
 
@@ -13,40 +13,53 @@ fn stars(count: u64, max: u64) -> String {
 }
 
 /// One histogram in BCC's layout, from slot 0 to the highest non-empty slot.
-pub fn render_one(hist: &Log2Histogram, unit: &str, out: &mut String) {
+pub fn render_one(hist: &Histogram, unit: &str, scale: Scale, out: &mut String) {
     let Some(last) = hist.slots.iter().rposition(|&count| count > 0) else {
         let _ = writeln!(out, "     (no events)");
         return;
     };
     let max = hist.slots.iter().copied().max().unwrap_or(0);
-    let _ = writeln!(out, "     {unit:<19} : count    distribution");
-    for (index, &count) in hist.slots.iter().enumerate().take(last + 1) {
-        let (low, high) = Log2Histogram::slot_range(index);
-        let _ = writeln!(
-            out,
-            "{low:>10} -> {high:<10} : {count:<8} |{}|",
-            stars(count, max)
-        );
+    match scale {
+        Scale::Log2 => {
+            let _ = writeln!(out, "     {unit:<19} : count    distribution");
+        }
+        Scale::Linear => {
+            let _ = writeln!(out, "     {unit:<13} : count     distribution");
+        }
     }
-    let _ = writeln!(
-        out,
-        "avg = {:.0} {unit}, total: {} {unit}, count: {}",
-        hist.average(),
-        hist.sum,
-        hist.count
-    );
+    for (index, &count) in hist.slots.iter().enumerate().take(last + 1) {
+        let (low, high) = scale.slot_range(index);
+        let bar = stars(count, max);
+        let _ = match scale {
+            Scale::Log2 => writeln!(out, "{low:>10} -> {high:<10} : {count:<8} |{bar}|"),
+            Scale::Linear => writeln!(out, "        {low:<10} : {count:<8} |{bar}|"),
+        };
+    }
+    let _ = match scale {
+        Scale::Log2 => writeln!(
+            out,
+            "avg = {:.0} {unit}, total: {} {unit}, count: {}",
+            hist.average(),
+            hist.sum,
+            hist.count
+        ),
+        Scale::Linear => writeln!(out, "avg = {:.2}, count: {}", hist.average(), hist.count),
+    };
 }
 
 /// All histograms of a report, one block per key, sorted by key.
 pub fn render_text(report: &HistogramReport) -> String {
     let mut out = String::new();
-    let mut histograms: Vec<&(HistogramKey, Log2Histogram)> = report.histograms.iter().collect();
+    let mut histograms: Vec<&(HistogramKey, Histogram)> = report.histograms.iter().collect();
     histograms.sort_by(|a, b| a.0.cmp(&b.0));
     if histograms.is_empty() {
         out.push_str("     (no events)\n");
     }
     for (key, hist) in histograms {
         match key {
+            HistogramKey::Keyed { id, name } if name.is_empty() => {
+                let _ = writeln!(out, "\n{} = {id}", report.key_name);
+            }
             HistogramKey::Keyed { id, name } => {
                 let _ = writeln!(out, "\n{} = {id} {name}", report.key_name);
             }
@@ -55,7 +68,7 @@ pub fn render_text(report: &HistogramReport) -> String {
             }
             HistogramKey::Total => {}
         }
-        render_one(hist, report.unit, &mut out);
+        render_one(hist, report.unit, report.scale, &mut out);
     }
     out
 }
@@ -118,7 +131,7 @@ pub fn render_json(tool: &str, report: &HistogramReport, timestamp: Option<&str>
             .rposition(|&count| count > 0)
             .map_or(0, |last| last + 1);
         for (slot, count) in hist.slots.iter().enumerate().take(last) {
-            let (low, high) = Log2Histogram::slot_range(slot);
+            let (low, high) = report.scale.slot_range(slot);
             if slot > 0 {
                 out.push(',');
             }
@@ -137,13 +150,14 @@ mod tests {
     fn report() -> HistogramReport {
         HistogramReport {
             unit: "usecs",
+            scale: Scale::Log2,
             key_name: "pid",
             histograms: vec![(
                 HistogramKey::Keyed {
                     id: 42,
                     name: "a\"b".into(),
                 },
-                Log2Histogram {
+                Histogram {
                     slots: vec![0, 5, 10, 0],
                     count: 15,
                     sum: 70,

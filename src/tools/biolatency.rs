@@ -154,6 +154,7 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
                 "biolatency",
                 common,
                 key_name,
+                common.latency_unit(),
                 histograms,
                 time,
             ))

@@ -173,8 +173,14 @@ pub fn run(args: FunclatencyArgs) -> Result<()> {
         |clear, time| {
             let histograms =
                 histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
-            let (mut text, events) =
-                histograms::render_histograms("funclatency", common, "pid", histograms, time);
+            let (mut text, events) = histograms::render_histograms(
+                "funclatency",
+                common,
+                "pid",
+                common.latency_unit(),
+                histograms,
+                time,
+            );
             if !common.json {
                 text.insert_str(
                     0,

@@ -6,4 +6,5 @@ pub mod funclatency;
 pub mod offcpu;
 pub mod profile;
 pub mod runqlat;
+pub mod runqlen;
 pub mod syscount;

@@ -111,7 +111,12 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
             let histograms =
                 histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
             Ok(histograms::render_histograms(
-                "runqlat", common, key_name, histograms, time,
+                "runqlat",
+                common,
+                key_name,
+                common.latency_unit(),
+                histograms,
+                time,
             ))
         },
         || RunStats::read(&skel.maps.stats),

@@ -265,7 +265,12 @@ pub fn run(args: SyscountArgs) -> Result<()> {
                     }
                 }
                 Ok(histograms::render_histograms(
-                    "syslat", common, "syscall", histograms, time,
+                    "syslat",
+                    common,
+                    "syscall",
+                    common.latency_unit(),
+                    histograms,
+                    time,
                 ))
             } else {
                 let rows = if args.per_process {
