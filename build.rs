@@ -13,6 +13,7 @@ const TOOLS: &[&str] = &[
     "biolatency",
     "funclatency",
     "runqlen",
+    "fslatency",
 ];
 
 fn main() {

@@ -36,6 +36,10 @@ enum Tool {
     Funclatency(tools::funclatency::FunclatencyArgs),
     /// Run-queue length histograms, sampled per CPU.
     Runqlen(tools::runqlen::RunqlenArgs),
+    /// File system operation latency histograms (read, write, open, fsync).
+    Fslatency(tools::fslatency::FslatencyArgs),
+    /// Each file system operation slower than a threshold.
+    Fsslower(tools::fslatency::FsslowerArgs),
 }
 
 fn main() {
@@ -48,6 +52,8 @@ fn main() {
         Tool::Biolatency(args) => tools::biolatency::run(args),
         Tool::Funclatency(args) => tools::funclatency::run(args),
         Tool::Runqlen(args) => tools::runqlen::run(args),
+        Tool::Fslatency(args) => tools::fslatency::run_fslatency(args),
+        Tool::Fsslower(args) => tools::fslatency::run_fsslower(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -211,6 +211,15 @@ fn bad_duration_cpu_and_bounds() {
     assert_user_error(&tool("runqlat", &["0"]), "bad interval 0");
     assert_user_error(&tool("runqlat", &["1", "0"]), "bad count 0");
     assert_user_error(
+        &tool("fslatency", &["-t", "a-very-long-fstype"]),
+        "bad filesystem type",
+    );
+    assert_user_error(&tool("fsslower", &["nan"]), "bad MIN_MS");
+    assert_user_error(
+        &tool("fsslower", &["-p", "999999999"]),
+        "no such process: PID 999999999",
+    );
+    assert_user_error(
         &tool("runqlen", &["-p", "1"]),
         "-p and --cgroup do not apply",
     );

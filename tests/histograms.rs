@@ -403,7 +403,7 @@ fn runqlen_sees_queues_only_when_cpus_are_oversubscribed() {
     let report = &json_reports(&stdout(&output))[0];
     let cpus = report["histograms"].as_array().unwrap().len();
     assert_eq!(
-        cpus as usize,
+        cpus,
         std::thread::available_parallelism().unwrap().get(),
         "one histogram per CPU"
     );
@@ -412,4 +412,93 @@ fn runqlen_sees_queues_only_when_cpus_are_oversubscribed() {
         queued * 10 >= all * 8,
         "4 burners on 2 CPUs: only {queued} of {all} samples had a queue"
     );
+}
+
+/// The filesystem type of the mount holding `path` (longest mount-point prefix).
+fn fstype_of(path: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            path.starts_with(fields[1])
+                .then(|| (fields[1].len(), fields[2].to_string()))
+        })
+        .max()
+        .unwrap()
+        .1
+}
+
+#[test]
+fn fslatency_counts_exact_reads_and_fsyncs_per_filesystem() {
+    let _serial = serial();
+    let dir = tmp_dir();
+    let fstype = fstype_of(&dir);
+    let (reads, syncs) = (777, 13);
+    let target = Workload::start(
+        &workload("file_ops"),
+        &[
+            dir.to_str().unwrap(),
+            &reads.to_string(),
+            &syncs.to_string(),
+        ],
+    );
+    let output = run(bpfscope().args(["fslatency", "--json", "-p", &target.pid().to_string()]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = &json_reports(&stdout(&output))[0];
+    let count = |operation: &str| {
+        report["histograms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["operation"] == format!("{fstype} {operation}").as_str())
+            .map(|h| h["count"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("read"), reads, "{report}");
+    assert_eq!(count("fsync"), syncs, "{report}");
+    assert_eq!(count("write"), 1, "{report}");
+    assert_eq!(count("open"), 1, "{report}");
+}
+
+#[test]
+fn fslatency_type_filter_and_fsslower_lines() {
+    let _serial = serial();
+    let dir = tmp_dir();
+    let fstype = fstype_of(&dir);
+    let target = Workload::start(&workload("file_ops"), &[dir.to_str().unwrap(), "50", "2"]);
+    let output = run(bpfscope().args([
+        "fslatency",
+        "-t",
+        "no-such-fs",
+        "-p",
+        &target.pid().to_string(),
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("(no events)"),
+        "{}",
+        stdout(&output)
+    );
+
+    let target = Workload::start(&workload("file_ops"), &[dir.to_str().unwrap(), "50", "2"]);
+    let output = run(bpfscope().args([
+        "fsslower",
+        "--json",
+        "-t",
+        &fstype,
+        "-p",
+        &target.pid().to_string(),
+        "0",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events = json_reports(&stdout(&output));
+    let reads: Vec<&Value> = events.iter().filter(|e| e["op"] == "read").collect();
+    assert_eq!(reads.len(), 50, "{events:?}");
+    assert!(reads
+        .iter()
+        .all(|e| e["file"] == "file_ops.data" && e["bytes"] == 4096 && e["comm"] == "file_ops"));
+    assert_eq!(events.iter().filter(|e| e["op"] == "fsync").count(), 2);
+    assert!(events.iter().all(|e| e["fstype"] == fstype.as_str()));
 }

@@ -2,6 +2,7 @@
 //! program, and how it turns the kernel's summary into the model.
 
 pub mod biolatency;
+pub mod fslatency;
 pub mod funclatency;
 pub mod offcpu;
 pub mod profile;

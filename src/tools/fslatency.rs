@@ -1,0 +1,386 @@
+//! `bpfscope fslatency` and `bpfscope fsslower`: latency of read, write,
+//! open and fsync on regular files, per operation and filesystem type.
+//!
+//! Method: the syscall boundary (`sys_enter` to `sys_exit`), not fentry on
+//! each filesystem's functions: fentry is refused on many kernels (this one
+//! included), and the syscall tracepoints exist everywhere. So the latency is
+//! what the application saw, including VFS and page-cache time; descriptors
+//! are resolved to their files in BPF and only regular files are counted,
+//! classified by their superblock's filesystem type. Asynchronous I/O
+//! (io_uring, aio) and mmap page faults are not seen.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
+
+use crate::core::histograms::{self, time_of_day, HistogramArgs};
+use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::run::Collection;
+use crate::core::stats::RunStats;
+use crate::core::target::{TargetSpec, Targets};
+use crate::core::{preflight, signals, syscall_table};
+use crate::model::histogram::HistogramKey;
+use crate::output::histogram::json_string;
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/fslatency.skel.rs"));
+}
+use skel::{FslatencySkel, FslatencySkelBuilder};
+
+const METHOD: &str = "Measured at the syscall boundary (sys_enter/sys_exit tracepoints), because fentry on \
+filesystem functions is refused on many kernels: latency is what the application saw, for regular files only, \
+classified by filesystem type. io_uring, aio and mmap faults are not seen.";
+
+/// File system operation latency histograms, per operation and filesystem type.
+#[derive(Debug, clap::Args)]
+#[command(after_help = METHOD)]
+pub struct FslatencyArgs {
+    /// Only this filesystem type (ext4, xfs, btrfs, tmpfs...).
+    #[arg(short = 't', long = "type", value_name = "FSTYPE")]
+    pub fstype: Option<String>,
+    #[command(flatten)]
+    pub common: HistogramArgs,
+}
+
+/// Print each file system operation slower than MIN_MS.
+#[derive(Debug, clap::Args)]
+#[command(after_help = METHOD)]
+pub struct FsslowerArgs {
+    /// Only these processes (comma-separated PIDs); stops when they have all exited.
+    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only tasks in this cgroup v2 directory (and below it).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Only this filesystem type (ext4, xfs, btrfs, tmpfs...).
+    #[arg(short = 't', long = "type", value_name = "FSTYPE")]
+    pub fstype: Option<String>,
+    /// Print JSON, one object per operation.
+    #[arg(long)]
+    pub json: bool,
+    /// Print operations at least this slow, in milliseconds (0: all).
+    #[arg(value_name = "MIN_MS", default_value_t = 10.0)]
+    pub min_ms: f64,
+}
+
+/// `enum fs_op` in fslatency.bpf.c.
+const OPERATIONS: [&str; 5] = ["none", "read", "write", "open", "fsync"];
+
+/// The syscalls traced, by name: (operation, the 4th argument is the offset).
+fn classify(syscall: &str) -> Option<(u8, bool)> {
+    Some(match syscall {
+        "read" | "readv" => (1, false),
+        "pread64" | "preadv" | "preadv2" => (1, true),
+        "write" | "writev" => (2, false),
+        "pwrite64" | "pwritev" | "pwritev2" => (2, true),
+        "open" | "openat" | "openat2" | "creat" => (3, false),
+        "fsync" | "fdatasync" => (4, false),
+        _ => return None,
+    })
+}
+
+fn fill_syscall_classes(classes: &dyn MapCore) -> Result<()> {
+    for (number, name) in syscall_table::X86_64.iter().enumerate() {
+        if let Some((op, positional)) = classify(name) {
+            classes.update(
+                &(number as u32).to_ne_bytes(),
+                &[op, positional as u8],
+                MapFlags::ANY,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn fstype_bytes(fstype: &Option<String>) -> Result<Option<[i8; 16]>> {
+    let Some(name) = fstype else {
+        return Ok(None);
+    };
+    if name.is_empty() || name.len() > 15 {
+        bail!("bad filesystem type {name:?}");
+    }
+    let mut bytes = [0i8; 16];
+    for (slot, byte) in bytes.iter_mut().zip(name.bytes()) {
+        *slot = byte as i8;
+    }
+    Ok(Some(bytes))
+}
+
+struct Setup {
+    unit_ns: u64,
+    slow_ns: Option<u64>,
+    fstype: Option<[i8; 16]>,
+}
+
+fn load<'obj>(
+    primary: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    fallback: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    targets: &Targets,
+    setup: &Setup,
+) -> Result<(FslatencySkel<'obj>, Vec<Link>)> {
+    let filters = targets.filter_flags();
+    let (skel, flavor) = load_with_fallback(primary, fallback, |storage, flavor| {
+        let mut open = FslatencySkelBuilder::default()
+            .open(storage)
+            .context("opening the fslatency BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("fslatency object has no .rodata")?;
+        rodata.filter_tgids = filters.tgids;
+        rodata.filter_cgroup = filters.cgroup;
+        rodata.unit_ns = setup.unit_ns;
+        rodata.report_slow = setup.slow_ns.is_some();
+        rodata.slow_ns = setup.slow_ns.unwrap_or(0);
+        if let Some(fstype) = setup.fstype {
+            rodata.filter_fstype = true;
+            rodata.wanted_fstype = fstype;
+        }
+        let btf = flavor == HookFlavor::BtfTyped;
+        open.progs.enter_btf.set_autoload(btf);
+        open.progs.exit_btf.set_autoload(btf);
+        open.progs.enter_raw.set_autoload(!btf);
+        open.progs.exit_raw.set_autoload(!btf);
+        open.load().context("loading the fslatency BPF programs")
+    })?;
+    targets.write_filters(
+        &skel.maps.target_tgids,
+        &skel.maps.target_tids,
+        &skel.maps.target_cgroup,
+    )?;
+    fill_syscall_classes(&skel.maps.syscall_classes)?;
+    let (enter, exit) = match flavor {
+        HookFlavor::BtfTyped => (&skel.progs.enter_btf, &skel.progs.exit_btf),
+        HookFlavor::Raw => (&skel.progs.enter_raw, &skel.progs.exit_raw),
+    };
+    let links = vec![
+        enter.attach().context("attaching to sys_enter")?,
+        exit.attach().context("attaching to sys_exit")?,
+    ];
+    Ok((skel, links))
+}
+
+pub fn run_fslatency(args: FslatencyArgs) -> Result<()> {
+    let common = &args.common;
+    common.validate()?;
+    let fstype = fstype_bytes(&args.fstype)?;
+    preflight::check_all()?;
+    let targets = common.target_spec(&[]).resolve()?;
+    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let setup = Setup {
+        unit_ns: common.unit_ns(),
+        slow_ns: None,
+        fstype,
+    };
+    let (skel, links) = load(&mut primary, &mut fallback, &targets, &setup)?;
+
+    signals::install();
+    eprintln!(
+        "bpfscope: tracing file system operations at the syscall boundary... Hit Ctrl-C to end."
+    );
+    histograms::report_until_stopped(
+        "fslatency",
+        common,
+        &targets,
+        |clear, time| {
+            let histograms =
+                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?
+                    .into_iter()
+                    .map(|(key, hist)| match key {
+                        HistogramKey::Keyed { id, name } => {
+                            let operation = OPERATIONS.get(id as usize).unwrap_or(&"unknown");
+                            (HistogramKey::Named(format!("{name} {operation}")), hist)
+                        }
+                        other => (other, hist),
+                    })
+                    .collect();
+            Ok(histograms::render_histograms(
+                "fslatency",
+                common,
+                "operation",
+                common.latency_unit(),
+                histograms,
+                time,
+            ))
+        },
+        || RunStats::read(&skel.maps.stats),
+    )?;
+    drop(links);
+    Ok(())
+}
+
+/// Mirrors `struct slow_op` in fslatency.bpf.c (112 bytes).
+struct SlowOp {
+    latency_ns: u64,
+    offset: u64,
+    bytes: i64,
+    tgid: u32,
+    op: u32,
+    comm: String,
+    fstype: String,
+    file_name: String,
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..length]).into_owned()
+}
+
+impl SlowOp {
+    fn parse(raw: &[u8]) -> Option<Self> {
+        if raw.len() < 96 {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_ne_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+        Some(SlowOp {
+            latency_ns: u64_at(0),
+            offset: u64_at(8),
+            bytes: u64_at(16) as i64,
+            tgid: u32::from_ne_bytes(raw[24..28].try_into().expect("4 bytes")),
+            op: u32::from_ne_bytes(raw[28..32].try_into().expect("4 bytes")),
+            comm: c_string(&raw[32..48]),
+            fstype: c_string(&raw[48..64]),
+            file_name: c_string(&raw[64..96]),
+        })
+    }
+
+    fn render(&self, json: bool) -> String {
+        let operation = OPERATIONS.get(self.op as usize).unwrap_or(&"unknown");
+        if json {
+            return format!(
+                "{{\"time\":{},\"comm\":{},\"pid\":{},\"op\":{},\"fstype\":{},\"bytes\":{},\"offset\":{},\"latency_ns\":{},\"file\":{}}}\n",
+                json_string(&time_of_day()),
+                json_string(&self.comm),
+                self.tgid,
+                json_string(operation),
+                json_string(&self.fstype),
+                self.bytes,
+                self.offset,
+                self.latency_ns,
+                json_string(&self.file_name)
+            );
+        }
+        let letter = operation.chars().next().unwrap_or('?').to_ascii_uppercase();
+        format!(
+            "{:<8} {:<14} {:<7} {letter} {:<7} {:<6} {:<8} {:>8.2} {}\n",
+            time_of_day(),
+            self.comm,
+            self.tgid,
+            self.fstype,
+            self.bytes,
+            self.offset / 1024,
+            self.latency_ns as f64 / 1e6,
+            self.file_name
+        )
+    }
+}
+
+pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
+    if !(args.min_ms >= 0.0 && args.min_ms.is_finite()) {
+        bail!("bad MIN_MS {}: give milliseconds, 0 or more", args.min_ms);
+    }
+    let fstype = fstype_bytes(&args.fstype)?;
+    preflight::check_all()?;
+    let spec = TargetSpec {
+        pids: args.pids.clone(),
+        cgroup: args.cgroup.clone(),
+        ..Default::default()
+    };
+    let targets = spec.resolve()?;
+    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let setup = Setup {
+        unit_ns: 1000,
+        slow_ns: Some((args.min_ms * 1e6) as u64),
+        fstype,
+    };
+    let (skel, links) = load(&mut primary, &mut fallback, &targets, &setup)?;
+
+    let write_error = RefCell::new(None);
+    let mut builder = RingBufferBuilder::new();
+    builder.add(&skel.maps.slow_ops, |raw: &[u8]| {
+        if let Some(op) = SlowOp::parse(raw) {
+            let mut stdout = std::io::stdout().lock();
+            if let Err(error) = stdout
+                .write_all(op.render(args.json).as_bytes())
+                .and_then(|_| stdout.flush())
+            {
+                write_error.borrow_mut().get_or_insert(error);
+                return -1;
+            }
+        }
+        0
+    })?;
+    let ring = builder.build()?;
+
+    signals::install();
+    eprintln!(
+        "bpfscope: tracing file system operations slower than {} ms at the syscall boundary... Hit Ctrl-C to end.",
+        args.min_ms
+    );
+    if !args.json {
+        println!(
+            "{:<8} {:<14} {:<7} T {:<7} {:<6} {:<8} {:>8} FILENAME",
+            "TIME", "COMM", "PID", "FSTYPE", "BYTES", "OFF_KB", "LAT(ms)"
+        );
+    }
+    let stop = Collection {
+        duration: None::<Duration>,
+        command: None,
+        targets: &targets,
+        ring: Some(&ring),
+        activity: "fsslower",
+    }
+    .run();
+    drop(links);
+    ring.consume_raw();
+    drop(ring);
+    if let Some(error) = write_error.into_inner() {
+        return Err(error).context("writing to stdout");
+    }
+    if let Some(message) = stop.describe() {
+        eprintln!("bpfscope: {message}");
+    }
+    let stats = RunStats::read(&skel.maps.stats)?;
+    let losses = stats.losses();
+    if losses.is_empty() {
+        eprintln!(
+            "bpfscope: fsslower: {} operations on regular files, none lost",
+            stats.events
+        );
+    } else {
+        eprintln!(
+            "bpfscope: fsslower: {} operations; lost: {}",
+            stats.events,
+            losses.join("; ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_file_syscalls() {
+        assert_eq!(classify("pread64"), Some((1, true)));
+        assert_eq!(classify("write"), Some((2, false)));
+        assert_eq!(classify("openat"), Some((3, false)));
+        assert_eq!(classify("fdatasync"), Some((4, false)));
+        assert_eq!(classify("getppid"), None);
+    }
+
+    #[test]
+    fn fstype_must_fit_the_kernel_buffer() {
+        assert!(fstype_bytes(&Some("ext4".into())).unwrap().is_some());
+        assert!(fstype_bytes(&Some("a-very-long-fstype".into())).is_err());
+        assert!(fstype_bytes(&None).unwrap().is_none());
+    }
+}
