@@ -12,13 +12,14 @@ use common::*;
 /// The stack tools; errors they share are checked for each.
 const TOOLS: [&str; 2] = ["profile", "offcpu"];
 /// Every tool, for the errors all of them share.
-const ALL_TOOLS: [&str; 6] = [
+const ALL_TOOLS: [&str; 7] = [
     "profile",
     "offcpu",
     "runqlat",
     "syscount",
     "biolatency",
     "funclatency",
+    "fslatency",
 ];
 
 #[test]
