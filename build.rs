@@ -14,6 +14,9 @@ const TOOLS: &[&str] = &[
     "funclatency",
     "runqlen",
     "fslatency",
+    "tcpconnlat",
+    "tcplife",
+    "tcpretrans",
 ];
 
 fn main() {
@@ -27,6 +30,7 @@ fn main() {
     let vmlinux_dir = format!("src/bpf/vmlinux/{arch}");
     println!("cargo:rerun-if-changed=src/bpf/common.h");
     println!("cargo:rerun-if-changed=src/bpf/histogram.h");
+    println!("cargo:rerun-if-changed=src/bpf/sock.h");
     println!("cargo:rerun-if-changed={vmlinux_dir}/vmlinux.h");
     for tool in TOOLS {
         let source = format!("src/bpf/{tool}.bpf.c");

@@ -40,6 +40,12 @@ enum Tool {
     Fslatency(tools::fslatency::FslatencyArgs),
     /// Each file system operation slower than a threshold.
     Fsslower(tools::fslatency::FsslowerArgs),
+    /// TCP connect latency, per connection or as a histogram.
+    Tcpconnlat(tools::tcpconnlat::TcpconnlatArgs),
+    /// One line per closed TCP session: process, addresses, bytes, duration.
+    Tcplife(tools::tcplife::TcplifeArgs),
+    /// One line per TCP retransmission, with the connection's state.
+    Tcpretrans(tools::tcpretrans::TcpretransArgs),
 }
 
 fn main() {
@@ -54,6 +60,9 @@ fn main() {
         Tool::Runqlen(args) => tools::runqlen::run(args),
         Tool::Fslatency(args) => tools::fslatency::run_fslatency(args),
         Tool::Fsslower(args) => tools::fslatency::run_fsslower(args),
+        Tool::Tcpconnlat(args) => tools::tcpconnlat::run(args),
+        Tool::Tcplife(args) => tools::tcplife::run(args),
+        Tool::Tcpretrans(args) => tools::tcpretrans::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -221,6 +221,15 @@ fn bad_duration_cpu_and_bounds() {
         "no such process: PID 999999999",
     );
     assert_user_error(
+        &tool("tcpretrans", &["-p", "1"]),
+        "tcpretrans cannot filter by process",
+    );
+    assert_user_error(&tool("tcplife", &["-d", "0"]), "bad duration 0");
+    assert_user_error(
+        &tool("tcpconnlat", &["-p", "999999999"]),
+        "no such process: PID 999999999",
+    );
+    assert_user_error(
         &tool("runqlen", &["-p", "1"]),
         "-p and --cgroup do not apply",
     );

@@ -4,8 +4,10 @@
 //! and running a collection until it should stop.
 
 pub mod cpus;
+pub mod event_stream;
 pub mod histograms;
 pub mod loader;
+pub mod net;
 pub mod perf_event;
 pub mod preflight;
 pub mod process_maps;

@@ -9,19 +9,16 @@
 //! classified by their superblock's filesystem type. Asynchronous I/O
 //! (io_uring, aio) and mmap page faults are not seen.
 
-use std::cell::RefCell;
-use std::io::Write;
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags};
 
+use crate::core::event_stream;
 use crate::core::histograms::{self, time_of_day, HistogramArgs};
 use crate::core::loader::{load_with_fallback, HookFlavor};
-use crate::core::run::Collection;
 use crate::core::stats::RunStats;
 use crate::core::target::{TargetSpec, Targets};
 use crate::core::{preflight, signals, syscall_table};
@@ -302,65 +299,28 @@ pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
     };
     let (skel, links) = load(&mut primary, &mut fallback, &targets, &setup)?;
 
-    let write_error = RefCell::new(None);
-    let mut builder = RingBufferBuilder::new();
-    builder.add(&skel.maps.slow_ops, |raw: &[u8]| {
-        if let Some(op) = SlowOp::parse(raw) {
-            let mut stdout = std::io::stdout().lock();
-            if let Err(error) = stdout
-                .write_all(op.render(args.json).as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                write_error.borrow_mut().get_or_insert(error);
-                return -1;
-            }
-        }
-        0
-    })?;
-    let ring = builder.build()?;
-
     signals::install();
     eprintln!(
         "bpfscope: tracing file system operations slower than {} ms at the syscall boundary... Hit Ctrl-C to end.",
         args.min_ms
     );
-    if !args.json {
-        println!(
-            "{:<8} {:<14} {:<7} T {:<7} {:<6} {:<8} {:>8} FILENAME",
-            "TIME", "COMM", "PID", "FSTYPE", "BYTES", "OFF_KB", "LAT(ms)"
-        );
-    }
-    let stop = Collection {
-        duration: None::<Duration>,
-        command: None,
+    let header = format!(
+        "{:<8} {:<14} {:<7} T {:<7} {:<6} {:<8} {:>8} FILENAME",
+        "TIME", "COMM", "PID", "FSTYPE", "BYTES", "OFF_KB", "LAT(ms)"
+    );
+    event_stream::EventStream {
+        tool: "fsslower",
+        what: "operations on regular files",
+        events: &skel.maps.slow_ops,
         targets: &targets,
-        ring: Some(&ring),
-        activity: "fsslower",
+        duration: None,
+        header: (!args.json).then_some(header.as_str()),
     }
-    .run();
+    .run(
+        |raw| SlowOp::parse(raw).map(|op| op.render(args.json)),
+        || RunStats::read(&skel.maps.stats),
+    )?;
     drop(links);
-    ring.consume_raw();
-    drop(ring);
-    if let Some(error) = write_error.into_inner() {
-        return Err(error).context("writing to stdout");
-    }
-    if let Some(message) = stop.describe() {
-        eprintln!("bpfscope: {message}");
-    }
-    let stats = RunStats::read(&skel.maps.stats)?;
-    let losses = stats.losses();
-    if losses.is_empty() {
-        eprintln!(
-            "bpfscope: fsslower: {} operations on regular files, none lost",
-            stats.events
-        );
-    } else {
-        eprintln!(
-            "bpfscope: fsslower: {} operations; lost: {}",
-            stats.events,
-            losses.join("; ")
-        );
-    }
     Ok(())
 }
 

@@ -9,3 +9,6 @@ pub mod profile;
 pub mod runqlat;
 pub mod runqlen;
 pub mod syscount;
+pub mod tcpconnlat;
+pub mod tcplife;
+pub mod tcpretrans;

@@ -179,3 +179,33 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
     }
     condition()
 }
+
+/// Starts `bpfscope ARGS` with piped output and waits until it says it is tracing.
+pub fn start_tracer(args: &[&str]) -> std::process::Child {
+    let mut tracer = bpfscope()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tracer.stderr.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("tracing"), "{first}");
+    tracer
+}
+
+/// Interrupts a tracer and returns its stdout.
+pub fn stop_tracer(tracer: std::process::Child) -> String {
+    assert_eq!(unsafe { kill(tracer.id() as i32, 2) }, 0);
+    let output = tracer.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}

@@ -1,6 +1,7 @@
 /*
  * Ground truth for function latency: calls sleepy_function, which sleeps
- * about 1 ms, exactly N times.
+ * 700 us (so with scheduling jitter each call still falls in 512 us - 2 ms),
+ * exactly N times.
  *
  * usage: sleepy_calls N
  */
@@ -9,7 +10,7 @@
 
 __attribute__((noinline)) void sleepy_function(void)
 {
-	struct timespec ms = { 0, 1000000L };
+	struct timespec ms = { 0, 700000L };
 
 	nanosleep(&ms, NULL);
 }

@@ -1,0 +1,129 @@
+//! What the per-event tools (tcpconnlat, tcplife, tcpretrans, fsslower)
+//! share: a ring buffer of events rendered one line each (text or JSON) as
+//! they arrive, until Ctrl-C, the duration, or the -p processes exiting; then
+//! the loss summary.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{MapCore, RingBufferBuilder};
+
+use crate::core::run::Collection;
+use crate::core::stats::RunStats;
+use crate::core::target::{TargetSpec, Targets};
+
+/// Flags the per-event tools share.
+#[derive(Debug, clap::Args)]
+pub struct EventArgs {
+    /// Only these processes (comma-separated PIDs); stops when they have all exited.
+    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only tasks in this cgroup v2 directory (and below it).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Print JSON, one object per event.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds (default: at Ctrl-C).
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS")]
+    pub duration: Option<u64>,
+}
+
+impl EventArgs {
+    pub fn resolve_targets(&self) -> Result<Targets> {
+        if self.duration == Some(0) {
+            bail!("bad duration 0: give a number of seconds greater than 0");
+        }
+        TargetSpec {
+            pids: self.pids.clone(),
+            cgroup: self.cgroup.clone(),
+            ..Default::default()
+        }
+        .resolve()
+    }
+}
+
+/// A stream of events to print until the run ends.
+pub struct EventStream<'a> {
+    /// The tool, for the progress and summary lines.
+    pub tool: &'a str,
+    /// What the events are, in the summary line ("retransmits").
+    pub what: &'a str,
+    /// The ring buffer the BPF program writes events to.
+    pub events: &'a dyn MapCore,
+    pub targets: &'a Targets,
+    pub duration: Option<u64>,
+    /// Printed first in text mode.
+    pub header: Option<&'a str>,
+}
+
+impl EventStream<'_> {
+    /// `render` turns one raw event into its output (None: malformed, skipped).
+    pub fn run(
+        self,
+        render: impl Fn(&[u8]) -> Option<String>,
+        stats: impl Fn() -> Result<RunStats>,
+    ) -> Result<()> {
+        let EventStream {
+            tool,
+            what,
+            events,
+            targets,
+            duration,
+            header,
+        } = self;
+        let write_error = RefCell::new(None);
+        let mut builder = RingBufferBuilder::new();
+        builder.add(events, |raw: &[u8]| {
+            let Some(line) = render(raw) else {
+                return 0;
+            };
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(line.as_bytes())
+                .and_then(|_| stdout.flush())
+            {
+                Ok(()) => 0,
+                Err(error) => {
+                    write_error.borrow_mut().get_or_insert(error);
+                    -1
+                }
+            }
+        })?;
+        let ring = builder.build()?;
+        if let Some(header) = header {
+            println!("{header}");
+        }
+        let stop = Collection {
+            duration: duration.map(Duration::from_secs),
+            command: None,
+            targets,
+            ring: Some(&ring),
+            activity: tool,
+        }
+        .run();
+        ring.consume_raw();
+        drop(ring);
+        if let Some(error) = write_error.into_inner() {
+            return Err(error).context("writing to stdout");
+        }
+        if let Some(message) = stop.describe() {
+            eprintln!("bpfscope: {message}");
+        }
+        let stats = stats()?;
+        let losses = stats.losses();
+        if losses.is_empty() {
+            eprintln!("bpfscope: {tool}: {} {what}, none lost", stats.events);
+        } else {
+            eprintln!(
+                "bpfscope: {tool}: {} {what}; lost: {}",
+                stats.events,
+                losses.join("; ")
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! `bpfscope tcpconnlat`: active TCP connect latency (SYN_SENT to
+//! ESTABLISHED) from `tcpconnlat.bpf.c`: one line per connection, or with
+//! `--hist` a histogram summed in kernel.
+
+use std::mem::MaybeUninit;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+use crate::core::event_stream::{self, EventArgs};
+use crate::core::histograms::{read_histograms, time_of_day};
+use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::net::{Connection, CONNECTION_SIZE};
+use crate::core::stats::RunStats;
+use crate::core::{preflight, signals};
+use crate::model::histogram::{HistogramReport, Scale};
+use crate::output::histogram::{json_string, render_json, render_text};
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/tcpconnlat.skel.rs"));
+}
+use skel::TcpconnlatSkelBuilder;
+
+/// Trace TCP connect latency (IPv4 and IPv6).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bpfscope tcpconnlat            one line per connection\n  bpfscope tcpconnlat --hist -d 10  a latency histogram after 10 s"
+)]
+pub struct TcpconnlatArgs {
+    /// Sum a latency histogram (microseconds) in kernel instead of printing each connection.
+    #[arg(long = "hist")]
+    pub histogram: bool,
+    #[command(flatten)]
+    pub common: EventArgs,
+}
+
+/// `struct connect_event` in tcpconnlat.bpf.c.
+fn render_event(raw: &[u8], json: bool) -> Option<String> {
+    if raw.len() < CONNECTION_SIZE + 32 {
+        return None;
+    }
+    let conn = Connection::parse(raw)?;
+    let latency_ns = u64::from_ne_bytes(raw[40..48].try_into().ok()?);
+    let pid = u32::from_ne_bytes(raw[48..52].try_into().ok()?);
+    let comm_raw = &raw[56..72];
+    let comm =
+        String::from_utf8_lossy(&comm_raw[..comm_raw.iter().position(|&b| b == 0).unwrap_or(16)])
+            .into_owned();
+    Some(if json {
+        format!(
+            "{{\"time\":{},\"pid\":{pid},\"comm\":{},\"ip\":{},\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},\"latency_ns\":{latency_ns}}}\n",
+            json_string(&time_of_day()),
+            json_string(&comm),
+            conn.ip_version(),
+            conn.local,
+            conn.local_port,
+            conn.remote,
+            conn.remote_port
+        )
+    } else {
+        format!(
+            "{pid:<6} {comm:<12} {} {:<16} {:<16} {:<5} {:.2}\n",
+            conn.ip_version(),
+            conn.local,
+            conn.remote,
+            conn.remote_port,
+            latency_ns as f64 / 1e6
+        )
+    })
+}
+
+pub fn run(args: TcpconnlatArgs) -> Result<()> {
+    let common = &args.common;
+    preflight::check_all()?;
+    let targets = common.resolve_targets()?;
+    let filters = targets.filter_flags();
+    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
+        let mut open = TcpconnlatSkelBuilder::default()
+            .open(storage)
+            .context("opening the tcpconnlat BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("tcpconnlat object has no .rodata")?;
+        rodata.filter_tgids = filters.tgids;
+        rodata.filter_cgroup = filters.cgroup;
+        rodata.histogram_only = args.histogram;
+        open.progs
+            .state_btf
+            .set_autoload(flavor == HookFlavor::BtfTyped);
+        open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
+        open.load().context("loading the tcpconnlat BPF programs")
+    })?;
+    targets.write_filters(
+        &skel.maps.target_tgids,
+        &skel.maps.target_tids,
+        &skel.maps.target_cgroup,
+    )?;
+    let program = match flavor {
+        HookFlavor::BtfTyped => &skel.progs.state_btf,
+        HookFlavor::Raw => &skel.progs.state_raw,
+    };
+    let link = program
+        .attach()
+        .context("attaching to sock:inet_sock_set_state")?;
+
+    signals::install();
+    eprintln!("bpfscope: tracing TCP connects... Hit Ctrl-C to end.");
+    let header = (!common.json && !args.histogram)
+        .then_some("PID    COMM         IP SADDR            DADDR            DPORT LAT(ms)");
+    event_stream::EventStream {
+        tool: "tcpconnlat",
+        what: "connections",
+        events: &skel.maps.connect_events,
+        targets: &targets,
+        duration: common.duration,
+        header,
+    }
+    .run(
+        |raw| render_event(raw, common.json),
+        || RunStats::read(&skel.maps.stats),
+    )?;
+    drop(link);
+    if args.histogram {
+        let report = HistogramReport {
+            unit: "usecs",
+            scale: Scale::Log2,
+            key_name: "",
+            histograms: read_histograms(&skel.maps.hists, &skel.maps.total_hist, false)?,
+        };
+        if common.json {
+            print!("{}", render_json("tcpconnlat", &report, None));
+        } else {
+            print!("{}", render_text(&report));
+        }
+    }
+    Ok(())
+}
