@@ -320,3 +320,29 @@ impl RunningCommand {
         })
     }
 }
+
+/// Sets the `filter_*` flags of common.h in any tool's `.rodata` (each
+/// skeleton has its own rodata type, hence a macro).
+macro_rules! set_filter_flags {
+    ($rodata:expr, $flags:expr) => {{
+        let rodata = $rodata;
+        let flags = &$flags;
+        rodata.filter_tgids = flags.tgids;
+        rodata.filter_tids = flags.tids;
+        rodata.filter_cgroup = flags.cgroup;
+        rodata.follow_children = flags.follow_children;
+    }};
+}
+pub(crate) use set_filter_flags;
+
+/// Writes the selection into a loaded skeleton's shared filter maps.
+macro_rules! write_target_filters {
+    ($targets:expr, $skel:expr) => {
+        $targets.write_filters(
+            &$skel.maps.target_tgids,
+            &$skel.maps.target_tids,
+            &$skel.maps.target_cgroup,
+        )
+    };
+}
+pub(crate) use write_target_filters;

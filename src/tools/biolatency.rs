@@ -11,6 +11,7 @@ use libbpf_rs::Link;
 use crate::core::histograms::{self, HistogramArgs};
 use crate::core::loader::{load_with_fallback, HookFlavor};
 use crate::core::stats::RunStats;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 use crate::model::histogram::HistogramKey;
 
@@ -94,8 +95,7 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
             .rodata_data
             .as_deref_mut()
             .context("biolatency object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_cgroup = filters.cgroup;
+        set_filter_flags!(&mut *rodata, filters);
         rodata.unit_ns = common.unit_ns();
         rodata.from_queue = args.queued;
         rodata.per_disk = args.per_disk;
@@ -109,11 +109,7 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
         open.progs.complete_raw.set_autoload(!btf);
         open.load().context("loading the biolatency BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
     let (insert, issue, complete) = match flavor {
         HookFlavor::BtfTyped => (
             &skel.progs.insert_btf,

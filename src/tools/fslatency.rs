@@ -20,6 +20,7 @@ use crate::core::event_stream;
 use crate::core::histograms::{self, time_of_day, HistogramArgs};
 use crate::core::loader::{load_with_fallback, HookFlavor};
 use crate::core::stats::RunStats;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::target::{TargetSpec, Targets};
 use crate::core::{preflight, signals, syscall_table};
 use crate::model::histogram::HistogramKey;
@@ -131,8 +132,7 @@ fn load<'obj>(
             .rodata_data
             .as_deref_mut()
             .context("fslatency object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_cgroup = filters.cgroup;
+        set_filter_flags!(&mut *rodata, filters);
         rodata.unit_ns = setup.unit_ns;
         rodata.report_slow = setup.slow_ns.is_some();
         rodata.slow_ns = setup.slow_ns.unwrap_or(0);
@@ -147,11 +147,7 @@ fn load<'obj>(
         open.progs.exit_raw.set_autoload(!btf);
         open.load().context("loading the fslatency BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
     fill_syscall_classes(&skel.maps.syscall_classes)?;
     let (enter, exit) = match flavor {
         HookFlavor::BtfTyped => (&skel.progs.enter_btf, &skel.progs.exit_btf),

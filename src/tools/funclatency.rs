@@ -11,6 +11,7 @@ use libbpf_rs::UprobeOpts;
 
 use crate::core::histograms::{self, HistogramArgs};
 use crate::core::stats::RunStats;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 
 mod skel {
@@ -121,18 +122,13 @@ pub fn run(args: FunclatencyArgs) -> Result<()> {
         .rodata_data
         .as_deref_mut()
         .context("funclatency object has no .rodata")?;
-    rodata.filter_tgids = filters.tgids;
-    rodata.filter_cgroup = filters.cgroup;
+    set_filter_flags!(&mut *rodata, filters);
     rodata.unit_ns = common.unit_ns();
     rodata.per_process = args.per_process;
     let skel = open
         .load()
         .context("loading the funclatency BPF programs")?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
 
     // One PID can be filtered by the kernel at attach time; more use the BPF filter.
     let attach_pid = match common.pids.as_slice() {

@@ -15,6 +15,7 @@ use crate::core::process_maps::AddressSpaces;
 use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
 use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 use crate::model::profile::ProfileKind;
 
@@ -111,10 +112,7 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
             .rodata_data
             .as_deref_mut()
             .context("offcpu object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_tids = filters.tids;
-        rodata.filter_cgroup = filters.cgroup;
-        rodata.follow_children = filters.follow_children;
+        set_filter_flags!(&mut *rodata, filters);
         rodata.capture_user = !common.kernel_stacks_only;
         rodata.capture_kernel = !common.user_stacks_only;
         rodata.user_threads_only = args.user_threads_only;
@@ -148,11 +146,7 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
         }
         open.load().context("loading the offcpu BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
 
     let mut links: Vec<Link> = Vec::new();
     let mut exit_hook = None;

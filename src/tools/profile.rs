@@ -15,6 +15,7 @@ use crate::core::process_maps::AddressSpaces;
 use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
 use crate::core::stats::RunStats;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{cpus, perf_event, preflight, signals};
 use crate::model::profile::ProfileKind;
 
@@ -93,10 +94,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             .rodata_data
             .as_deref_mut()
             .context("profile object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_tids = filters.tids;
-        rodata.filter_cgroup = filters.cgroup;
-        rodata.follow_children = filters.follow_children;
+        set_filter_flags!(&mut *rodata, filters);
         rodata.capture_user = !common.kernel_stacks_only;
         rodata.capture_kernel = !common.user_stacks_only;
         rodata.include_idle = args.include_idle;
@@ -113,11 +111,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             .set_autoload(filters.follow_children && flavor == HookFlavor::Raw);
         open.load().context("loading the profile BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
 
     let mut links: Vec<Link> = Vec::new();
     if filters.follow_children {

@@ -11,6 +11,7 @@ use libbpf_rs::Link;
 use crate::core::histograms::{self, HistogramArgs};
 use crate::core::loader::{load_with_fallback, HookFlavor};
 use crate::core::stats::RunStats;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 
 mod skel {
@@ -52,8 +53,7 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
             .rodata_data
             .as_deref_mut()
             .context("runqlat object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_cgroup = filters.cgroup;
+        set_filter_flags!(&mut *rodata, filters);
         rodata.unit_ns = common.unit_ns();
         rodata.per_process = args.per_process;
         rodata.per_thread = args.per_thread;
@@ -77,11 +77,7 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
         }
         open.load().context("loading the runqlat BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
     let programs = match flavor {
         HookFlavor::BtfTyped => [
             &skel.progs.wakeup_btf,

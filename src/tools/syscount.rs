@@ -13,6 +13,7 @@ use crate::core::histograms::{self, HistogramArgs};
 use crate::core::loader::{load_with_fallback, HookFlavor};
 use crate::core::stats::RunStats;
 use crate::core::syscall_table;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 use crate::model::histogram::HistogramKey;
 use crate::output::histogram::json_string;
@@ -217,8 +218,7 @@ pub fn run(args: SyscountArgs) -> Result<()> {
             .rodata_data
             .as_deref_mut()
             .context("syscount object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_cgroup = filters.cgroup;
+        set_filter_flags!(&mut *rodata, filters);
         rodata.measure_latency = measure_latency;
         rodata.per_process = args.per_process;
         rodata.histogram_per_syscall = args.histogram;
@@ -234,11 +234,7 @@ pub fn run(args: SyscountArgs) -> Result<()> {
         }
         open.load().context("loading the syscount BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
     let (enter, exit) = match flavor {
         HookFlavor::BtfTyped => (&skel.progs.enter_btf, &skel.progs.exit_btf),
         HookFlavor::Raw => (&skel.progs.enter_raw, &skel.progs.exit_raw),

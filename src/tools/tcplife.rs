@@ -11,6 +11,7 @@ use crate::core::histograms::time_of_day;
 use crate::core::loader::{load_with_fallback, HookFlavor};
 use crate::core::net::{Connection, CONNECTION_SIZE};
 use crate::core::stats::RunStats;
+use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 use crate::output::histogram::json_string;
 
@@ -83,19 +84,14 @@ pub fn run(args: TcplifeArgs) -> Result<()> {
             .rodata_data
             .as_deref_mut()
             .context("tcplife object has no .rodata")?;
-        rodata.filter_tgids = filters.tgids;
-        rodata.filter_cgroup = filters.cgroup;
+        set_filter_flags!(&mut *rodata, filters);
         open.progs
             .state_btf
             .set_autoload(flavor == HookFlavor::BtfTyped);
         open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
         open.load().context("loading the tcplife BPF programs")
     })?;
-    targets.write_filters(
-        &skel.maps.target_tgids,
-        &skel.maps.target_tids,
-        &skel.maps.target_cgroup,
-    )?;
+    write_target_filters!(targets, skel)?;
     let program = match flavor {
         HookFlavor::BtfTyped => &skel.progs.state_btf,
         HookFlavor::Raw => &skel.progs.state_raw,
