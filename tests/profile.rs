@@ -359,3 +359,59 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+#[test]
+fn thread_filter_and_cpu_filter() {
+    let _serial = serial();
+    // cpu_split is single-threaded: its TID is its PID.
+    let burner = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(workload("cpu_split"))
+        .arg("5")
+        .spawn()
+        .unwrap();
+    let burner = Workload(burner);
+    std::thread::sleep(Duration::from_millis(300));
+    let tid = burner.pid().to_string();
+    let output = run(bpfscope().args(["profile", "-F", "499", "-L", &tid, "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    assert!(total(&stacks) > 200);
+    assert!(
+        stacks.iter().all(|s| s.frames[0] == "cpu_split"),
+        "{stacks:?}"
+    );
+
+    // Pinned to CPU 1, the burner is never sampled on CPU 0.
+    let output = run(bpfscope().args(["profile", "-F", "499", "-C", "0", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let on_cpu0 = parse_folded(&stdout(&output));
+    assert_eq!(
+        total(&for_comm(&on_cpu0, "cpu_split")),
+        0,
+        "cpu_split sampled on CPU 0"
+    );
+    let output = run(bpfscope().args(["profile", "-F", "499", "-C", "1", "1"]));
+    assert!(total(&for_comm(&parse_folded(&stdout(&output)), "cpu_split")) > 200);
+}
+
+#[test]
+fn idle_is_excluded_unless_asked_for() {
+    let _serial = serial();
+    let output = run(bpfscope().args(["profile", "-K", "-F", "199", "1"]));
+    let stacks = parse_folded(&stdout(&output));
+    assert!(
+        !stacks
+            .iter()
+            .any(|s| s.frames[0] == "swapper/0" || s.frames[0] == "swapper/1"),
+        "idle was counted"
+    );
+    let output = run(bpfscope().args(["profile", "-K", "--include-idle", "-F", "199", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let idle = parse_folded(&stdout(&output))
+        .iter()
+        .filter(|s| s.frames[0].starts_with("swapper/"))
+        .map(|s| s.count)
+        .sum::<u64>();
+    assert!(idle > 0, "--include-idle showed no idle samples");
+}

@@ -1,0 +1,79 @@
+//! Nothing a run attaches may outlive it: every tool, ended by Ctrl-C or
+//! killed outright, leaves the system's BPF links as it found them.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Every tool, with arguments that keep it running until stopped.
+const INVOCATIONS: &[&[&str]] = &[
+    &["profile"],
+    &["offcpu"],
+    &["runqlat"],
+    &["runqlen"],
+    &["biolatency", "-Q"],
+    &["syscount", "-L"],
+    &["fslatency"],
+    &["fsslower"],
+    &["funclatency", "c:nanosleep"],
+    &["tcpconnlat"],
+    &["tcplife"],
+    &["tcpretrans"],
+];
+
+fn link_ids() -> Vec<String> {
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "list"])
+        .output()
+        .expect("bpftool");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split("{\"id\":")
+        .skip(1)
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_digit()).collect())
+        .collect()
+}
+
+fn check(signal: i32) {
+    let before = link_ids();
+    for args in INVOCATIONS {
+        let child = bpfscope()
+            .args(*args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let attached = wait_for(Duration::from_secs(10), || link_ids().len() > before.len());
+        assert!(attached, "{args:?} attached nothing");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(unsafe { kill(child.id() as i32, signal) }, 0);
+        let status = child.wait_with_output().unwrap().status;
+        if signal == 2 {
+            assert!(status.success(), "{args:?} after Ctrl-C: {status}");
+        }
+        let released = wait_for(Duration::from_secs(5), || link_ids() == before);
+        assert!(
+            released,
+            "{args:?} left links behind: {:?} (before: {before:?})",
+            link_ids()
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_detaches_every_tool() {
+    let _serial = serial();
+    check(2);
+}
+
+#[test]
+fn sigkill_detaches_every_tool() {
+    let _serial = serial();
+    check(9);
+}
+
+extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
