@@ -480,3 +480,19 @@ fn fslatency_type_filter_and_fsslower_lines() {
     assert_eq!(events.iter().filter(|e| e["op"] == "fsync").count(), 2);
     assert!(events.iter().all(|e| e["fstype"] == fstype.as_str()));
 }
+
+#[test]
+fn fslatency_says_which_method_it_uses() {
+    let output = run(bpfscope().args(["fslatency", "1", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stderr(&output);
+    let vfs = text.contains("measuring at the VFS (fentry/fexit");
+    let syscalls =
+        text.contains("fentry/fexit refused") && text.contains("measuring at the syscall boundary");
+    assert!(vfs || syscalls, "{text}");
+    let help = stdout(&run(bpfscope().args(["fslatency", "--help"])));
+    assert!(
+        help.contains("fentry/fexit on the VFS") && help.contains("syscall boundary"),
+        "{help}"
+    );
+}

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
  * bpfscope fslatency / fsslower: latency of read, write, open and fsync on
- * regular files, per operation and filesystem type, measured at the syscall
- * boundary (sys_enter to sys_exit). Kernels that refuse fentry on filesystem
- * functions (as many do) still have these tracepoints. The descriptor is
- * resolved to its file in BPF; only regular files count, classified by their
- * superblock's filesystem type. fsslower's per-operation events go through a
- * ring buffer; histograms are summed in kernel.
+ * regular files, per operation and filesystem type. Where the kernel allows
+ * fentry/fexit, on the VFS entry points (vfs_read, vfs_write, vfs_open,
+ * vfs_fsync_range); where it refuses them (as many do), at the syscall
+ * boundary (sys_enter to sys_exit), resolving the descriptor to its file in
+ * BPF. Only regular files count, classified by their superblock's
+ * filesystem type. fsslower's per-operation events go through a ring
+ * buffer; histograms are summed in kernel.
  */
 #include "histogram.h"
 
@@ -133,21 +134,13 @@ static __always_inline void syscall_enter(struct pt_regs *regs, long id)
 		stat_inc(STAT_COUNTS_FULL);
 }
 
-static __always_inline void syscall_exit(long ret)
+/* The operation of the current thread ends with `ret`; `file` is its file. */
+static __always_inline void finish_op(struct in_flight *op, struct file *file, long ret)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct hist_key key = {};
 	struct slow_op *event;
-	struct in_flight *op;
-	struct file *file;
-	u64 delta;
+	u64 delta = bpf_ktime_get_ns() - op->start_ns;
 
-	op = bpf_map_lookup_elem(&in_flight_ops, &tid);
-	if (!op)
-		return;
-	delta = bpf_ktime_get_ns() - op->start_ns;
-	file = op->op == FS_OP_OPEN ? file_of_fd(ret) : op->file;
-	bpf_map_delete_elem(&in_flight_ops, &tid);
 	if (!file || !regular_file_fstype(file, key.name))
 		return;
 	stat_inc(STAT_EVENTS);
@@ -173,6 +166,114 @@ static __always_inline void syscall_exit(long ret)
 	bpf_probe_read_kernel_str(event->file_name, FILE_NAME_LEN, BPF_CORE_READ(file, f_path.dentry, d_name.name));
 	bpf_ringbuf_submit(event, 0);
 }
+
+static __always_inline void syscall_exit(long ret)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct in_flight op_copy, *op;
+
+	op = bpf_map_lookup_elem(&in_flight_ops, &tid);
+	if (!op)
+		return;
+	op_copy = *op;
+	bpf_map_delete_elem(&in_flight_ops, &tid);
+	finish_op(&op_copy, op_copy.op == FS_OP_OPEN ? file_of_fd(ret) : op_copy.file, ret);
+}
+
+/* --- fentry/fexit on the VFS entry points -------------------------------- */
+
+static __always_inline void vfs_enter(struct file *file, u32 operation, u64 offset)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct in_flight op = { .op = operation, .file = file, .offset = offset };
+	u32 tid = (u32)pid_tgid;
+
+	if (!task_selected(pid_tgid >> 32, tid))
+		return;
+	op.start_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&in_flight_ops, &tid, &op, BPF_ANY))
+		stat_inc(STAT_COUNTS_FULL);
+}
+
+static __always_inline void vfs_exit(struct file *file, long ret)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct in_flight op_copy, *op;
+
+	op = bpf_map_lookup_elem(&in_flight_ops, &tid);
+	if (!op)
+		return;
+	op_copy = *op;
+	bpf_map_delete_elem(&in_flight_ops, &tid);
+	finish_op(&op_copy, file, ret);
+}
+
+static __always_inline u64 position(loff_t *pos)
+{
+	loff_t value = 0;
+
+	if (pos)
+		bpf_probe_read_kernel(&value, sizeof(value), pos);
+	return value;
+}
+
+SEC("fentry/vfs_read")
+int BPF_PROG(vfs_read_entry, struct file *file, char *buf, size_t count, loff_t *pos)
+{
+	vfs_enter(file, FS_OP_READ, position(pos));
+	return 0;
+}
+
+SEC("fexit/vfs_read")
+int BPF_PROG(vfs_read_exit, struct file *file, char *buf, size_t count, loff_t *pos, ssize_t ret)
+{
+	vfs_exit(file, ret);
+	return 0;
+}
+
+SEC("fentry/vfs_write")
+int BPF_PROG(vfs_write_entry, struct file *file, const char *buf, size_t count, loff_t *pos)
+{
+	vfs_enter(file, FS_OP_WRITE, position(pos));
+	return 0;
+}
+
+SEC("fexit/vfs_write")
+int BPF_PROG(vfs_write_exit, struct file *file, const char *buf, size_t count, loff_t *pos, ssize_t ret)
+{
+	vfs_exit(file, ret);
+	return 0;
+}
+
+SEC("fentry/vfs_open")
+int BPF_PROG(vfs_open_entry, const struct path *path, struct file *file)
+{
+	vfs_enter(file, FS_OP_OPEN, 0);
+	return 0;
+}
+
+SEC("fexit/vfs_open")
+int BPF_PROG(vfs_open_exit, const struct path *path, struct file *file, int ret)
+{
+	vfs_exit(file, ret);
+	return 0;
+}
+
+SEC("fentry/vfs_fsync_range")
+int BPF_PROG(vfs_fsync_entry, struct file *file, loff_t start, loff_t end, int datasync)
+{
+	vfs_enter(file, FS_OP_FSYNC, start);
+	return 0;
+}
+
+SEC("fexit/vfs_fsync_range")
+int BPF_PROG(vfs_fsync_exit, struct file *file, loff_t start, loff_t end, int datasync, int ret)
+{
+	vfs_exit(file, ret);
+	return 0;
+}
+
+/* --- the syscall boundary -------------------------------------------------- */
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)

@@ -1,49 +1,78 @@
-//! Loading BPF objects with fallbacks. Hooks are tried best first: the
-//! BTF-typed flavor (`tp_btf/`, and fentry on kernels that allow it) and, when
-//! the kernel refuses it, the raw tracepoint flavor, which loads everywhere
-//! bpfscope runs. Which one was used is said on stderr.
+//! Loading BPF objects with fallbacks. A tool lists the flavors of its hooks
+//! best first: fentry/fexit on kernel functions (where the kernel allows
+//! them), BTF-typed tracepoints (`tp_btf/`), and raw tracepoints, which load
+//! everywhere bpfscope runs. When a flavor is refused the next is tried, and
+//! stderr says so.
 
 use std::mem::MaybeUninit;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use libbpf_rs::OpenObject;
 
-/// How a tool's tracepoint hooks are attached.
+/// How a tool's hooks are attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookFlavor {
-    /// `tp_btf/`: typed arguments, no probe reads.
+    /// fentry/fexit on kernel functions: typed arguments, return values.
+    Fentry,
+    /// `tp_btf/`: typed tracepoint arguments, no probe reads.
     BtfTyped,
     /// `raw_tp/`: arguments read with CO-RE probe reads.
     Raw,
 }
 
-/// Set to 1 to skip the BTF-typed attempt, so the fallback path can be
-/// exercised on kernels where BTF-typed hooks load.
+impl HookFlavor {
+    fn describe(self) -> &'static str {
+        match self {
+            HookFlavor::Fentry => "fentry/fexit",
+            HookFlavor::BtfTyped => "BTF-typed tracepoints",
+            HookFlavor::Raw => "raw tracepoints",
+        }
+    }
+}
+
+/// The flavors tracepoint-based tools try.
+pub const TRACEPOINT_FLAVORS: &[HookFlavor] = &[HookFlavor::BtfTyped, HookFlavor::Raw];
+
+/// Room for one open object per flavor tried.
+pub type ObjectStorage = [MaybeUninit<OpenObject>; 3];
+
+pub fn object_storage() -> ObjectStorage {
+    [const { MaybeUninit::uninit() }; 3]
+}
+
+/// Set to 1 to skip straight to raw tracepoints, so the fallback path can be
+/// exercised on kernels where the better flavors load.
 const FORCE_RAW_ENV: &str = "BPFSCOPE_FORCE_RAW_TRACEPOINTS";
 
-/// Opens and loads an object with BTF-typed hooks, retrying with raw hooks if
-/// that load fails. `open_and_load` enables the programs of the given flavor.
+/// Opens and loads an object with the first of `flavors` the kernel accepts.
+/// `open_and_load` enables the programs of the given flavor.
 pub fn load_with_fallback<'obj, S>(
-    primary: &'obj mut MaybeUninit<OpenObject>,
-    fallback: &'obj mut MaybeUninit<OpenObject>,
+    storage: &'obj mut ObjectStorage,
+    flavors: &[HookFlavor],
     mut open_and_load: impl FnMut(&'obj mut MaybeUninit<OpenObject>, HookFlavor) -> Result<S>,
 ) -> Result<(S, HookFlavor)> {
-    if std::env::var_os(FORCE_RAW_ENV).is_some_and(|value| value == "1") {
+    let force_raw = std::env::var_os(FORCE_RAW_ENV).is_some_and(|value| value == "1");
+    if force_raw {
         eprintln!("bpfscope: note: {FORCE_RAW_ENV}=1: using raw tracepoints");
-        return Ok((open_and_load(primary, HookFlavor::Raw)?, HookFlavor::Raw));
     }
-    match open_and_load(primary, HookFlavor::BtfTyped) {
-        Ok(loaded) => Ok((loaded, HookFlavor::BtfTyped)),
-        Err(btf_error) => match open_and_load(fallback, HookFlavor::Raw) {
+    let mut refusals: Vec<String> = Vec::new();
+    let candidates = flavors
+        .iter()
+        .filter(|flavor| !force_raw || **flavor == HookFlavor::Raw);
+    for (slot, &flavor) in storage.iter_mut().zip(candidates) {
+        match open_and_load(slot, flavor) {
             Ok(loaded) => {
-                eprintln!(
-                    "bpfscope: note: BTF-typed tracepoints were refused ({btf_error:#}); using raw tracepoints"
-                );
-                Ok((loaded, HookFlavor::Raw))
+                if !refusals.is_empty() {
+                    eprintln!(
+                        "bpfscope: note: {}; using {}",
+                        refusals.join("; "),
+                        flavor.describe()
+                    );
+                }
+                return Ok((loaded, flavor));
             }
-            Err(raw_error) => Err(raw_error.context(format!(
-                "loading BPF programs failed (BTF-typed attempt: {btf_error:#})"
-            ))),
-        },
+            Err(error) => refusals.push(format!("{} refused ({error:#})", flavor.describe())),
+        }
     }
+    bail!("loading BPF programs failed: {}", refusals.join("; "))
 }

@@ -2,14 +2,12 @@
 //! `-Q`) to completion, summed in kernel by `biolatency.bpf.c`; in total,
 //! per disk (`-D`) and/or per I/O flags (`-F`).
 
-use std::mem::MaybeUninit;
-
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
 use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::stats::RunStats;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
@@ -84,43 +82,44 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
     let targets = common.target_spec(&[]).resolve()?;
     let filters = targets.filter_flags();
 
-    let mut primary = MaybeUninit::uninit();
-    let mut fallback = MaybeUninit::uninit();
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = BiolatencySkelBuilder::default()
-            .open(storage)
-            .context("opening the biolatency BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("biolatency object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        rodata.unit_ns = common.unit_ns();
-        rodata.from_queue = args.queued;
-        rodata.per_disk = args.per_disk;
-        rodata.per_flags = args.per_flags;
-        let btf = flavor == HookFlavor::BtfTyped;
-        open.progs.insert_btf.set_autoload(btf && args.queued);
-        open.progs.issue_btf.set_autoload(btf);
-        open.progs.complete_btf.set_autoload(btf);
-        open.progs.insert_raw.set_autoload(!btf && args.queued);
-        open.progs.issue_raw.set_autoload(!btf);
-        open.progs.complete_raw.set_autoload(!btf);
-        open.load().context("loading the biolatency BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = BiolatencySkelBuilder::default()
+                .open(storage)
+                .context("opening the biolatency BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("biolatency object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            rodata.unit_ns = common.unit_ns();
+            rodata.from_queue = args.queued;
+            rodata.per_disk = args.per_disk;
+            rodata.per_flags = args.per_flags;
+            let btf = flavor == HookFlavor::BtfTyped;
+            open.progs.insert_btf.set_autoload(btf && args.queued);
+            open.progs.issue_btf.set_autoload(btf);
+            open.progs.complete_btf.set_autoload(btf);
+            open.progs.insert_raw.set_autoload(!btf && args.queued);
+            open.progs.issue_raw.set_autoload(!btf);
+            open.progs.complete_raw.set_autoload(!btf);
+            open.load().context("loading the biolatency BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
-    let (insert, issue, complete) = match flavor {
-        HookFlavor::BtfTyped => (
-            &skel.progs.insert_btf,
-            &skel.progs.issue_btf,
-            &skel.progs.complete_btf,
-        ),
-        HookFlavor::Raw => (
+    let (insert, issue, complete) = if flavor == HookFlavor::Raw {
+        (
             &skel.progs.insert_raw,
             &skel.progs.issue_raw,
             &skel.progs.complete_raw,
-        ),
+        )
+    } else {
+        (
+            &skel.progs.insert_btf,
+            &skel.progs.issue_btf,
+            &skel.progs.complete_btf,
+        )
     };
     let mut links: Vec<Link> = Vec::new();
     if args.queued {

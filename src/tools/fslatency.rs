@@ -9,7 +9,6 @@
 //! classified by their superblock's filesystem type. Asynchronous I/O
 //! (io_uring, aio) and mmap page faults are not seen.
 
-use std::mem::MaybeUninit;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +17,7 @@ use libbpf_rs::{Link, MapCore, MapFlags};
 
 use crate::core::event_stream;
 use crate::core::histograms::{self, time_of_day, HistogramArgs};
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, ObjectStorage};
 use crate::core::stats::RunStats;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::target::{TargetSpec, Targets};
@@ -31,9 +30,11 @@ mod skel {
 }
 use skel::{FslatencySkel, FslatencySkelBuilder};
 
-const METHOD: &str = "Measured at the syscall boundary (sys_enter/sys_exit tracepoints), because fentry on \
-filesystem functions is refused on many kernels: latency is what the application saw, for regular files only, \
-classified by filesystem type. io_uring, aio and mmap faults are not seen.";
+const METHOD: &str = "Method: fentry/fexit on the VFS entry points (vfs_read, vfs_write, vfs_open, vfs_fsync_range) \
+where the kernel allows it; where it refuses fentry (many kernels do), the syscall boundary (sys_enter/sys_exit \
+tracepoints: read, pread, readv, write, pwrite, writev, open, openat, fsync, fdatasync), which includes the syscall \
+overhead. Which one is in use is printed when the tool starts. Regular files only, classified by filesystem type; \
+io_uring, aio and mmap faults are not seen.";
 
 /// File system operation latency histograms, per operation and filesystem type.
 #[derive(Debug, clap::Args)]
@@ -116,14 +117,16 @@ struct Setup {
     fstype: Option<[i8; 16]>,
 }
 
+/// fentry on the VFS where the kernel allows it, else the syscall boundary.
+const FLAVORS: &[HookFlavor] = &[HookFlavor::Fentry, HookFlavor::BtfTyped, HookFlavor::Raw];
+
 fn load<'obj>(
-    primary: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
-    fallback: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    storage: &'obj mut ObjectStorage,
     targets: &Targets,
     setup: &Setup,
 ) -> Result<(FslatencySkel<'obj>, Vec<Link>)> {
     let filters = targets.filter_flags();
-    let (skel, flavor) = load_with_fallback(primary, fallback, |storage, flavor| {
+    let (skel, flavor) = load_with_fallback(storage, FLAVORS, |storage, flavor| {
         let mut open = FslatencySkelBuilder::default()
             .open(storage)
             .context("opening the fslatency BPF object")?;
@@ -140,23 +143,58 @@ fn load<'obj>(
             rodata.filter_fstype = true;
             rodata.wanted_fstype = fstype;
         }
-        let btf = flavor == HookFlavor::BtfTyped;
-        open.progs.enter_btf.set_autoload(btf);
-        open.progs.exit_btf.set_autoload(btf);
-        open.progs.enter_raw.set_autoload(!btf);
-        open.progs.exit_raw.set_autoload(!btf);
+        let progs = &mut open.progs;
+        let vfs = [
+            &mut progs.vfs_read_entry,
+            &mut progs.vfs_read_exit,
+            &mut progs.vfs_write_entry,
+            &mut progs.vfs_write_exit,
+            &mut progs.vfs_open_entry,
+            &mut progs.vfs_open_exit,
+            &mut progs.vfs_fsync_entry,
+            &mut progs.vfs_fsync_exit,
+        ];
+        for program in vfs {
+            program.set_autoload(flavor == HookFlavor::Fentry);
+        }
+        progs.enter_btf.set_autoload(flavor == HookFlavor::BtfTyped);
+        progs.exit_btf.set_autoload(flavor == HookFlavor::BtfTyped);
+        progs.enter_raw.set_autoload(flavor == HookFlavor::Raw);
+        progs.exit_raw.set_autoload(flavor == HookFlavor::Raw);
         open.load().context("loading the fslatency BPF programs")
     })?;
     write_target_filters!(targets, skel)?;
-    fill_syscall_classes(&skel.maps.syscall_classes)?;
-    let (enter, exit) = match flavor {
-        HookFlavor::BtfTyped => (&skel.progs.enter_btf, &skel.progs.exit_btf),
-        HookFlavor::Raw => (&skel.progs.enter_raw, &skel.progs.exit_raw),
+    let progs = &skel.progs;
+    let programs = match flavor {
+        HookFlavor::Fentry => vec![
+            &progs.vfs_read_entry,
+            &progs.vfs_read_exit,
+            &progs.vfs_write_entry,
+            &progs.vfs_write_exit,
+            &progs.vfs_open_entry,
+            &progs.vfs_open_exit,
+            &progs.vfs_fsync_entry,
+            &progs.vfs_fsync_exit,
+        ],
+        HookFlavor::BtfTyped => vec![&progs.enter_btf, &progs.exit_btf],
+        HookFlavor::Raw => vec![&progs.enter_raw, &progs.exit_raw],
     };
-    let links = vec![
-        enter.attach().context("attaching to sys_enter")?,
-        exit.attach().context("attaching to sys_exit")?,
-    ];
+    if flavor != HookFlavor::Fentry {
+        fill_syscall_classes(&skel.maps.syscall_classes)?;
+    }
+    let links = programs
+        .into_iter()
+        .map(|program| program.attach())
+        .collect::<Result<Vec<Link>, _>>()
+        .context("attaching the file system hooks")?;
+    eprintln!(
+        "bpfscope: measuring {}",
+        if flavor == HookFlavor::Fentry {
+            "at the VFS (fentry/fexit on vfs_read, vfs_write, vfs_open, vfs_fsync_range)"
+        } else {
+            "at the syscall boundary (sys_enter/sys_exit)"
+        }
+    );
     Ok((skel, links))
 }
 
@@ -166,18 +204,16 @@ pub fn run_fslatency(args: FslatencyArgs) -> Result<()> {
     let fstype = fstype_bytes(&args.fstype)?;
     preflight::check_all()?;
     let targets = common.target_spec(&[]).resolve()?;
-    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let mut storage = object_storage();
     let setup = Setup {
         unit_ns: common.unit_ns(),
         slow_ns: None,
         fstype,
     };
-    let (skel, links) = load(&mut primary, &mut fallback, &targets, &setup)?;
+    let (skel, links) = load(&mut storage, &targets, &setup)?;
 
     signals::install();
-    eprintln!(
-        "bpfscope: tracing file system operations at the syscall boundary... Hit Ctrl-C to end."
-    );
+    eprintln!("bpfscope: tracing file system operations... Hit Ctrl-C to end.");
     histograms::report_until_stopped(
         "fslatency",
         common,
@@ -287,17 +323,17 @@ pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
         ..Default::default()
     };
     let targets = spec.resolve()?;
-    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let mut storage = object_storage();
     let setup = Setup {
         unit_ns: 1000,
         slow_ns: Some((args.min_ms * 1e6) as u64),
         fstype,
     };
-    let (skel, links) = load(&mut primary, &mut fallback, &targets, &setup)?;
+    let (skel, links) = load(&mut storage, &targets, &setup)?;
 
     signals::install();
     eprintln!(
-        "bpfscope: tracing file system operations slower than {} ms at the syscall boundary... Hit Ctrl-C to end.",
+        "bpfscope: tracing file system operations slower than {} ms... Hit Ctrl-C to end.",
         args.min_ms
     );
     let header = format!(

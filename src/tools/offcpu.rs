@@ -3,14 +3,13 @@
 //! the stacks the thread blocked in; user space reads only the sums.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::process_maps::AddressSpaces;
 use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
@@ -101,94 +100,91 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
     let mut targets = common.target_spec(&args.tids).resolve()?;
     let filters = targets.filter_flags();
 
-    let mut primary = MaybeUninit::uninit();
-    let mut fallback = MaybeUninit::uninit();
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = OffcpuSkelBuilder::default()
-            .open(storage)
-            .context("opening the offcpu BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("offcpu object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        rodata.capture_user = !common.kernel_stacks_only;
-        rodata.capture_kernel = !common.user_stacks_only;
-        rodata.user_threads_only = args.user_threads_only;
-        rodata.kernel_threads_only = args.kernel_threads_only;
-        rodata.state_filter = args.state.bpf_value();
-        rodata.min_block_ns = args.min_block_us.saturating_mul(1000);
-        rodata.max_block_ns = args
-            .max_block_us
-            .map_or(u64::MAX, |us| us.saturating_mul(1000));
-        rodata.revalidate_every = STACK_REVALIDATE_EVERY;
-        let btf = flavor == HookFlavor::BtfTyped;
-        // Per-thread accumulation needs task storage (BTF flavor only).
-        rodata.flush_every = if btf { 64 } else { 1 };
-        open.maps
-            .stacks
-            .set_max_entries(common.stack_storage_size)?;
-        open.maps.counts.set_max_entries(common.max_stacks)?;
-        open.progs.switch_btf.set_autoload(btf);
-        open.progs.exit_btf.set_autoload(btf);
-        open.progs.flush_all.set_autoload(btf);
-        open.progs.switch_raw.set_autoload(!btf);
-        open.progs
-            .follow_fork_btf
-            .set_autoload(filters.follow_children && btf);
-        open.progs
-            .follow_fork_raw
-            .set_autoload(filters.follow_children && !btf);
-        if btf {
-            // Unused by this flavor: keep it minimal.
-            open.maps.blocked_by_tid.set_max_entries(1)?;
-        }
-        open.load().context("loading the offcpu BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = OffcpuSkelBuilder::default()
+                .open(storage)
+                .context("opening the offcpu BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("offcpu object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            rodata.capture_user = !common.kernel_stacks_only;
+            rodata.capture_kernel = !common.user_stacks_only;
+            rodata.user_threads_only = args.user_threads_only;
+            rodata.kernel_threads_only = args.kernel_threads_only;
+            rodata.state_filter = args.state.bpf_value();
+            rodata.min_block_ns = args.min_block_us.saturating_mul(1000);
+            rodata.max_block_ns = args
+                .max_block_us
+                .map_or(u64::MAX, |us| us.saturating_mul(1000));
+            rodata.revalidate_every = STACK_REVALIDATE_EVERY;
+            let btf = flavor == HookFlavor::BtfTyped;
+            // Per-thread accumulation needs task storage (BTF flavor only).
+            rodata.flush_every = if btf { 64 } else { 1 };
+            open.maps
+                .stacks
+                .set_max_entries(common.stack_storage_size)?;
+            open.maps.counts.set_max_entries(common.max_stacks)?;
+            open.progs.switch_btf.set_autoload(btf);
+            open.progs.exit_btf.set_autoload(btf);
+            open.progs.flush_all.set_autoload(btf);
+            open.progs.switch_raw.set_autoload(!btf);
+            open.progs
+                .follow_fork_btf
+                .set_autoload(filters.follow_children && btf);
+            open.progs
+                .follow_fork_raw
+                .set_autoload(filters.follow_children && !btf);
+            if btf {
+                // Unused by this flavor: keep it minimal.
+                open.maps.blocked_by_tid.set_max_entries(1)?;
+            }
+            open.load().context("loading the offcpu BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
 
     let mut links: Vec<Link> = Vec::new();
     let mut exit_hook = None;
-    match flavor {
-        HookFlavor::BtfTyped => {
-            if filters.follow_children {
-                links.push(
-                    skel.progs
-                        .follow_fork_btf
-                        .attach()
-                        .context("attaching the fork follower")?,
-                );
-            }
-            exit_hook = Some(
-                skel.progs
-                    .exit_btf
-                    .attach()
-                    .context("attaching to sched_process_exit")?,
-            );
+    if flavor == HookFlavor::BtfTyped {
+        if filters.follow_children {
             links.push(
                 skel.progs
-                    .switch_btf
+                    .follow_fork_btf
                     .attach()
-                    .context("attaching to sched_switch")?,
+                    .context("attaching the fork follower")?,
             );
         }
-        HookFlavor::Raw => {
-            if filters.follow_children {
-                links.push(
-                    skel.progs
-                        .follow_fork_raw
-                        .attach()
-                        .context("attaching the fork follower")?,
-                );
-            }
+        exit_hook = Some(
+            skel.progs
+                .exit_btf
+                .attach()
+                .context("attaching to sched_process_exit")?,
+        );
+        links.push(
+            skel.progs
+                .switch_btf
+                .attach()
+                .context("attaching to sched_switch")?,
+        );
+    } else {
+        if filters.follow_children {
             links.push(
                 skel.progs
-                    .switch_raw
+                    .follow_fork_raw
                     .attach()
-                    .context("attaching to sched_switch")?,
+                    .context("attaching the fork follower")?,
             );
         }
+        links.push(
+            skel.progs
+                .switch_raw
+                .attach()
+                .context("attaching to sched_switch")?,
+        );
     }
     let spaces = RefCell::new(AddressSpaces::default());
     let ring = stack_collection::address_space_ring(&skel.maps.address_space_events, &spaces)?;

@@ -3,14 +3,13 @@
 //! kernel; at the end the counts are symbolized and rendered.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::process_maps::AddressSpaces;
 use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
@@ -83,34 +82,34 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let mut targets = common.target_spec(&args.tids).resolve()?;
     let filters = targets.filter_flags();
 
-    let mut primary = MaybeUninit::uninit();
-    let mut fallback = MaybeUninit::uninit();
-    let (skel, _flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = ProfileSkelBuilder::default()
-            .open(storage)
-            .context("opening the profile BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("profile object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        rodata.capture_user = !common.kernel_stacks_only;
-        rodata.capture_kernel = !common.user_stacks_only;
-        rodata.include_idle = args.include_idle;
-        rodata.per_thread = !args.tids.is_empty();
-        open.maps
-            .stacks
-            .set_max_entries(common.stack_storage_size)?;
-        open.maps.counts.set_max_entries(common.max_stacks)?;
-        open.progs
-            .follow_fork_btf
-            .set_autoload(filters.follow_children && flavor == HookFlavor::BtfTyped);
-        open.progs
-            .follow_fork_raw
-            .set_autoload(filters.follow_children && flavor == HookFlavor::Raw);
-        open.load().context("loading the profile BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, _flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = ProfileSkelBuilder::default()
+                .open(storage)
+                .context("opening the profile BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("profile object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            rodata.capture_user = !common.kernel_stacks_only;
+            rodata.capture_kernel = !common.user_stacks_only;
+            rodata.include_idle = args.include_idle;
+            rodata.per_thread = !args.tids.is_empty();
+            open.maps
+                .stacks
+                .set_max_entries(common.stack_storage_size)?;
+            open.maps.counts.set_max_entries(common.max_stacks)?;
+            open.progs
+                .follow_fork_btf
+                .set_autoload(filters.follow_children && flavor == HookFlavor::BtfTyped);
+            open.progs
+                .follow_fork_raw
+                .set_autoload(filters.follow_children && flavor == HookFlavor::Raw);
+            open.load().context("loading the profile BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
 
     let mut links: Vec<Link> = Vec::new();

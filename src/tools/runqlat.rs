@@ -2,14 +2,12 @@
 //! from a task becoming runnable to it running is summed in kernel by
 //! `runqlat.bpf.c` as log2 histograms (total, per process or per thread).
 
-use std::mem::MaybeUninit;
-
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
 use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::stats::RunStats;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
@@ -42,53 +40,54 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
     let targets = common.target_spec(&[]).resolve()?;
     let filters = targets.filter_flags();
 
-    let mut primary = MaybeUninit::uninit();
-    let mut fallback = MaybeUninit::uninit();
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = RunqlatSkelBuilder::default()
-            .open(storage)
-            .context("opening the runqlat BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("runqlat object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        rodata.unit_ns = common.unit_ns();
-        rodata.per_process = args.per_process;
-        rodata.per_thread = args.per_thread;
-        let btf = flavor == HookFlavor::BtfTyped;
-        for program in [
-            &mut open.progs.wakeup_btf,
-            &mut open.progs.wakeup_new_btf,
-            &mut open.progs.switch_btf,
-        ] {
-            program.set_autoload(btf);
-        }
-        for program in [
-            &mut open.progs.wakeup_raw,
-            &mut open.progs.wakeup_new_raw,
-            &mut open.progs.switch_raw,
-        ] {
-            program.set_autoload(!btf);
-        }
-        if btf {
-            open.maps.enqueued_by_tid.set_max_entries(1)?;
-        }
-        open.load().context("loading the runqlat BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = RunqlatSkelBuilder::default()
+                .open(storage)
+                .context("opening the runqlat BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("runqlat object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            rodata.unit_ns = common.unit_ns();
+            rodata.per_process = args.per_process;
+            rodata.per_thread = args.per_thread;
+            let btf = flavor == HookFlavor::BtfTyped;
+            for program in [
+                &mut open.progs.wakeup_btf,
+                &mut open.progs.wakeup_new_btf,
+                &mut open.progs.switch_btf,
+            ] {
+                program.set_autoload(btf);
+            }
+            for program in [
+                &mut open.progs.wakeup_raw,
+                &mut open.progs.wakeup_new_raw,
+                &mut open.progs.switch_raw,
+            ] {
+                program.set_autoload(!btf);
+            }
+            if btf {
+                open.maps.enqueued_by_tid.set_max_entries(1)?;
+            }
+            open.load().context("loading the runqlat BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
-    let programs = match flavor {
-        HookFlavor::BtfTyped => [
-            &skel.progs.wakeup_btf,
-            &skel.progs.wakeup_new_btf,
-            &skel.progs.switch_btf,
-        ],
-        HookFlavor::Raw => [
+    let programs = if flavor == HookFlavor::Raw {
+        [
             &skel.progs.wakeup_raw,
             &skel.progs.wakeup_new_raw,
             &skel.progs.switch_raw,
-        ],
+        ]
+    } else {
+        [
+            &skel.progs.wakeup_btf,
+            &skel.progs.wakeup_new_btf,
+            &skel.progs.switch_btf,
+        ]
     };
     let links = programs
         .iter()

@@ -3,14 +3,13 @@
 //! BCC's syslat).
 
 use std::fmt::Write;
-use std::mem::MaybeUninit;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
 use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::stats::RunStats;
 use crate::core::syscall_table;
 use crate::core::target::{set_filter_flags, write_target_filters};
@@ -207,37 +206,38 @@ pub fn run(args: SyscountArgs) -> Result<()> {
     let filters = targets.filter_flags();
     let measure_latency = args.latency || args.histogram;
 
-    let mut primary = MaybeUninit::uninit();
-    let mut fallback = MaybeUninit::uninit();
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = SyscountSkelBuilder::default()
-            .open(storage)
-            .context("opening the syscount BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("syscount object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        rodata.measure_latency = measure_latency;
-        rodata.per_process = args.per_process;
-        rodata.histogram_per_syscall = args.histogram;
-        rodata.failures_only = args.failures;
-        rodata.unit_ns = common.unit_ns();
-        let btf = flavor == HookFlavor::BtfTyped;
-        open.progs.enter_btf.set_autoload(btf && measure_latency);
-        open.progs.exit_btf.set_autoload(btf);
-        open.progs.enter_raw.set_autoload(!btf && measure_latency);
-        open.progs.exit_raw.set_autoload(!btf);
-        if btf {
-            open.maps.entered_by_tid.set_max_entries(1)?;
-        }
-        open.load().context("loading the syscount BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = SyscountSkelBuilder::default()
+                .open(storage)
+                .context("opening the syscount BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("syscount object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            rodata.measure_latency = measure_latency;
+            rodata.per_process = args.per_process;
+            rodata.histogram_per_syscall = args.histogram;
+            rodata.failures_only = args.failures;
+            rodata.unit_ns = common.unit_ns();
+            let btf = flavor == HookFlavor::BtfTyped;
+            open.progs.enter_btf.set_autoload(btf && measure_latency);
+            open.progs.exit_btf.set_autoload(btf);
+            open.progs.enter_raw.set_autoload(!btf && measure_latency);
+            open.progs.exit_raw.set_autoload(!btf);
+            if btf {
+                open.maps.entered_by_tid.set_max_entries(1)?;
+            }
+            open.load().context("loading the syscount BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
-    let (enter, exit) = match flavor {
-        HookFlavor::BtfTyped => (&skel.progs.enter_btf, &skel.progs.exit_btf),
-        HookFlavor::Raw => (&skel.progs.enter_raw, &skel.progs.exit_raw),
+    let (enter, exit) = if flavor == HookFlavor::Raw {
+        (&skel.progs.enter_raw, &skel.progs.exit_raw)
+    } else {
+        (&skel.progs.enter_btf, &skel.progs.exit_btf)
     };
     let mut links: Vec<Link> = Vec::new();
     if measure_latency {

@@ -2,14 +2,12 @@
 //! ESTABLISHED) from `tcpconnlat.bpf.c`: one line per connection, or with
 //! `--hist` a histogram summed in kernel.
 
-use std::mem::MaybeUninit;
-
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use crate::core::event_stream::{self, EventArgs};
 use crate::core::histograms::{read_histograms, time_of_day};
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::net::{Connection, CONNECTION_SIZE};
 use crate::core::stats::RunStats;
 use crate::core::target::{set_filter_flags, write_target_filters};
@@ -75,28 +73,30 @@ pub fn run(args: TcpconnlatArgs) -> Result<()> {
     preflight::check_all()?;
     let targets = common.resolve_targets()?;
     let filters = targets.filter_flags();
-    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = TcpconnlatSkelBuilder::default()
-            .open(storage)
-            .context("opening the tcpconnlat BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("tcpconnlat object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        rodata.histogram_only = args.histogram;
-        open.progs
-            .state_btf
-            .set_autoload(flavor == HookFlavor::BtfTyped);
-        open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
-        open.load().context("loading the tcpconnlat BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = TcpconnlatSkelBuilder::default()
+                .open(storage)
+                .context("opening the tcpconnlat BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("tcpconnlat object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            rodata.histogram_only = args.histogram;
+            open.progs
+                .state_btf
+                .set_autoload(flavor == HookFlavor::BtfTyped);
+            open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
+            open.load().context("loading the tcpconnlat BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
-    let program = match flavor {
-        HookFlavor::BtfTyped => &skel.progs.state_btf,
-        HookFlavor::Raw => &skel.progs.state_raw,
+    let program = if flavor == HookFlavor::Raw {
+        &skel.progs.state_raw
+    } else {
+        &skel.progs.state_btf
     };
     let link = program
         .attach()

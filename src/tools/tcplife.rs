@@ -1,14 +1,12 @@
 //! `bpfscope tcplife`: one line per closed TCP session (process, addresses,
 //! bytes sent and received, duration) from `tcplife.bpf.c`.
 
-use std::mem::MaybeUninit;
-
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use crate::core::event_stream::{self, EventArgs};
 use crate::core::histograms::time_of_day;
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::net::{Connection, CONNECTION_SIZE};
 use crate::core::stats::RunStats;
 use crate::core::target::{set_filter_flags, write_target_filters};
@@ -74,27 +72,29 @@ pub fn run(args: TcplifeArgs) -> Result<()> {
     preflight::check_all()?;
     let targets = common.resolve_targets()?;
     let filters = targets.filter_flags();
-    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = TcplifeSkelBuilder::default()
-            .open(storage)
-            .context("opening the tcplife BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("tcplife object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
-        open.progs
-            .state_btf
-            .set_autoload(flavor == HookFlavor::BtfTyped);
-        open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
-        open.load().context("loading the tcplife BPF programs")
-    })?;
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = TcplifeSkelBuilder::default()
+                .open(storage)
+                .context("opening the tcplife BPF object")?;
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .context("tcplife object has no .rodata")?;
+            set_filter_flags!(&mut *rodata, filters);
+            open.progs
+                .state_btf
+                .set_autoload(flavor == HookFlavor::BtfTyped);
+            open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
+            open.load().context("loading the tcplife BPF programs")
+        })?;
     write_target_filters!(targets, skel)?;
-    let program = match flavor {
-        HookFlavor::BtfTyped => &skel.progs.state_btf,
-        HookFlavor::Raw => &skel.progs.state_raw,
+    let program = if flavor == HookFlavor::Raw {
+        &skel.progs.state_raw
+    } else {
+        &skel.progs.state_btf
     };
     let link = program
         .attach()

@@ -1,14 +1,12 @@
 //! `bpfscope tcpretrans`: one line per TCP retransmission, with the
 //! connection and its state, from `tcpretrans.bpf.c`.
 
-use std::mem::MaybeUninit;
-
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use crate::core::event_stream::{self, EventArgs};
 use crate::core::histograms::time_of_day;
-use crate::core::loader::{load_with_fallback, HookFlavor};
+use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::net::{tcp_state_name, Connection, CONNECTION_SIZE};
 use crate::core::stats::RunStats;
 use crate::core::{preflight, signals};
@@ -66,22 +64,24 @@ pub fn run(args: TcpretransArgs) -> Result<()> {
     }
     preflight::check_all()?;
     let targets = common.resolve_targets()?;
-    let (mut primary, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-    let (skel, flavor) = load_with_fallback(&mut primary, &mut fallback, |storage, flavor| {
-        let mut open = TcpretransSkelBuilder::default()
-            .open(storage)
-            .context("opening the tcpretrans BPF object")?;
-        open.progs
-            .retransmit_btf
-            .set_autoload(flavor == HookFlavor::BtfTyped);
-        open.progs
-            .retransmit_raw
-            .set_autoload(flavor == HookFlavor::Raw);
-        open.load().context("loading the tcpretrans BPF programs")
-    })?;
-    let program = match flavor {
-        HookFlavor::BtfTyped => &skel.progs.retransmit_btf,
-        HookFlavor::Raw => &skel.progs.retransmit_raw,
+    let mut storage = object_storage();
+    let (skel, flavor) =
+        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+            let mut open = TcpretransSkelBuilder::default()
+                .open(storage)
+                .context("opening the tcpretrans BPF object")?;
+            open.progs
+                .retransmit_btf
+                .set_autoload(flavor == HookFlavor::BtfTyped);
+            open.progs
+                .retransmit_raw
+                .set_autoload(flavor == HookFlavor::Raw);
+            open.load().context("loading the tcpretrans BPF programs")
+        })?;
+    let program = if flavor == HookFlavor::Raw {
+        &skel.progs.retransmit_raw
+    } else {
+        &skel.progs.retransmit_btf
     };
     let link = program
         .attach()
