@@ -278,3 +278,21 @@ extern "C" {
     #[link_name = "gettid"]
     fn libc_gettid() -> i32;
 }
+
+#[test]
+fn closed_stdout_is_an_error_not_a_panic() {
+    for args in [&["tcplife", "-d", "1"][..], &["runqlat", "1", "1"][..]] {
+        let mut child = bpfscope()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away, as with `| head -0`
+        let output = child.wait_with_output().unwrap();
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{text}");
+        assert!(text.contains("bpfscope: error: writing to stdout"), "{text}");
+    }
+}

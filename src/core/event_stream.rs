@@ -14,6 +14,7 @@ use libbpf_rs::{MapCore, RingBufferBuilder};
 use crate::core::run::Collection;
 use crate::core::stats::RunStats;
 use crate::core::target::{TargetSpec, Targets};
+use crate::output::write_stdout;
 
 /// Flags the per-event tools share.
 #[derive(Debug, clap::Args)]
@@ -95,7 +96,7 @@ impl EventStream<'_> {
         })?;
         let ring = builder.build()?;
         if let Some(header) = header {
-            println!("{header}");
+            write_stdout(format!("{header}\n").as_bytes())?;
         }
         let stop = Collection {
             duration: duration.map(Duration::from_secs),

@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::io::Write;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::core::run::Collection;
@@ -16,6 +14,7 @@ use crate::core::stats::RunStats;
 use crate::core::target::{TargetSpec, Targets};
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::{render_json, render_text};
+use crate::output::write_stdout;
 
 /// `HIST_SLOTS` in histogram.h.
 const HIST_SLOTS: usize = 40;
@@ -201,17 +200,14 @@ pub fn report_until_stopped(
         let time = args.timestamp.then(time_of_day);
         let (text, covered) = report(clear, time.as_deref())?;
         events += covered;
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|_| stdout.flush())
-            .context("writing to stdout")
+        write_stdout(text.as_bytes())
     };
     let mut tick_error = None;
     let stop = Collection {
+        // COUNT reports; an absurdly long run is simply open-ended.
         duration: interval
             .zip(args.count)
-            .map(|(every, count)| every * count as u32),
+            .and_then(|(every, count)| every.checked_mul(u32::try_from(count).ok()?)),
         command: None,
         targets,
         ring: None,

@@ -67,14 +67,19 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes to stdout and flushes; a closed pipe is an error, not a panic.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|_| stdout.flush())
+        .context("writing to stdout")
+}
+
 /// Writes `bytes` to `path` atomically, or to stdout when `path` is None.
 pub fn write_output(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     let Some(path) = path else {
-        let mut stdout = std::io::stdout().lock();
-        return stdout
-            .write_all(bytes)
-            .and_then(|_| stdout.flush())
-            .context("writing to stdout");
+        return write_stdout(bytes);
     };
     let temporary = temporary_path(path);
     let result = fs::write(&temporary, bytes).and_then(|_| fs::rename(&temporary, path));

@@ -14,6 +14,7 @@ use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 use crate::model::histogram::{HistogramReport, Scale};
 use crate::output::histogram::{json_string, render_json, render_text};
+use crate::output::write_stdout;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpconnlat.skel.rs"));
@@ -127,9 +128,9 @@ pub fn run(args: TcpconnlatArgs) -> Result<()> {
             histograms: read_histograms(&skel.maps.hists, &skel.maps.total_hist, false)?,
         };
         if common.json {
-            print!("{}", render_json("tcpconnlat", &report, None));
+            write_stdout(render_json("tcpconnlat", &report, None).as_bytes())?;
         } else {
-            print!("{}", render_text(&report));
+            write_stdout(render_text(&report).as_bytes())?;
         }
     }
     Ok(())
