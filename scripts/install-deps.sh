@@ -2,10 +2,11 @@
 # Installs what building and testing bpfscope needs on Debian/Ubuntu (run as root):
 # clang (BPF programs), libelf/zlib (libbpf), bpftool (tests inspect links),
 # golang-go (tests read pprof output with `go tool pprof`), iproute2 (TCP tests use
-# network namespaces), and a Rust toolchain.
+# network namespaces), prometheus (serve is checked with promtool and scraped by a
+# real server), and a Rust toolchain.
 set -euo pipefail
 
-packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftool golang-go util-linux iproute2 curl ca-certificates)
+packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftool golang-go util-linux iproute2 prometheus curl ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

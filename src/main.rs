@@ -46,6 +46,8 @@ enum Tool {
     Tcplife(tools::tcplife::TcplifeArgs),
     /// One line per TCP retransmission, with the connection's state.
     Tcpretrans(tools::tcpretrans::TcpretransArgs),
+    /// Always-on agent: Prometheus metrics over HTTP.
+    Serve(tools::serve::ServeArgs),
 }
 
 fn main() {
@@ -63,6 +65,7 @@ fn main() {
         Tool::Tcpconnlat(args) => tools::tcpconnlat::run(args),
         Tool::Tcplife(args) => tools::tcplife::run(args),
         Tool::Tcpretrans(args) => tools::tcpretrans::run(args),
+        Tool::Serve(args) => tools::serve::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

@@ -293,6 +293,9 @@ fn closed_stdout_is_an_error_not_a_panic() {
         let text = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
         assert!(!text.contains("panicked"), "{text}");
-        assert!(text.contains("bpfscope: error: writing to stdout"), "{text}");
+        assert!(
+            text.contains("bpfscope: error: writing to stdout"),
+            "{text}"
+        );
     }
 }

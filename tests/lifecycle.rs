@@ -22,6 +22,7 @@ const INVOCATIONS: &[&[&str]] = &[
     &["tcpconnlat"],
     &["tcplife"],
     &["tcpretrans"],
+    &["serve", "--listen", "127.0.0.1:0"],
 ];
 
 fn link_ids() -> Vec<String> {

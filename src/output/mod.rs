@@ -4,6 +4,7 @@
 pub mod folded;
 pub mod histogram;
 pub mod pprof;
+pub mod prometheus;
 pub mod svg;
 
 use std::fs;

@@ -7,8 +7,11 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
 use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::core::loader::{
+    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+};
 use crate::core::stats::RunStats;
+use crate::core::target::Targets;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 use crate::model::histogram::HistogramKey;
@@ -16,7 +19,7 @@ use crate::model::histogram::HistogramKey;
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/biolatency.skel.rs"));
 }
-use skel::BiolatencySkelBuilder;
+use skel::{BiolatencySkel, BiolatencySkelBuilder};
 
 /// Summarize block device I/O latency as histograms.
 #[derive(Debug, clap::Args)]
@@ -75,38 +78,44 @@ fn label(args: &BiolatencyArgs, key: HistogramKey) -> HistogramKey {
     }
 }
 
-pub fn run(args: BiolatencyArgs) -> Result<()> {
-    let common = &args.common;
-    common.validate()?;
-    preflight::check_all()?;
-    let targets = common.target_spec(&[]).resolve()?;
-    let filters = targets.filter_flags();
+/// How biolatency.bpf.c measures and keys its histograms.
+pub struct BiolatencyOptions {
+    pub unit_ns: u64,
+    pub queued: bool,
+    pub per_disk: bool,
+    pub per_flags: bool,
+}
 
-    let mut storage = object_storage();
-    let (skel, flavor) =
-        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
-            let mut open = BiolatencySkelBuilder::default()
-                .open(storage)
-                .context("opening the biolatency BPF object")?;
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("biolatency object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
-            rodata.unit_ns = common.unit_ns();
-            rodata.from_queue = args.queued;
-            rodata.per_disk = args.per_disk;
-            rodata.per_flags = args.per_flags;
-            let btf = flavor == HookFlavor::BtfTyped;
-            open.progs.insert_btf.set_autoload(btf && args.queued);
-            open.progs.issue_btf.set_autoload(btf);
-            open.progs.complete_btf.set_autoload(btf);
-            open.progs.insert_raw.set_autoload(!btf && args.queued);
-            open.progs.issue_raw.set_autoload(!btf);
-            open.progs.complete_raw.set_autoload(!btf);
-            open.load().context("loading the biolatency BPF programs")
-        })?;
+/// Loads and attaches biolatency.bpf.c (also used by `serve`).
+pub fn attach<'obj>(
+    storage: &'obj mut ObjectStorage,
+    targets: &Targets,
+    options: &BiolatencyOptions,
+) -> Result<(BiolatencySkel<'obj>, Vec<Link>)> {
+    let filters = targets.filter_flags();
+    let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+        let mut open = BiolatencySkelBuilder::default()
+            .open(storage)
+            .context("opening the biolatency BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("biolatency object has no .rodata")?;
+        set_filter_flags!(&mut *rodata, filters);
+        rodata.unit_ns = options.unit_ns;
+        rodata.from_queue = options.queued;
+        rodata.per_disk = options.per_disk;
+        rodata.per_flags = options.per_flags;
+        let btf = flavor == HookFlavor::BtfTyped;
+        open.progs.insert_btf.set_autoload(btf && options.queued);
+        open.progs.issue_btf.set_autoload(btf);
+        open.progs.complete_btf.set_autoload(btf);
+        open.progs.insert_raw.set_autoload(!btf && options.queued);
+        open.progs.issue_raw.set_autoload(!btf);
+        open.progs.complete_raw.set_autoload(!btf);
+        open.load().context("loading the biolatency BPF programs")
+    })?;
     write_target_filters!(targets, skel)?;
     let (insert, issue, complete) = if flavor == HookFlavor::Raw {
         (
@@ -122,7 +131,7 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
         )
     };
     let mut links: Vec<Link> = Vec::new();
-    if args.queued {
+    if options.queued {
         links.push(insert.attach().context("attaching to block_rq_insert")?);
     }
     links.push(issue.attach().context("attaching to block_rq_issue")?);
@@ -131,6 +140,22 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
             .attach()
             .context("attaching to block_rq_complete")?,
     );
+    Ok((skel, links))
+}
+
+pub fn run(args: BiolatencyArgs) -> Result<()> {
+    let common = &args.common;
+    common.validate()?;
+    preflight::check_all()?;
+    let targets = common.target_spec(&[]).resolve()?;
+    let mut storage = object_storage();
+    let options = BiolatencyOptions {
+        unit_ns: common.unit_ns(),
+        queued: args.queued,
+        per_disk: args.per_disk,
+        per_flags: args.per_flags,
+    };
+    let (skel, links) = attach(&mut storage, &targets, &options)?;
 
     signals::install();
     eprintln!("bpfscope: tracing block device I/O... Hit Ctrl-C to end.");

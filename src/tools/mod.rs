@@ -8,6 +8,7 @@ pub mod offcpu;
 pub mod profile;
 pub mod runqlat;
 pub mod runqlen;
+pub mod serve;
 pub mod syscount;
 pub mod tcpconnlat;
 pub mod tcplife;

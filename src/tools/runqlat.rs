@@ -7,15 +7,18 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
 use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::core::loader::{
+    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+};
 use crate::core::stats::RunStats;
+use crate::core::target::Targets;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{preflight, signals};
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/runqlat.skel.rs"));
 }
-use skel::RunqlatSkelBuilder;
+use skel::{RunqlatSkel, RunqlatSkelBuilder};
 
 /// Summarize run-queue latency as histograms.
 #[derive(Debug, clap::Args)]
@@ -33,48 +36,53 @@ pub struct RunqlatArgs {
     pub common: HistogramArgs,
 }
 
-pub fn run(args: RunqlatArgs) -> Result<()> {
-    let common = &args.common;
-    common.validate()?;
-    preflight::check_all()?;
-    let targets = common.target_spec(&[]).resolve()?;
-    let filters = targets.filter_flags();
+/// How runqlat.bpf.c keys and scales its histograms.
+pub struct RunqlatOptions {
+    pub unit_ns: u64,
+    pub per_process: bool,
+    pub per_thread: bool,
+}
 
-    let mut storage = object_storage();
-    let (skel, flavor) =
-        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
-            let mut open = RunqlatSkelBuilder::default()
-                .open(storage)
-                .context("opening the runqlat BPF object")?;
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("runqlat object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
-            rodata.unit_ns = common.unit_ns();
-            rodata.per_process = args.per_process;
-            rodata.per_thread = args.per_thread;
-            let btf = flavor == HookFlavor::BtfTyped;
-            for program in [
-                &mut open.progs.wakeup_btf,
-                &mut open.progs.wakeup_new_btf,
-                &mut open.progs.switch_btf,
-            ] {
-                program.set_autoload(btf);
-            }
-            for program in [
-                &mut open.progs.wakeup_raw,
-                &mut open.progs.wakeup_new_raw,
-                &mut open.progs.switch_raw,
-            ] {
-                program.set_autoload(!btf);
-            }
-            if btf {
-                open.maps.enqueued_by_tid.set_max_entries(1)?;
-            }
-            open.load().context("loading the runqlat BPF programs")
-        })?;
+/// Loads and attaches runqlat.bpf.c (also used by `serve`).
+pub fn attach<'obj>(
+    storage: &'obj mut ObjectStorage,
+    targets: &Targets,
+    options: &RunqlatOptions,
+) -> Result<(RunqlatSkel<'obj>, Vec<Link>)> {
+    let filters = targets.filter_flags();
+    let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+        let mut open = RunqlatSkelBuilder::default()
+            .open(storage)
+            .context("opening the runqlat BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("runqlat object has no .rodata")?;
+        set_filter_flags!(&mut *rodata, filters);
+        rodata.unit_ns = options.unit_ns;
+        rodata.per_process = options.per_process;
+        rodata.per_thread = options.per_thread;
+        let btf = flavor == HookFlavor::BtfTyped;
+        for program in [
+            &mut open.progs.wakeup_btf,
+            &mut open.progs.wakeup_new_btf,
+            &mut open.progs.switch_btf,
+        ] {
+            program.set_autoload(btf);
+        }
+        for program in [
+            &mut open.progs.wakeup_raw,
+            &mut open.progs.wakeup_new_raw,
+            &mut open.progs.switch_raw,
+        ] {
+            program.set_autoload(!btf);
+        }
+        if btf {
+            open.maps.enqueued_by_tid.set_max_entries(1)?;
+        }
+        open.load().context("loading the runqlat BPF programs")
+    })?;
     write_target_filters!(targets, skel)?;
     let programs = if flavor == HookFlavor::Raw {
         [
@@ -94,6 +102,21 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
         .map(|program| program.attach())
         .collect::<Result<Vec<Link>, _>>()
         .context("attaching to the scheduler tracepoints")?;
+    Ok((skel, links))
+}
+
+pub fn run(args: RunqlatArgs) -> Result<()> {
+    let common = &args.common;
+    common.validate()?;
+    preflight::check_all()?;
+    let targets = common.target_spec(&[]).resolve()?;
+    let mut storage = object_storage();
+    let options = RunqlatOptions {
+        unit_ns: common.unit_ns(),
+        per_process: args.per_process,
+        per_thread: args.per_thread,
+    };
+    let (skel, links) = attach(&mut storage, &targets, &options)?;
 
     signals::install();
     eprintln!("bpfscope: tracing run-queue latency... Hit Ctrl-C to end.");

@@ -1,0 +1,196 @@
+//! End-to-end tests of `bpfscope serve`: its metrics are valid Prometheus
+//! text (promtool), show what a workload did, and a real Prometheus server
+//! scrapes them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GETs a path from 127.0.0.1:port; returns (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Starts `serve` on a free loopback port and waits until it serves.
+fn start_serve() -> (Child, u16) {
+    let port = free_port();
+    let child = bpfscope()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    (child, port)
+}
+
+fn stop_serve(child: Child) {
+    assert_eq!(unsafe { kill(child.id() as i32, 15) }, 0);
+    let status = child.wait_with_output().unwrap().status;
+    assert!(status.success(), "SIGTERM should exit 0: {status}");
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn metrics_are_valid_and_show_the_workload() {
+    let _serial = serial();
+    let (serve, port) = start_serve();
+    let dir = tmp_dir();
+    let status = Command::new(workload("direct_writes"))
+        .arg("200")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    let check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let verdict = check.wait_with_output().unwrap();
+    assert!(
+        verdict.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&verdict.stdout),
+        String::from_utf8_lossy(&verdict.stderr)
+    );
+    let writes = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("bpfscope_block_io_latency_seconds_count{")
+                && l.contains("operation=\"write\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(writes >= 200.0, "{metrics}");
+    assert!(
+        sample(&metrics, "bpfscope_runqueue_latency_seconds_count").unwrap() > 0.0,
+        "{metrics}"
+    );
+    assert!(metrics.contains("bpfscope_runqueue_latency_seconds_bucket{le=\"+Inf\"}"));
+    assert!(sample(&metrics, "bpfscope_resident_memory_bytes").unwrap() > 0.0);
+    assert_eq!(get(port, "/nope").0, 404);
+    stop_serve(serve);
+}
+
+#[test]
+fn a_real_prometheus_scrapes_it() {
+    let _serial = serial();
+    let (serve, port) = start_serve();
+    let prometheus_port = free_port();
+    let dir = tmp_dir().join(format!("prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bpfscope\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed by the test command");
+    let prometheus = Workload(prometheus);
+    let status = Command::new(workload("direct_writes"))
+        .arg("100")
+        .arg(tmp_dir())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let query = "/api/v1/query?query=sum(bpfscope_block_io_latency_seconds_count)%20and%20sum(bpfscope_runqueue_latency_seconds_count)";
+    let mut last = String::new();
+    let found = wait_for(Duration::from_secs(30), || {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", prometheus_port)) {
+            let _ = write!(stream, "GET {query} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            last.clear();
+            let _ = stream.read_to_string(&mut last);
+        }
+        last.contains("\"result\":[{")
+    });
+    drop(prometheus);
+    stop_serve(serve);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(found, "Prometheus never had both histograms: {last}");
+    let value: f64 = last
+        .rsplit("\"value\":[")
+        .next()
+        .and_then(|rest| rest.split('"').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(value >= 100.0, "block I/O count {value}: {last}");
+}
+
+#[test]
+fn busy_port_and_bad_address_are_clear_errors() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = run(bpfscope().args(["serve", "--listen", &address]));
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with(&format!("bpfscope: error: cannot listen on {address}")),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"));
+    let output = run(bpfscope().args(["serve", "--listen", "not-an-address"]));
+    assert_eq!(output.status.code(), Some(2));
+}
+
+extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
