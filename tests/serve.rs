@@ -38,7 +38,13 @@ fn get(port: u16, path: &str) -> (u16, String) {
 fn start_serve() -> (Child, u16) {
     let port = free_port();
     let child = bpfscope()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--hz",
+            "99",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -193,4 +199,55 @@ fn busy_port_and_bad_address_are_clear_errors() {
 
 extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
+}
+
+/// GETs raw bytes (for binary bodies) after the headers.
+fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response[split + 4..].to_vec())
+}
+
+#[test]
+fn pprof_and_flame_graph_windows_show_the_hot_function() {
+    let _serial = serial();
+    let burner = Workload::start(&workload("cpu_split"), &["8"]);
+    let (serve, port) = start_serve();
+    // Both windows are open at once; /metrics must still answer meanwhile.
+    let pprof = std::thread::spawn(move || get_bytes(port, "/debug/pprof/profile?seconds=3"));
+    let svg = std::thread::spawn(move || get_bytes(port, "/flamegraph.svg?seconds=2"));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(get(port, "/metrics").0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "/metrics waited for a profile window"
+    );
+    let (code, profile) = pprof.join().unwrap();
+    assert_eq!(code, 200);
+    let path = tmp_dir().join("serve-window.pb.gz");
+    std::fs::write(&path, &profile).unwrap();
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&path)
+        .env("HOME", tmp_dir())
+        .output()
+        .expect("go (golang-go) is installed by the test command");
+    let top_text = String::from_utf8_lossy(&top.stdout);
+    assert!(top_text.contains("burn_three"), "{top_text}");
+    let (code, svg) = svg.join().unwrap();
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&svg).contains("burn_three"));
+    assert_eq!(get(port, "/flamegraph.svg?seconds=0").0, 400);
+    stop_serve(serve);
+    drop(burner);
 }

@@ -126,6 +126,13 @@ impl AddressSpaces {
         }
     }
 
+    /// Drops the snapshots of processes that have exited (for long-running
+    /// agents, once no counted stack refers to them any more).
+    pub fn forget_exited(&mut self) {
+        self.spaces
+            .retain(|(tgid, _), _| crate::core::target::process_alive(*tgid));
+    }
+
     pub fn get(&self, tgid: u32, address_space: u64) -> Option<&AddressSpace> {
         self.spaces.get(&(tgid, address_space))
     }

@@ -12,9 +12,10 @@ use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
 
 use crate::core::process_maps::AddressSpaces;
+use crate::core::stacks::{self, StackKey};
 use crate::core::stats::RunStats;
+use crate::core::symbolize;
 use crate::core::target::TargetSpec;
-use crate::core::{stacks, symbolize};
 use crate::model::profile::{Profile, ProfileKind};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, pprof, svg, ProfileFormat};
@@ -134,6 +135,17 @@ pub fn read_profile(
     duration: Duration,
 ) -> Result<Profile> {
     let counted = stacks::read_counts(counts)?;
+    profile_from_counts(counted, stack_map, spaces, kind, duration)
+}
+
+/// Symbolizes counted stacks whose ids point into `stack_map`.
+pub fn profile_from_counts(
+    counted: Vec<(StackKey, u64)>,
+    stack_map: &dyn MapCore,
+    spaces: &mut AddressSpaces,
+    kind: ProfileKind,
+    duration: Duration,
+) -> Result<Profile> {
     let stack_ids = counted
         .iter()
         .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id]);

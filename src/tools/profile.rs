@@ -9,11 +9,14 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::core::loader::{
+    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+};
 use crate::core::process_maps::AddressSpaces;
 use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
 use crate::core::stats::RunStats;
+use crate::core::target::Targets;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::{cpus, perf_event, preflight, signals};
 use crate::model::profile::ProfileKind;
@@ -21,7 +24,7 @@ use crate::model::profile::ProfileKind;
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/profile.skel.rs"));
 }
-use skel::ProfileSkelBuilder;
+use skel::{ProfileSkel, ProfileSkelBuilder};
 
 /// Sample on-CPU stacks and write a CPU flame graph (folded, SVG or pprof).
 #[derive(Debug, clap::Args)]
@@ -72,6 +75,72 @@ impl ProfileArgs {
     }
 }
 
+/// What profile.bpf.c samples and how much it can hold.
+pub struct SamplerOptions {
+    pub frequency: u64,
+    pub cpus: Vec<u32>,
+    pub capture_user: bool,
+    pub capture_kernel: bool,
+    pub include_idle: bool,
+    pub per_thread: bool,
+    pub stack_storage_size: u32,
+    pub max_stacks: u32,
+}
+
+/// Loads profile.bpf.c and starts sampling (also used by `serve`).
+pub fn attach<'obj>(
+    storage: &'obj mut ObjectStorage,
+    targets: &Targets,
+    options: &SamplerOptions,
+) -> Result<(ProfileSkel<'obj>, Vec<Link>)> {
+    let filters = targets.filter_flags();
+    let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+        let mut open = ProfileSkelBuilder::default()
+            .open(storage)
+            .context("opening the profile BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("profile object has no .rodata")?;
+        set_filter_flags!(&mut *rodata, filters);
+        rodata.capture_user = options.capture_user;
+        rodata.capture_kernel = options.capture_kernel;
+        rodata.include_idle = options.include_idle;
+        rodata.per_thread = options.per_thread;
+        open.maps
+            .stacks
+            .set_max_entries(options.stack_storage_size)?;
+        open.maps.counts.set_max_entries(options.max_stacks)?;
+        open.progs
+            .follow_fork_btf
+            .set_autoload(filters.follow_children && flavor == HookFlavor::BtfTyped);
+        open.progs
+            .follow_fork_raw
+            .set_autoload(filters.follow_children && flavor == HookFlavor::Raw);
+        open.load().context("loading the profile BPF programs")
+    })?;
+    write_target_filters!(targets, skel)?;
+
+    let mut links: Vec<Link> = Vec::new();
+    if filters.follow_children {
+        let follower = if flavor == HookFlavor::Raw {
+            &skel.progs.follow_fork_raw
+        } else {
+            &skel.progs.follow_fork_btf
+        };
+        links.push(follower.attach().context("attaching the fork follower")?);
+    }
+    for &cpu in &options.cpus {
+        let event = perf_event::open_cpu_clock(cpu, options.frequency)?;
+        links.push(
+            perf_event::attach(&skel.progs.sample_stack, event)
+                .with_context(|| format!("attaching the sampler to CPU {cpu}"))?,
+        );
+    }
+    Ok((skel, links))
+}
+
 pub fn run(args: ProfileArgs) -> Result<()> {
     let common = &args.common;
     args.check_frequency()?;
@@ -80,54 +149,18 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     preflight::check_all()?;
     let started = Instant::now();
     let mut targets = common.target_spec(&args.tids).resolve()?;
-    let filters = targets.filter_flags();
-
     let mut storage = object_storage();
-    let (skel, _flavor) =
-        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
-            let mut open = ProfileSkelBuilder::default()
-                .open(storage)
-                .context("opening the profile BPF object")?;
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("profile object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
-            rodata.capture_user = !common.kernel_stacks_only;
-            rodata.capture_kernel = !common.user_stacks_only;
-            rodata.include_idle = args.include_idle;
-            rodata.per_thread = !args.tids.is_empty();
-            open.maps
-                .stacks
-                .set_max_entries(common.stack_storage_size)?;
-            open.maps.counts.set_max_entries(common.max_stacks)?;
-            open.progs
-                .follow_fork_btf
-                .set_autoload(filters.follow_children && flavor == HookFlavor::BtfTyped);
-            open.progs
-                .follow_fork_raw
-                .set_autoload(filters.follow_children && flavor == HookFlavor::Raw);
-            open.load().context("loading the profile BPF programs")
-        })?;
-    write_target_filters!(targets, skel)?;
-
-    let mut links: Vec<Link> = Vec::new();
-    if filters.follow_children {
-        let follower = if skel.progs.follow_fork_btf.autoload() {
-            &skel.progs.follow_fork_btf
-        } else {
-            &skel.progs.follow_fork_raw
-        };
-        links.push(follower.attach().context("attaching the fork follower")?);
-    }
-    for &cpu in &cpus {
-        let event = perf_event::open_cpu_clock(cpu, args.frequency)?;
-        links.push(
-            perf_event::attach(&skel.progs.sample_stack, event)
-                .with_context(|| format!("attaching the sampler to CPU {cpu}"))?,
-        );
-    }
+    let options = SamplerOptions {
+        frequency: args.frequency,
+        cpus: cpus.clone(),
+        capture_user: !common.kernel_stacks_only,
+        capture_kernel: !common.user_stacks_only,
+        include_idle: args.include_idle,
+        per_thread: !args.tids.is_empty(),
+        stack_storage_size: common.stack_storage_size,
+        max_stacks: common.max_stacks,
+    };
+    let (skel, links) = attach(&mut storage, &targets, &options)?;
     let spaces = RefCell::new(AddressSpaces::default());
     let ring = stack_collection::address_space_ring(&skel.maps.address_space_events, &spaces)?;
 
