@@ -14,7 +14,7 @@ use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stacks::{self, StackKey};
 use crate::core::stats::RunStats;
-use crate::core::symbolize;
+use crate::core::symbolize::{self, Symbolizer};
 use crate::core::target::TargetSpec;
 use crate::model::profile::{Profile, ProfileKind};
 use crate::output::folded::{self, FoldOptions};
@@ -135,11 +135,20 @@ pub fn read_profile(
     duration: Duration,
 ) -> Result<Profile> {
     let counted = stacks::read_counts(counts)?;
-    profile_from_counts(counted, stack_map, spaces, kind, duration)
+    profile_from_counts(
+        &mut Symbolizer::new(),
+        counted,
+        stack_map,
+        spaces,
+        kind,
+        duration,
+    )
 }
 
-/// Symbolizes counted stacks whose ids point into `stack_map`.
+/// Symbolizes counted stacks whose ids point into `stack_map`; a symbolizer
+/// kept across calls keeps its caches.
 pub fn profile_from_counts(
+    symbolizer: &mut Symbolizer,
     counted: Vec<(StackKey, u64)>,
     stack_map: &dyn MapCore,
     spaces: &mut AddressSpaces,
@@ -154,7 +163,7 @@ pub fn profile_from_counts(
     Ok(Profile {
         kind,
         duration,
-        samples: symbolize::symbolize_counts(counted, &stack_table, spaces),
+        samples: symbolize::symbolize_counts(symbolizer, counted, &stack_table, spaces),
     })
 }
 

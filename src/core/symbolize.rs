@@ -162,6 +162,7 @@ pub fn lookup_address(address: u64, is_leaf: bool) -> u64 {
 /// Turns counted stack keys into symbolized samples, using the address-space
 /// snapshots for user frames.
 pub fn symbolize_counts(
+    symbolizer: &mut Symbolizer,
     counts: Vec<(StackKey, u64)>,
     stacks: &HashMap<i32, Vec<u64>>,
     spaces: &AddressSpaces,
@@ -174,7 +175,6 @@ pub fn symbolize_counts(
             .and_then(|space| space.resolve(address))
     };
 
-    let mut symbolizer = Symbolizer::new();
     let mut wanted = Wanted::default();
     for (key, _) in &counts {
         for (index, &address) in stack_of(key.kernel_stack_id).iter().enumerate() {

@@ -7,6 +7,7 @@
 //!   profiles of the next N seconds, cut from continuous sampling at `--hz`
 //!   (counts are summed in kernel; a window is the difference of two
 //!   snapshots). Requests wait in the main loop, so none blocks the others.
+//!
 //! Listens on loopback unless told otherwise; SIGTERM or Ctrl-C detaches
 //! everything and exits 0.
 
@@ -24,6 +25,7 @@ use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection;
 use crate::core::stacks::{self, StackKey};
 use crate::core::stats::RunStats;
+use crate::core::symbolize::Symbolizer;
 use crate::core::target::TargetSpec;
 use crate::core::{cpus, perf_event, preflight, signals};
 use crate::model::histogram::{Histogram, HistogramKey};
@@ -221,6 +223,8 @@ fn http_response(
 
 /// The continuous CPU sampler and what symbolizing its stacks needs.
 struct Sampler<'a> {
+    /// Kept across windows: its caches (kernel symbols, ELF files) are loaded once.
+    symbolizer: RefCell<Symbolizer>,
     counts: &'a dyn MapCore,
     stacks: &'a dyn MapCore,
     spaces: &'a RefCell<AddressSpaces>,
@@ -244,6 +248,7 @@ impl Sampler<'_> {
         let duration = window.started.elapsed();
         let mut spaces = self.spaces.borrow_mut();
         let profile = stack_collection::profile_from_counts(
+            &mut self.symbolizer.borrow_mut(),
             counted,
             self.stacks,
             &mut spaces,
@@ -265,7 +270,7 @@ impl Sampler<'_> {
     }
 
     /// Empties the stack maps when nearly full (only between windows, so no
-    /// window's baseline is lost), and forgets exited processes: memory stays flat.
+    /// window's baseline is lost): kernel memory stays flat.
     fn reset_if_full(&self) -> Result<()> {
         let keys: Vec<Vec<u8>> = self.counts.keys().collect();
         if (keys.len() as f64) < RESET_FILL * MAX_STACKS as f64 {
@@ -277,7 +282,6 @@ impl Sampler<'_> {
         for key in self.stacks.keys().collect::<Vec<_>>() {
             self.stacks.delete(&key).ok();
         }
-        self.spaces.borrow_mut().forget_exited();
         Ok(())
     }
 }
@@ -322,6 +326,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let spaces = RefCell::new(AddressSpaces::default());
     let ring = stack_collection::address_space_ring(&profiler.maps.address_space_events, &spaces)?;
     let sampler = Sampler {
+        symbolizer: RefCell::new(Symbolizer::new()),
         counts: &profiler.maps.counts,
         stacks: &profiler.maps.stacks,
         spaces: &spaces,
@@ -363,8 +368,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 ),
             };
             let _ = window.request.respond(response);
+            // Symbolizing allocates a lot briefly: give it back, so memory stays flat.
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe { libc::malloc_trim(0) };
         }
         if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
+            // No window is open, so no snapshot of an exited process can still be needed.
+            spaces.borrow_mut().forget_exited();
             sampler.reset_if_full()?;
             last_reset_check = Instant::now();
         }
