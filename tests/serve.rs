@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -34,8 +34,9 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// Starts `serve` on a free loopback port and waits until it serves.
-fn start_serve() -> (Child, u16) {
+/// Starts `serve` on a free loopback port and waits until it serves; the
+/// guard kills it if a test fails before stopping it.
+fn start_serve() -> (Workload, u16) {
     let port = free_port();
     let child = bpfscope()
         .args([
@@ -48,17 +49,19 @@ fn start_serve() -> (Child, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
-    (child, port)
+    let serve = Workload(child);
+    let listening = wait_for(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(listening, "serve never listened on {port}");
+    // The port is bound before the probes are attached; requests are answered after.
+    assert_eq!(get(port, "/").0, 200, "serve is not answering");
+    (serve, port)
 }
 
-fn stop_serve(child: Child) {
-    assert_eq!(unsafe { kill(child.id() as i32, 15) }, 0);
-    let status = child.wait_with_output().unwrap().status;
+fn stop_serve(mut serve: Workload) {
+    assert_eq!(unsafe { kill(serve.pid() as i32, 15) }, 0);
+    let status = serve.0.wait().unwrap();
     assert!(status.success(), "SIGTERM should exit 0: {status}");
 }
 
