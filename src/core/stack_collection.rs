@@ -6,16 +6,17 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
 
 use crate::core::process_maps::AddressSpaces;
+use crate::core::run::{Collection, StopReason};
 use crate::core::stacks::{self, StackKey};
 use crate::core::stats::RunStats;
 use crate::core::symbolize::{self, Symbolizer};
-use crate::core::target::TargetSpec;
+use crate::core::target::{RunningCommand, TargetSpec, Targets};
 use crate::model::profile::{Profile, ProfileKind};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, pprof, svg, ProfileFormat};
@@ -124,6 +125,27 @@ pub fn address_space_ring<'a>(
         0
     })?;
     Ok(builder.build()?)
+}
+
+/// Runs a stack tool's collection until it should stop; returns how it
+/// stopped and how long it collected.
+pub fn collect(
+    args: &StackToolArgs,
+    command: Option<&RunningCommand>,
+    targets: &Targets,
+    ring: &RingBuffer<'_>,
+    activity: &str,
+) -> (StopReason, Duration) {
+    let started = Instant::now();
+    let stop = Collection {
+        duration: args.run_duration(),
+        command,
+        targets,
+        ring: Some(ring),
+        activity,
+    }
+    .run();
+    (stop, started.elapsed())
 }
 
 /// Reads a stack tool's summary out of the kernel and symbolizes it.

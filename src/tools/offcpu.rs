@@ -11,7 +11,6 @@ use libbpf_rs::Link;
 
 use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::core::process_maps::AddressSpaces;
-use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
 use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
 use crate::core::target::{set_filter_flags, write_target_filters};
@@ -200,16 +199,13 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
         common.describe_scope(),
         started.elapsed().as_millis()
     );
-    let collection_start = Instant::now();
-    let stop = Collection {
-        duration: common.run_duration(),
-        command: command.as_ref(),
-        targets: &targets,
-        ring: Some(&ring),
-        activity: "tracing off-CPU time",
-    }
-    .run();
-    let duration = collection_start.elapsed();
+    let (stop, duration) = stack_collection::collect(
+        common,
+        command.as_ref(),
+        &targets,
+        &ring,
+        "tracing off-CPU time",
+    );
     drop(links);
     if let Some(exit_hook) = exit_hook {
         // Time still accumulated per thread goes to the counts map; the exit

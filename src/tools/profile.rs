@@ -13,7 +13,6 @@ use crate::core::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
 use crate::core::process_maps::AddressSpaces;
-use crate::core::run::Collection;
 use crate::core::stack_collection::{self, StackToolArgs};
 use crate::core::stats::RunStats;
 use crate::core::target::Targets;
@@ -177,16 +176,8 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         common.describe_scope(),
         started.elapsed().as_millis()
     );
-    let collection_start = Instant::now();
-    let stop = Collection {
-        duration: common.run_duration(),
-        command: command.as_ref(),
-        targets: &targets,
-        ring: Some(&ring),
-        activity: "profiling",
-    }
-    .run();
-    let duration = collection_start.elapsed();
+    let (stop, duration) =
+        stack_collection::collect(common, command.as_ref(), &targets, &ring, "profiling");
     // Stop sampling before reading, so the counts are a consistent snapshot.
     drop(links);
     drop(ring);
