@@ -115,16 +115,11 @@ impl EventStream<'_> {
             eprintln!("bpfscope: {message}");
         }
         let stats = stats()?;
-        let losses = stats.losses();
-        if losses.is_empty() {
-            eprintln!("bpfscope: {tool}: {} {what}, none lost", stats.events);
-        } else {
-            eprintln!(
-                "bpfscope: {tool}: {} {what}; lost: {}",
-                stats.events,
-                losses.join("; ")
-            );
-        }
+        eprintln!(
+            "bpfscope: {tool}: {} {what}{}",
+            stats.events,
+            stats.loss_summary()
+        );
         Ok(())
     }
 }

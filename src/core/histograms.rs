@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::core::c_string;
 use crate::core::run::Collection;
 use crate::core::stats::RunStats;
 use crate::core::target::{TargetSpec, Targets};
@@ -20,7 +21,7 @@ use crate::output::write_stdout;
 const HIST_SLOTS: usize = 40;
 /// sizeof(struct hist) and sizeof(struct hist_key).
 const HIST_SIZE: usize = HIST_SLOTS * 8 + 16;
-const KEY_SIZE: usize = 24;
+pub const KEY_SIZE: usize = 24;
 
 /// Flags every histogram tool takes (BCC's conventions).
 #[derive(Debug, clap::Args)]
@@ -97,12 +98,11 @@ fn parse_hist(bytes: &[u8]) -> Histogram {
     }
 }
 
-fn parse_key(bytes: &[u8]) -> HistogramKey {
-    let name = &bytes[8..KEY_SIZE];
-    let length = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+/// Mirrors `struct hist_key` in histogram.h: an id and a name.
+pub fn parse_key(bytes: &[u8]) -> HistogramKey {
     HistogramKey::Keyed {
         id: u64::from_ne_bytes(bytes[0..8].try_into().expect("8 bytes")),
-        name: String::from_utf8_lossy(&name[..length]).into_owned(),
+        name: c_string(&bytes[8..KEY_SIZE]),
     }
 }
 
@@ -226,15 +226,10 @@ pub fn report_until_stopped(
     if let Some(message) = stop.describe() {
         eprintln!("bpfscope: {message}");
     }
-    let stats = stats()?;
-    let mut summary = format!("bpfscope: {tool}: {events} events");
-    let losses = stats.losses();
-    if losses.is_empty() {
-        summary.push_str(", none lost");
-    } else {
-        summary.push_str(&format!("; lost: {}", losses.join("; ")));
-    }
-    eprintln!("{summary}");
+    eprintln!(
+        "bpfscope: {tool}: {events} events{}",
+        stats()?.loss_summary()
+    );
     Ok(())
 }
 

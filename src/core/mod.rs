@@ -19,3 +19,9 @@ pub mod stats;
 pub mod symbolize;
 pub mod syscall_table;
 pub mod target;
+
+/// A NUL-terminated string from a BPF struct (comm, names), lossily as UTF-8.
+pub fn c_string(bytes: &[u8]) -> String {
+    let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..length]).into_owned()
+}

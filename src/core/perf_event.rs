@@ -57,6 +57,15 @@ pub fn open_cpu_clock(cpu: u32, hz: u64) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A sampling frequency must be at least 1 Hz and at most what the kernel allows.
+pub fn check_frequency(hz: u64) -> Result<()> {
+    let max = max_sample_rate();
+    if hz == 0 || hz > max {
+        bail!("bad frequency {hz} Hz: must be between 1 and {max} (kernel.perf_event_max_sample_rate)");
+    }
+    Ok(())
+}
+
 /// The highest sampling rate the kernel allows (kernel.perf_event_max_sample_rate).
 pub fn max_sample_rate() -> u64 {
     std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::core::c_string;
+
 /// bpf_get_stackid() result meaning "not requested" (set by the BPF side).
 pub const STACK_NOT_REQUESTED: i32 = -1;
 /// bpf_get_stackid() result meaning "there was no stack" (e.g. no kernel
@@ -31,15 +33,13 @@ impl StackKey {
             return None;
         }
         let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let comm = &bytes[24..40];
-        let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
         Some(StackKey {
             tgid: u32_at(0),
             tid: u32_at(4),
             address_space: u64::from_ne_bytes(bytes[8..16].try_into().expect("8 bytes")),
             user_stack_id: u32_at(16) as i32,
             kernel_stack_id: u32_at(20) as i32,
-            comm: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
+            comm: c_string(&bytes[24..40]),
         })
     }
 }

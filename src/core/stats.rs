@@ -54,6 +54,16 @@ impl RunStats {
         })
     }
 
+    /// The end of a tool's summary line: ", none lost" or "; lost: ...".
+    pub fn loss_summary(&self) -> String {
+        let losses = self.losses();
+        if losses.is_empty() {
+            ", none lost".to_string()
+        } else {
+            format!("; lost: {}", losses.join("; "))
+        }
+    }
+
     /// One phrase per kind of loss that happened, for the summary line.
     pub fn losses(&self) -> Vec<String> {
         let mut losses = Vec::new();

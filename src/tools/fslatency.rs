@@ -15,12 +15,12 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
-use crate::core::event_stream;
 use crate::core::histograms::{self, time_of_day, HistogramArgs};
 use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, ObjectStorage};
 use crate::core::stats::RunStats;
 use crate::core::target::{set_filter_flags, write_target_filters};
 use crate::core::target::{TargetSpec, Targets};
+use crate::core::{c_string, event_stream};
 use crate::core::{preflight, signals, syscall_table};
 use crate::model::histogram::HistogramKey;
 use crate::output::histogram::json_string;
@@ -255,11 +255,6 @@ struct SlowOp {
     comm: String,
     fstype: String,
     file_name: String,
-}
-
-fn c_string(bytes: &[u8]) -> String {
-    let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..length]).into_owned()
 }
 
 impl SlowOp {

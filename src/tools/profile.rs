@@ -53,17 +53,6 @@ pub struct ProfileArgs {
 }
 
 impl ProfileArgs {
-    fn check_frequency(&self) -> Result<()> {
-        let max = perf_event::max_sample_rate();
-        if self.frequency == 0 || self.frequency > max {
-            bail!(
-                "bad frequency {} Hz: must be between 1 and {max} (kernel.perf_event_max_sample_rate)",
-                self.frequency
-            );
-        }
-        Ok(())
-    }
-
     fn cpus(&self) -> Result<Vec<u32>> {
         let online = cpus::online_cpus()?;
         match self.cpu {
@@ -142,7 +131,7 @@ pub fn attach<'obj>(
 
 pub fn run(args: ProfileArgs) -> Result<()> {
     let common = &args.common;
-    args.check_frequency()?;
+    perf_event::check_frequency(args.frequency)?;
     let format = common.validate()?;
     let cpus = args.cpus()?;
     preflight::check_all()?;

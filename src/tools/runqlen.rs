@@ -48,13 +48,7 @@ pub fn run(args: RunqlenArgs) -> Result<()> {
     if common.milliseconds {
         bail!("runqlen counts tasks, not time: -m does not apply");
     }
-    let max = perf_event::max_sample_rate();
-    if args.frequency == 0 || args.frequency > max {
-        bail!(
-            "bad frequency {} Hz: must be between 1 and {max}",
-            args.frequency
-        );
-    }
+    perf_event::check_frequency(args.frequency)?;
     preflight::check_all()?;
     let targets = common.target_spec(&[]).resolve()?;
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use libbpf_rs::MapCore;
 
 use crate::core::histograms::read_histograms;
@@ -215,10 +215,7 @@ fn http_response(
     content_type: &str,
     body: String,
 ) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-    tiny_http::Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header)
+    http_bytes(status, content_type, body.into_bytes())
 }
 
 /// The continuous CPU sampler and what symbolizing its stacks needs.
@@ -287,10 +284,7 @@ impl Sampler<'_> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let max_rate = perf_event::max_sample_rate();
-    if args.hz == 0 || args.hz > max_rate {
-        bail!("bad --hz {}: must be between 1 and {max_rate}", args.hz);
-    }
+    perf_event::check_frequency(args.hz)?;
     preflight::check_all()?;
     let server = tiny_http::Server::http(args.listen)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;

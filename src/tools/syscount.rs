@@ -77,14 +77,16 @@ fn read_process_rows(totals: &dyn MapCore, clear: bool) -> Result<Vec<Row>> {
         } else {
             totals.lookup(&key, MapFlags::ANY)?
         };
-        let (Some(value), true) = (value, key.len() >= 24) else {
+        let (Some(value), true) = (value, key.len() >= histograms::KEY_SIZE) else {
             continue;
         };
-        let comm = &key[8..24];
-        let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(16);
+        // `totals` is keyed by struct hist_key: the tgid and the comm.
+        let HistogramKey::Keyed { id, name } = histograms::parse_key(&key) else {
+            continue;
+        };
         rows.push(Row {
-            id: word(&key, 0),
-            name: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
+            id,
+            name,
             count: word(&value, 0),
             total_ns: word(&value, 8),
         });

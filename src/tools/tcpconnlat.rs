@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
+use crate::core::c_string;
 use crate::core::event_stream::{self, EventArgs};
 use crate::core::histograms::{read_histograms, time_of_day};
 use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
@@ -42,10 +43,7 @@ fn render_event(raw: &[u8], json: bool) -> Option<String> {
     let conn = Connection::parse(raw)?;
     let latency_ns = u64::from_ne_bytes(raw[40..48].try_into().ok()?);
     let pid = u32::from_ne_bytes(raw[48..52].try_into().ok()?);
-    let comm_raw = &raw[56..72];
-    let comm =
-        String::from_utf8_lossy(&comm_raw[..comm_raw.iter().position(|&b| b == 0).unwrap_or(16)])
-            .into_owned();
+    let comm = c_string(&raw[56..72]);
     Some(if json {
         format!(
             "{{\"time\":{},\"pid\":{pid},\"comm\":{},\"ip\":{},\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},\"latency_ns\":{latency_ns}}}\n",

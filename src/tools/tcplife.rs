@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
+use crate::core::c_string;
 use crate::core::event_stream::{self, EventArgs};
 use crate::core::histograms::time_of_day;
 use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
@@ -38,10 +39,7 @@ fn render_event(raw: &[u8], json: bool) -> Option<String> {
     let u64_at = |at: usize| u64::from_ne_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
     let (duration_ns, sent, received) = (u64_at(40), u64_at(48), u64_at(56));
     let pid = u32::from_ne_bytes(raw[64..68].try_into().ok()?);
-    let comm_raw = &raw[72..88];
-    let comm =
-        String::from_utf8_lossy(&comm_raw[..comm_raw.iter().position(|&b| b == 0).unwrap_or(16)])
-            .into_owned();
+    let comm = c_string(&raw[72..88]);
     Some(if json {
         format!(
             "{{\"time\":{},\"pid\":{pid},\"comm\":{},\"ip\":{},\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"tx_bytes\":{sent},\"rx_bytes\":{received},\"duration_ns\":{duration_ns}}}\n",
