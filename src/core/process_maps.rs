@@ -91,6 +91,8 @@ fn parse_line(line: &str) -> Option<Module> {
 #[derive(Default)]
 pub struct AddressSpaces {
     spaces: HashMap<(u32, u64), AddressSpace>,
+    /// The address space each process announced last: its current image.
+    current: HashMap<u32, u64>,
     /// Processes that were gone before their mappings could be read.
     pub missed: u64,
 }
@@ -105,19 +107,16 @@ impl AddressSpaces {
                     .entry((tgid, address_space))
                     .or_default()
                     .merge(space);
+                self.current.insert(tgid, address_space);
             }
             Err(_) => self.missed += 1,
         }
     }
 
-    /// Re-reads processes still alive at the end, to catch late-loaded libraries.
+    /// Re-reads the current image of processes still alive, to catch
+    /// late-loaded libraries (never into a snapshot from before an exec).
     pub fn refresh_living(&mut self) {
-        let keys: Vec<(u32, u64)> = self.spaces.keys().copied().collect();
-        let mut latest: HashMap<u32, u64> = HashMap::new();
-        for (tgid, address_space) in keys {
-            latest.insert(tgid, address_space);
-        }
-        for (tgid, address_space) in latest {
+        for (&tgid, &address_space) in &self.current {
             if let Ok(text) = fs::read_to_string(format!("/proc/{tgid}/maps")) {
                 if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
                     space.merge(AddressSpace::parse(&text));
@@ -129,8 +128,9 @@ impl AddressSpaces {
     /// Drops the snapshots of processes that have exited (for long-running
     /// agents, once no counted stack refers to them any more).
     pub fn forget_exited(&mut self) {
-        self.spaces
-            .retain(|(tgid, _), _| crate::core::target::process_alive(*tgid));
+        use crate::core::target::process_alive;
+        self.spaces.retain(|(tgid, _), _| process_alive(*tgid));
+        self.current.retain(|tgid, _| process_alive(*tgid));
     }
 
     pub fn get(&self, tgid: u32, address_space: u64) -> Option<&AddressSpace> {
@@ -149,6 +149,21 @@ mod tests {
 7f1e2c200000-7f1e2c201000 rw-p 00000000 00:00 0
 7ffd3a5fe000-7ffd3a600000 r-xp 00000000 00:00 0                          [vdso]
 ";
+
+    #[test]
+    fn refresh_reads_into_the_current_image_only() {
+        let mut spaces = AddressSpaces::default();
+        let me = std::process::id();
+        spaces.spaces.insert((me, 1), AddressSpace::default());
+        spaces.spaces.insert((me, 2), AddressSpace::default());
+        spaces.current.insert(me, 2);
+        spaces.refresh_living();
+        assert!(
+            spaces.get(me, 1).unwrap().modules.is_empty(),
+            "the pre-exec image was changed"
+        );
+        assert!(!spaces.get(me, 2).unwrap().modules.is_empty());
+    }
 
     #[test]
     fn keeps_executable_mappings_and_resolves_file_offsets() {
