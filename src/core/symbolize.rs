@@ -21,7 +21,8 @@ type Names = Vec<String>;
 pub struct Symbolizer {
     blazesym: Blazesym,
     kernel: HashMap<u64, Names>,
-    user: HashMap<(PathBuf, u64), Names>,
+    /// By file, then file offset.
+    user: HashMap<PathBuf, HashMap<u64, Names>>,
 }
 
 /// Collects every address a profile needs so each source is read once.
@@ -91,9 +92,10 @@ impl Symbolizer {
             }
         }
         for (path, offsets) in wanted.user {
+            let known = self.user.entry(path.clone()).or_default();
             let offsets: Vec<u64> = offsets
                 .into_iter()
-                .filter(|offset| !self.user.contains_key(&(path.clone(), *offset)))
+                .filter(|offset| !known.contains_key(offset))
                 .collect();
             if offsets.is_empty() {
                 continue;
@@ -103,9 +105,12 @@ impl Symbolizer {
                 .blazesym
                 .symbolize(&source, Input::FileOffset(&offsets))
                 .unwrap_or_default();
+            let known = self.user.entry(path).or_default();
             for (index, offset) in offsets.iter().enumerate() {
-                let names = results.get(index).map(names_of).unwrap_or_default();
-                self.user.insert((path.clone(), *offset), names);
+                known.insert(
+                    *offset,
+                    results.get(index).map(names_of).unwrap_or_default(),
+                );
             }
         }
     }
@@ -122,7 +127,7 @@ impl Symbolizer {
     pub fn user_frame(&self, address: u64, location: Option<(Arc<Module>, u64)>) -> Frame {
         let functions = location
             .as_ref()
-            .and_then(|(module, offset)| self.user.get(&(module.path.clone(), *offset)).cloned())
+            .and_then(|(module, offset)| self.user.get(&module.path)?.get(offset).cloned())
             .unwrap_or_default();
         Frame {
             kind: FrameKind::User,
