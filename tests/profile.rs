@@ -189,13 +189,25 @@ fn short_lived_processes_keep_their_symbols() {
         all >= 500,
         "expected ~1250 samples of 25 x 50 ms, got {all}"
     );
-    let named = stacks
-        .iter()
-        .filter(|s| s.frames.iter().any(|f| f == "short_burn_spin"))
-        .map(|s| s.count)
-        .sum::<u64>();
+    // Frames in the workload's own binary must all be named even though each
+    // process exited long before symbolization. Samples outside it (exec,
+    // ld.so, exit, and libc's clock_gettime, whose missing frame pointer
+    // hides its caller) are legitimately without short_burn_spin: a few %.
+    let count_where = |pred: &dyn Fn(&str) -> bool| {
+        stacks
+            .iter()
+            .filter(|s| s.frames.iter().any(|f| pred(f)))
+            .map(|s| s.count)
+            .sum::<u64>()
+    };
+    let unnamed = count_where(&|f| f.starts_with("[unknown]") && f.contains("short_burn"));
     assert!(
-        named as f64 >= 0.95 * all as f64,
+        unnamed as f64 <= 0.01 * all as f64,
+        "{unnamed} of {all} samples have unnamed frames in short_burn"
+    );
+    let named = count_where(&|f| f == "short_burn_spin");
+    assert!(
+        named as f64 >= 0.90 * all as f64,
         "only {named} of {all} samples carry short_burn_spin"
     );
 }
