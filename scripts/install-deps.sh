@@ -3,10 +3,11 @@
 # clang (BPF programs), libelf/zlib (libbpf), bpftool (tests inspect links),
 # golang-go (tests read pprof output with `go tool pprof`), iproute2 (TCP tests use
 # network namespaces), prometheus (serve is checked with promtool and scraped by a
-# real server), and a Rust toolchain.
+# real server), and a Rust toolchain. Extra packages given as arguments are
+# installed too (the test command adds chromium for the live-page test).
 set -euo pipefail
 
-packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftool golang-go util-linux iproute2 prometheus curl ca-certificates)
+packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftool golang-go util-linux iproute2 prometheus curl ca-certificates "$@")
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -3,7 +3,8 @@
 # BPF programs, so it must run as root). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+# chromium: serve's live page is tested in a headless browser.
+scripts/install-deps.sh chromium
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # The cgroup test needs a cgroup v2 hierarchy; hybrid hosts have it at

@@ -37,6 +37,11 @@ fn get(port: u16, path: &str) -> (u16, String) {
 /// Starts `serve` on a free loopback port and waits until it serves; the
 /// guard kills it if a test fails before stopping it.
 fn start_serve() -> (Workload, u16) {
+    start_serve_with(&[])
+}
+
+/// `start_serve` with more flags.
+fn start_serve_with(flags: &[&str]) -> (Workload, u16) {
     let port = free_port();
     let child = bpfscope()
         .args([
@@ -46,6 +51,7 @@ fn start_serve() -> (Workload, u16) {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(flags)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -76,19 +82,8 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .ok()
 }
 
-#[test]
-fn metrics_are_valid_and_show_the_workload() {
-    let _serial = serial();
-    let (serve, port) = start_serve();
-    let dir = tmp_dir();
-    let status = Command::new(workload("direct_writes"))
-        .arg("200")
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (code, metrics) = get(port, "/metrics");
-    assert_eq!(code, 200);
+/// `promtool check metrics` accepts the exposition.
+fn assert_valid(metrics: &str) {
     let check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -109,6 +104,22 @@ fn metrics_are_valid_and_show_the_workload() {
         String::from_utf8_lossy(&verdict.stdout),
         String::from_utf8_lossy(&verdict.stderr)
     );
+}
+
+#[test]
+fn metrics_are_valid_and_show_the_workload() {
+    let _serial = serial();
+    let (serve, port) = start_serve();
+    let dir = tmp_dir();
+    let status = Command::new(workload("direct_writes"))
+        .arg("200")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert_valid(&metrics);
     let writes = metrics
         .lines()
         .filter(|l| {
@@ -253,4 +264,218 @@ fn pprof_and_flame_graph_windows_show_the_hot_function() {
     assert_eq!(get(port, "/flamegraph.svg?seconds=0").0, 400);
     stop_serve(serve);
     drop(burner);
+}
+
+/// A cgroup v2 directory of its own, removed when dropped (its processes
+/// must have exited by then).
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    /// Its path relative to the cgroup2 mount: the `cgroup` label.
+    label: String,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let mount = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+            .expect("a cgroup2 mount (the test command mounts one)");
+        let label = format!("/bpfscope-{name}-{}", std::process::id());
+        let dir = std::path::Path::new(&mount).join(&label[1..]);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestCgroup { dir, label }
+    }
+
+    /// A command that enters this cgroup, then runs `program ARGS`.
+    fn command(&self, program: &std::path::Path, args: &[&str]) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
+            .arg(&self.dir)
+            .arg(program)
+            .args(args);
+        command
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Exited tasks leave the cgroup asynchronously: rmdir may be busy briefly.
+        wait_for(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
+        });
+    }
+}
+
+/// The sum of the samples of lines starting with `prefix` and containing all of `parts`.
+fn sum_where(metrics: &str, prefix: &str, parts: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn every_source_labelled_by_cgroup_with_an_offcpu_window() {
+    let _serial = serial();
+    let cgroup = TestCgroup::new("serve");
+    // The blocker alone in its own, so its off-CPU time is known.
+    let blocker_cgroup = TestCgroup::new("blocker");
+    let (serve, port) = start_serve_with(&[
+        "--metrics",
+        "runqlat,biolatency,fslatency,tcp,offcpu",
+        "--cgroup-labels",
+        "--bpf-stats",
+    ]);
+    let (reads, fsyncs, connections, block_seconds) = (40, 7, 12, 3.0);
+    let mut blocker = blocker_cgroup
+        .command(&workload("offcpu_blocks"), &["mix", "3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let offcpu = std::thread::spawn(move || get_bytes(port, "/debug/pprof/offcpu?seconds=2"));
+    let dir = tmp_dir().join(format!("serve-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = cgroup
+        .command(
+            &workload("file_ops"),
+            &[
+                dir.to_str().unwrap(),
+                &reads.to_string(),
+                &fsyncs.to_string(),
+            ],
+        )
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = cgroup
+        .command(
+            &workload("tcp_sessions"),
+            &[&connections.to_string(), "1000"],
+        )
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(blocker.wait().unwrap().success());
+
+    // Off-CPU window: the blocker's 50 ms sleeps dominate it.
+    let (code, profile) = offcpu.join().unwrap();
+    assert_eq!(code, 200);
+    let path = tmp_dir().join("serve-offcpu.pb.gz");
+    std::fs::write(&path, &profile).unwrap();
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&path)
+        .env("HOME", tmp_dir())
+        .output()
+        .unwrap();
+    let top_text = String::from_utf8_lossy(&top.stdout);
+    assert!(top_text.contains("long_sleep"), "{top_text}");
+
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert_valid(&metrics);
+    let ours = format!("cgroup=\"{}\"", cgroup.label);
+    let fs = "bpfscope_filesystem_latency_seconds_count{";
+    assert_eq!(
+        sum_where(&metrics, fs, &[&ours, "operation=\"fsync\""]),
+        fsyncs as f64,
+        "{metrics}"
+    );
+    // The loader's reads of shared libraries count too.
+    assert!(sum_where(&metrics, fs, &[&ours, "operation=\"read\""]) >= reads as f64);
+    assert_eq!(
+        sum_where(
+            &metrics,
+            "bpfscope_tcp_connect_latency_seconds_count{",
+            &[&ours]
+        ),
+        connections as f64,
+        "{metrics}"
+    );
+    assert!(
+        sum_where(
+            &metrics,
+            "bpfscope_runqueue_latency_seconds_count{",
+            &[&ours]
+        ) > 0.0
+    );
+    // Blocked nearly all of its 3 s; tolerance 10 % below, 5 % above.
+    let blocker_label = format!("cgroup=\"{}\"", blocker_cgroup.label);
+    let offcpu_seconds = sum_where(
+        &metrics,
+        "bpfscope_offcpu_seconds_total{",
+        &[&blocker_label],
+    );
+    assert!(
+        (0.9 * block_seconds..=1.05 * block_seconds).contains(&offcpu_seconds),
+        "off-CPU {offcpu_seconds} s for a workload blocked ~{block_seconds} s"
+    );
+    assert!(
+        sum_where(
+            &metrics,
+            "bpfscope_bpf_program_run_seconds_total{",
+            &["tool=\"runqlat\"", "program=\"switch_btf\""]
+        ) > 0.0,
+        "{metrics}"
+    );
+    assert!(metrics.contains("bpfscope_block_io_latency_seconds_count{disk="));
+
+    // A removed cgroup's series go away (and its kernel map entries with them).
+    let removed = [cgroup.dir.clone(), blocker_cgroup.dir.clone()];
+    drop((cgroup, blocker_cgroup));
+    assert!(
+        removed.iter().all(|dir| !dir.exists()),
+        "cgroups not removed"
+    );
+    let (_, metrics) = get(port, "/metrics");
+    assert!(!metrics.contains(&ours), "{metrics}");
+    stop_serve(serve);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn max_series_folds_the_quietest_into_other() {
+    let _serial = serial();
+    let (serve, port) = start_serve_with(&[
+        "--metrics",
+        "runqlat",
+        "--cgroup-labels",
+        "--max-series",
+        "2",
+    ]);
+    let cgroups: Vec<TestCgroup> = (0..3)
+        .map(|i| TestCgroup::new(&format!("series{i}")))
+        .collect();
+    for cgroup in &cgroups {
+        let status = cgroup
+            .command(&workload("short_burn"), &["20"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let (_, metrics) = get(port, "/metrics");
+    assert_valid(&metrics);
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("bpfscope_runqueue_latency_seconds_count{"))
+        .collect();
+    assert_eq!(series.len(), 2, "{metrics}");
+    assert!(
+        series.iter().any(|l| l.contains("cgroup=\"other\"")),
+        "{metrics}"
+    );
+    // The root cgroup and three of ours: at least two folded.
+    let folded = sample(
+        &metrics,
+        "bpfscope_series_folded{metric=\"bpfscope_runqueue_latency_seconds\"}",
+    )
+    .unwrap();
+    assert!(folded >= 2.0, "{metrics}");
+    drop(cgroups);
+    stop_serve(serve);
 }

@@ -150,8 +150,14 @@ static __always_inline s32 capture_stack(void *ctx, u64 flags)
 	return id;
 }
 
-/* Adds `amount` to the counter of `key` in `counts` (a hash of stack_key -> u64). */
-static __always_inline void add_to_count(void *counts, struct stack_key *key, u64 amount)
+/* The cgroup v2 id of a task (its directory's inode number in cgroupfs). */
+static __always_inline u64 task_cgroup_id(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+/* Adds `amount` to the u64 value of `key` in a hash map, creating it at 0. */
+static __always_inline void add_to_count(void *counts, void *key, u64 amount)
 {
 	u64 *value = bpf_map_lookup_elem(counts, key);
 	long err;

@@ -146,6 +146,8 @@ static __always_inline void finish_op(struct in_flight *op, struct file *file, l
 	stat_inc(STAT_EVENTS);
 	if (!report_slow) {
 		key.id = op->op;
+		if (key_by_cgroup)
+			key.cgroup = bpf_get_current_cgroup_id();
 		hist_add(&key, delta / unit_ns);
 		return;
 	}

@@ -26,8 +26,13 @@ struct hist {
 
 struct hist_key {
 	u64 id;                 /* pid, tid, device, syscall number... per tool */
+	u64 cgroup;             /* cgroup v2 id where key_by_cgroup, else 0 */
 	char name[TASK_COMM_LEN];
 };
+
+/* serve --cgroup-labels: histograms keyed by the cgroup of the task measured. */
+const volatile bool key_by_cgroup = false;
+
 
 const struct hist zero_hist = {};
 

@@ -39,6 +39,15 @@ const volatile u64 max_block_ns = ~0ULL;
 const volatile u32 revalidate_every = 16;
 const volatile u64 revalidate_after_ns = 1000000;
 const volatile u32 flush_every = 64;
+const volatile bool total_by_cgroup = false;   /* serve: off-CPU time per cgroup */
+
+/* Off-CPU nanoseconds per cgroup v2 id, where total_by_cgroup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u64);
+	__type(value, u64);
+} cgroup_totals SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -241,6 +250,11 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 	key.kernel_stack_id = b->pending.kernel_stack_id;
 	BPF_CORE_READ_INTO(&key.comm, task, comm);
 	add_to_count(&counts, &key, b->pending.ns);
+	if (total_by_cgroup) {
+		u64 cgroup = task_cgroup_id(task);
+
+		add_to_count(&cgroup_totals, &cgroup, b->pending.ns);
+	}
 	b->pending.ns = 0;
 	b->pending.blocks = 0;
 }

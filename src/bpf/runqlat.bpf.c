@@ -32,17 +32,21 @@ static __always_inline bool selected(u32 tgid, u32 tid)
 	return tid != 0 && task_selected(tgid, tid);
 }
 
-static __always_inline void record_latency(u32 tgid, u32 tid, const char *comm, u64 delta_ns)
+static __always_inline void record_latency(struct task_struct *task, u32 tgid, u32 tid, u64 delta_ns)
 {
 	struct hist_key key = {};
 
 	/* Events are counted by the histograms themselves. */
-	if (!per_process && !per_thread) {
+	if (!per_process && !per_thread && !key_by_cgroup) {
 		hist_add(NULL, delta_ns / unit_ns);
 		return;
 	}
-	key.id = per_thread ? tid : tgid;
-	bpf_probe_read_kernel(&key.name, sizeof(key.name), comm);
+	if (per_process || per_thread) {
+		key.id = per_thread ? tid : tgid;
+		BPF_CORE_READ_INTO(&key.name, task, comm);
+	}
+	if (key_by_cgroup)
+		key.cgroup = task_cgroup_id(task);
 	hist_add(&key, delta_ns / unit_ns);
 }
 
@@ -83,7 +87,7 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_str
 		enqueue_btf(prev, now);
 	at = bpf_task_storage_get(&enqueued_at, next, 0, 0);
 	if (at && *at) {
-		record_latency(next->tgid, next->pid, next->comm, now - *at);
+		record_latency(next, next->tgid, next->pid, now - *at);
 		*at = 0;
 	}
 	return 0;
@@ -126,7 +130,7 @@ int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_str
 		enqueue_raw(prev);
 	at = bpf_map_lookup_elem(&enqueued_by_tid, &tid);
 	if (at) {
-		record_latency(BPF_CORE_READ(next, tgid), tid, next->comm, bpf_ktime_get_ns() - *at);
+		record_latency(next, BPF_CORE_READ(next, tgid), tid, bpf_ktime_get_ns() - *at);
 		bpf_map_delete_elem(&enqueued_by_tid, &tid);
 	}
 	return 0;

@@ -13,6 +13,7 @@ const volatile u64 unit_ns = 1000;
 
 struct connecting {
 	u64 start_ns;
+	u64 cgroup;             /* of the connecting task, where key_by_cgroup */
 	u32 tgid;
 	u32 pad;
 	char comm[TASK_COMM_LEN];
@@ -42,6 +43,7 @@ static __always_inline void state_change(const struct sock *sk, int old_state, i
 {
 	u64 key = (u64)sk, pid_tgid = bpf_get_current_pid_tgid();
 	struct connecting fresh = {}, *started;
+	struct hist_key hkey = {};
 	struct connect_event *event;
 	u64 delta;
 
@@ -52,6 +54,8 @@ static __always_inline void state_change(const struct sock *sk, int old_state, i
 			return;
 		fresh.start_ns = bpf_ktime_get_ns();
 		fresh.tgid = pid_tgid >> 32;
+		if (key_by_cgroup)
+			fresh.cgroup = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
 		if (bpf_map_update_elem(&connecting_socks, &key, &fresh, BPF_ANY))
 			stat_inc(STAT_COUNTS_FULL);
@@ -65,7 +69,10 @@ static __always_inline void state_change(const struct sock *sk, int old_state, i
 	delta = bpf_ktime_get_ns() - started->start_ns;
 	if (new_state == TCP_ESTABLISHED) {
 		stat_inc(STAT_EVENTS);
-		if (histogram_only) {
+		if (histogram_only && key_by_cgroup) {
+			hkey.cgroup = started->cgroup;
+			hist_add(&hkey, delta / unit_ns);
+		} else if (histogram_only) {
 			hist_add(NULL, delta / unit_ns);
 		} else if ((event = bpf_ringbuf_reserve(&connect_events, sizeof(*event), 0))) {
 			read_connection(sk, &event->conn);

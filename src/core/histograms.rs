@@ -3,6 +3,7 @@
 //! (`[INTERVAL [COUNT]]`, `-T`, `-m`, `--json`) and the loop that prints one
 //! report per interval.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::output::write_stdout;
 const HIST_SLOTS: usize = 40;
 /// sizeof(struct hist) and sizeof(struct hist_key).
 const HIST_SIZE: usize = HIST_SLOTS * 8 + 16;
-pub const KEY_SIZE: usize = 24;
+pub const KEY_SIZE: usize = 32;
 
 /// Flags every histogram tool takes (BCC's conventions).
 #[derive(Debug, clap::Args)]
@@ -98,12 +99,17 @@ fn parse_hist(bytes: &[u8]) -> Histogram {
     }
 }
 
-/// Mirrors `struct hist_key` in histogram.h: an id and a name.
+/// Mirrors `struct hist_key` in histogram.h: an id, a cgroup id and a name.
 pub fn parse_key(bytes: &[u8]) -> HistogramKey {
     HistogramKey::Keyed {
         id: u64::from_ne_bytes(bytes[0..8].try_into().expect("8 bytes")),
-        name: c_string(&bytes[8..KEY_SIZE]),
+        name: c_string(&bytes[16..KEY_SIZE]),
     }
+}
+
+/// The cgroup v2 id of a `struct hist_key` (0 unless keyed by cgroup).
+fn key_cgroup(bytes: &[u8]) -> u64 {
+    u64::from_ne_bytes(bytes[8..16].try_into().expect("8 bytes"))
 }
 
 /// Reads the keyed histograms (`hists`) and the per-CPU total
@@ -113,6 +119,19 @@ pub fn read_histograms(
     total: &dyn MapCore,
     clear: bool,
 ) -> Result<Vec<(HistogramKey, Histogram)>> {
+    Ok(read_histograms_by_cgroup(hists, total, clear)?
+        .into_iter()
+        .map(|(_, key, histogram)| (key, histogram))
+        .collect())
+}
+
+/// As `read_histograms`, with each histogram's cgroup id (0 for the total
+/// and for programs not keyed by cgroup).
+pub fn read_histograms_by_cgroup(
+    hists: &dyn MapCore,
+    total: &dyn MapCore,
+    clear: bool,
+) -> Result<Vec<(u64, HistogramKey, Histogram)>> {
     let mut histograms = Vec::new();
     for key in hists.keys().collect::<Vec<_>>() {
         let value = if clear {
@@ -121,7 +140,7 @@ pub fn read_histograms(
             hists.lookup(&key, MapFlags::ANY)?
         };
         if let Some(value) = value.filter(|v| v.len() >= HIST_SIZE && key.len() >= KEY_SIZE) {
-            histograms.push((parse_key(&key), parse_hist(&value)));
+            histograms.push((key_cgroup(&key), parse_key(&key), parse_hist(&value)));
         }
     }
     let zero = 0u32.to_ne_bytes();
@@ -135,10 +154,24 @@ pub fn read_histograms(
             total.update_percpu(&zero, &zeros, MapFlags::ANY)?;
         }
         if sum.count > 0 {
-            histograms.push((HistogramKey::Total, sum));
+            histograms.push((0, HistogramKey::Total, sum));
         }
     }
     Ok(histograms)
+}
+
+/// Deletes the entries of `map` whose key holds, at byte `offset`, the id of
+/// a cgroup in `gone` (histograms and totals of removed cgroups).
+pub fn delete_cgroup_keys(map: &dyn MapCore, offset: usize, gone: &HashSet<u64>) {
+    for key in map.keys().collect::<Vec<_>>() {
+        let id = key
+            .get(offset..offset + 8)
+            .map(|bytes| u64::from_ne_bytes(bytes.try_into().expect("8 bytes")));
+        if id.is_some_and(|id| gone.contains(&id)) {
+            // A key deleted meanwhile needs no deleting.
+            map.delete(&key).ok();
+        }
+    }
 }
 
 /// The wall-clock time of day, "HH:MM:SS" (local time), for -T.
@@ -251,9 +284,11 @@ mod tests {
         assert_eq!((hist.count, hist.sum), (39, 1234));
 
         let mut key = 77u64.to_ne_bytes().to_vec();
+        key.extend(4242u64.to_ne_bytes());
         let mut name = [0u8; 16];
         name[..3].copy_from_slice(b"sda");
         key.extend(name);
+        assert_eq!(key.len(), KEY_SIZE);
         assert_eq!(
             parse_key(&key),
             HistogramKey::Keyed {
@@ -261,5 +296,6 @@ mod tests {
                 name: "sda".into()
             }
         );
+        assert_eq!(key_cgroup(&key), 4242);
     }
 }

@@ -3,6 +3,8 @@
 //! (with fallbacks), reading stacks back from kernel maps, symbolizing them,
 //! and running a collection until it should stop.
 
+pub mod bpf_stats;
+pub mod cgroup_names;
 pub mod cpus;
 pub mod event_stream;
 pub mod histograms;

@@ -17,6 +17,9 @@ pub struct Series {
     pub histogram: Histogram,
 }
 
+/// A labelled counter or gauge value.
+pub type Sample = (Vec<(String, String)>, f64);
+
 /// Builds an exposition, one metric family at a time.
 #[derive(Default)]
 pub struct Exposition {
@@ -103,13 +106,24 @@ impl Exposition {
 
     /// A counter; `name` ends in `_total`.
     pub fn counter(&mut self, name: &str, help: &str, value: f64) {
-        self.header(name, help, "counter");
-        let _ = writeln!(self.text, "{name} {}", number(value));
+        self.samples(name, help, "counter", &[(Vec::new(), value)]);
     }
 
     pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.header(name, help, "gauge");
-        let _ = writeln!(self.text, "{name} {}", number(value));
+        self.samples(name, help, "gauge", &[(Vec::new(), value)]);
+    }
+
+    /// A family of labelled counters or gauges (`kind`).
+    pub fn samples(&mut self, name: &str, help: &str, kind: &str, values: &[Sample]) {
+        self.header(name, help, kind);
+        for (labels, value) in values {
+            let _ = writeln!(
+                self.text,
+                "{name}{} {}",
+                label_list(labels, None),
+                number(*value)
+            );
+        }
     }
 
     pub fn finish(self) -> String {

@@ -28,7 +28,8 @@ use crate::output::histogram::json_string;
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/fslatency.skel.rs"));
 }
-use skel::{FslatencySkel, FslatencySkelBuilder};
+pub use skel::FslatencySkel;
+use skel::FslatencySkelBuilder;
 
 const METHOD: &str = "Method: fentry/fexit on the VFS entry points (vfs_read, vfs_write, vfs_open, vfs_fsync_range) \
 where the kernel allows it; where it refuses fentry (many kernels do), the syscall boundary (sys_enter/sys_exit \
@@ -69,7 +70,7 @@ pub struct FsslowerArgs {
 }
 
 /// `enum fs_op` in fslatency.bpf.c.
-const OPERATIONS: [&str; 5] = ["none", "read", "write", "open", "fsync"];
+pub const OPERATIONS: [&str; 5] = ["none", "read", "write", "open", "fsync"];
 
 /// The syscalls traced, by name: (operation, the 4th argument is the offset).
 fn classify(syscall: &str) -> Option<(u8, bool)> {
@@ -111,16 +112,21 @@ fn fstype_bytes(fstype: &Option<String>) -> Result<Option<[i8; 16]>> {
     Ok(Some(bytes))
 }
 
-struct Setup {
-    unit_ns: u64,
-    slow_ns: Option<u64>,
-    fstype: Option<[i8; 16]>,
+/// What the fslatency programs measure (also used by `serve`).
+pub struct Setup {
+    pub unit_ns: u64,
+    /// fsslower: report each operation at least this slow instead of histograms.
+    pub slow_ns: Option<u64>,
+    pub fstype: Option<[i8; 16]>,
+    /// Histograms keyed by the cgroup of the calling task too.
+    pub key_by_cgroup: bool,
 }
 
 /// fentry on the VFS where the kernel allows it, else the syscall boundary.
 const FLAVORS: &[HookFlavor] = &[HookFlavor::Fentry, HookFlavor::BtfTyped, HookFlavor::Raw];
 
-fn load<'obj>(
+/// Loads fslatency.bpf.c with the first hooks the kernel accepts and attaches it.
+pub fn load<'obj>(
     storage: &'obj mut ObjectStorage,
     targets: &Targets,
     setup: &Setup,
@@ -139,6 +145,7 @@ fn load<'obj>(
         rodata.unit_ns = setup.unit_ns;
         rodata.report_slow = setup.slow_ns.is_some();
         rodata.slow_ns = setup.slow_ns.unwrap_or(0);
+        rodata.key_by_cgroup = setup.key_by_cgroup;
         if let Some(fstype) = setup.fstype {
             rodata.filter_fstype = true;
             rodata.wanted_fstype = fstype;
@@ -209,6 +216,7 @@ pub fn run_fslatency(args: FslatencyArgs) -> Result<()> {
         unit_ns: common.unit_ns(),
         slow_ns: None,
         fstype,
+        key_by_cgroup: false,
     };
     let (skel, links) = load(&mut storage, &targets, &setup)?;
 
@@ -323,6 +331,7 @@ pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
         unit_ns: 1000,
         slow_ns: Some((args.min_ms * 1e6) as u64),
         fstype,
+        key_by_cgroup: false,
     };
     let (skel, links) = load(&mut storage, &targets, &setup)?;
 

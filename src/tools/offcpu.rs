@@ -9,17 +9,20 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::core::loader::{
+    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+};
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection::{self, StackToolArgs};
 use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
-use crate::core::target::{set_filter_flags, write_target_filters};
+use crate::core::target::{set_filter_flags, write_target_filters, Targets};
 use crate::core::{preflight, signals};
 use crate::model::profile::ProfileKind;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
 }
+pub use skel::OffcpuSkel;
 use skel::OffcpuSkelBuilder;
 
 /// Task state at switch-out that `--state` keeps.
@@ -83,69 +86,80 @@ pub struct OffcpuArgs {
     pub common: StackToolArgs,
 }
 
-pub fn run(args: OffcpuArgs) -> Result<()> {
-    let common = &args.common;
-    let format = common.validate()?;
-    if let Some(max) = args.max_block_us {
-        if max < args.min_block_us {
-            bail!(
-                "bad block-time bounds: -M {max} is below -m {}",
-                args.min_block_us
-            );
-        }
-    }
-    preflight::check_all()?;
-    let started = Instant::now();
-    let mut targets = common.target_spec(&args.tids).resolve()?;
+/// What the offcpu programs measure (also used by `serve`).
+pub struct OffcpuOptions {
+    pub capture_user: bool,
+    pub capture_kernel: bool,
+    pub user_threads_only: bool,
+    pub kernel_threads_only: bool,
+    pub state: BlockState,
+    pub min_block_ns: u64,
+    pub max_block_ns: u64,
+    pub stack_storage_size: u32,
+    pub max_stacks: u32,
+    /// Also sum off-CPU time per cgroup (`cgroup_totals`).
+    pub total_by_cgroup: bool,
+}
+
+/// The loaded offcpu programs and their links.
+pub struct Attached<'obj> {
+    pub skel: OffcpuSkel<'obj>,
+    pub links: Vec<Link>,
+    /// The thread-exit hook (BTF flavor): detach it only after
+    /// `flush_all_threads`, so no exiting thread's time is lost.
+    pub exit_hook: Option<Link>,
+}
+
+/// Loads offcpu.bpf.c and attaches it to sched_switch.
+pub fn attach<'obj>(
+    storage: &'obj mut ObjectStorage,
+    targets: &Targets,
+    options: &OffcpuOptions,
+) -> Result<Attached<'obj>> {
     let filters = targets.filter_flags();
-
-    let mut storage = object_storage();
-    let (skel, flavor) =
-        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
-            let mut open = OffcpuSkelBuilder::default()
-                .open(storage)
-                .context("opening the offcpu BPF object")?;
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("offcpu object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
-            rodata.capture_user = !common.kernel_stacks_only;
-            rodata.capture_kernel = !common.user_stacks_only;
-            rodata.user_threads_only = args.user_threads_only;
-            rodata.kernel_threads_only = args.kernel_threads_only;
-            rodata.state_filter = args.state.bpf_value();
-            rodata.min_block_ns = args.min_block_us.saturating_mul(1000);
-            rodata.max_block_ns = args
-                .max_block_us
-                .map_or(u64::MAX, |us| us.saturating_mul(1000));
-            rodata.revalidate_every = STACK_REVALIDATE_EVERY;
-            let btf = flavor == HookFlavor::BtfTyped;
-            // Per-thread accumulation needs task storage (BTF flavor only).
-            rodata.flush_every = if btf { 64 } else { 1 };
-            open.maps
-                .stacks
-                .set_max_entries(common.stack_storage_size)?;
-            open.maps.counts.set_max_entries(common.max_stacks)?;
-            open.progs.switch_btf.set_autoload(btf);
-            open.progs.exit_btf.set_autoload(btf);
-            open.progs.flush_all.set_autoload(btf);
-            open.progs.switch_raw.set_autoload(!btf);
-            open.progs
-                .follow_fork_btf
-                .set_autoload(filters.follow_children && btf);
-            open.progs
-                .follow_fork_raw
-                .set_autoload(filters.follow_children && !btf);
-            if btf {
-                // Unused by this flavor: keep it minimal.
-                open.maps.blocked_by_tid.set_max_entries(1)?;
-            }
-            open.load().context("loading the offcpu BPF programs")
-        })?;
+    let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+        let mut open = OffcpuSkelBuilder::default()
+            .open(storage)
+            .context("opening the offcpu BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("offcpu object has no .rodata")?;
+        set_filter_flags!(&mut *rodata, filters);
+        rodata.capture_user = options.capture_user;
+        rodata.capture_kernel = options.capture_kernel;
+        rodata.user_threads_only = options.user_threads_only;
+        rodata.kernel_threads_only = options.kernel_threads_only;
+        rodata.state_filter = options.state.bpf_value();
+        rodata.min_block_ns = options.min_block_ns;
+        rodata.max_block_ns = options.max_block_ns;
+        rodata.revalidate_every = STACK_REVALIDATE_EVERY;
+        rodata.total_by_cgroup = options.total_by_cgroup;
+        let btf = flavor == HookFlavor::BtfTyped;
+        // Per-thread accumulation needs task storage (BTF flavor only).
+        rodata.flush_every = if btf { 64 } else { 1 };
+        open.maps
+            .stacks
+            .set_max_entries(options.stack_storage_size)?;
+        open.maps.counts.set_max_entries(options.max_stacks)?;
+        open.progs.switch_btf.set_autoload(btf);
+        open.progs.exit_btf.set_autoload(btf);
+        open.progs.flush_all.set_autoload(btf);
+        open.progs.switch_raw.set_autoload(!btf);
+        open.progs
+            .follow_fork_btf
+            .set_autoload(filters.follow_children && btf);
+        open.progs
+            .follow_fork_raw
+            .set_autoload(filters.follow_children && !btf);
+        if btf {
+            // Unused by this flavor: keep it minimal.
+            open.maps.blocked_by_tid.set_max_entries(1)?;
+        }
+        open.load().context("loading the offcpu BPF programs")
+    })?;
     write_target_filters!(targets, skel)?;
-
     let mut links: Vec<Link> = Vec::new();
     let mut exit_hook = None;
     if flavor == HookFlavor::BtfTyped {
@@ -185,6 +199,47 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
                 .context("attaching to sched_switch")?,
         );
     }
+    Ok(Attached {
+        skel,
+        links,
+        exit_hook,
+    })
+}
+
+pub fn run(args: OffcpuArgs) -> Result<()> {
+    let common = &args.common;
+    let format = common.validate()?;
+    if let Some(max) = args.max_block_us {
+        if max < args.min_block_us {
+            bail!(
+                "bad block-time bounds: -M {max} is below -m {}",
+                args.min_block_us
+            );
+        }
+    }
+    preflight::check_all()?;
+    let started = Instant::now();
+    let mut targets = common.target_spec(&args.tids).resolve()?;
+    let options = OffcpuOptions {
+        capture_user: !common.kernel_stacks_only,
+        capture_kernel: !common.user_stacks_only,
+        user_threads_only: args.user_threads_only,
+        kernel_threads_only: args.kernel_threads_only,
+        state: args.state,
+        min_block_ns: args.min_block_us.saturating_mul(1000),
+        max_block_ns: args
+            .max_block_us
+            .map_or(u64::MAX, |us| us.saturating_mul(1000)),
+        stack_storage_size: common.stack_storage_size,
+        max_stacks: common.max_stacks,
+        total_by_cgroup: false,
+    };
+    let mut storage = object_storage();
+    let Attached {
+        skel,
+        links,
+        exit_hook,
+    } = attach(&mut storage, &targets, &options)?;
     let spaces = RefCell::new(AddressSpaces::default());
     let ring = stack_collection::address_space_ring(&skel.maps.address_space_events, &spaces)?;
 
@@ -254,8 +309,10 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the task iterator that flushes every thread's accumulated time.
-fn flush_all_threads(flush_all: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
+/// Runs the task iterator that adds every thread's accumulated time to the
+/// counts map. BTF flavor only (`exit_hook` is set): the raw flavor adds each
+/// block at once and does not load the iterator.
+pub fn flush_all_threads(flush_all: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
     let link = flush_all
         .attach_iter_with_opts(libbpf_rs::IterOpts::None)
         .context("attaching the flush iterator")?;

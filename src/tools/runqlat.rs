@@ -41,6 +41,8 @@ pub struct RunqlatOptions {
     pub unit_ns: u64,
     pub per_process: bool,
     pub per_thread: bool,
+    /// Histograms keyed by the cgroup of the task that waited too.
+    pub key_by_cgroup: bool,
 }
 
 /// Loads and attaches runqlat.bpf.c (also used by `serve`).
@@ -63,6 +65,7 @@ pub fn attach<'obj>(
         rodata.unit_ns = options.unit_ns;
         rodata.per_process = options.per_process;
         rodata.per_thread = options.per_thread;
+        rodata.key_by_cgroup = options.key_by_cgroup;
         let btf = flavor == HookFlavor::BtfTyped;
         for program in [
             &mut open.progs.wakeup_btf,
@@ -115,6 +118,7 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
         unit_ns: common.unit_ns(),
         per_process: args.per_process,
         per_thread: args.per_thread,
+        key_by_cgroup: false,
     };
     let (skel, links) = attach(&mut storage, &targets, &options)?;
 

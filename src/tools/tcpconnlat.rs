@@ -4,14 +4,17 @@
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::Link;
 
 use crate::core::c_string;
 use crate::core::event_stream::{self, EventArgs};
 use crate::core::histograms::{read_histograms, time_of_day};
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::core::loader::{
+    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+};
 use crate::core::net::{Connection, CONNECTION_SIZE};
 use crate::core::stats::RunStats;
-use crate::core::target::{set_filter_flags, write_target_filters};
+use crate::core::target::{set_filter_flags, write_target_filters, Targets};
 use crate::core::{preflight, signals};
 use crate::model::histogram::{HistogramReport, Scale};
 use crate::output::histogram::{json_string, render_json, render_text};
@@ -20,6 +23,7 @@ use crate::output::write_stdout;
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpconnlat.skel.rs"));
 }
+pub use skel::TcpconnlatSkel;
 use skel::TcpconnlatSkelBuilder;
 
 /// Trace TCP connect latency (IPv4 and IPv6).
@@ -67,30 +71,33 @@ fn render_event(raw: &[u8], json: bool) -> Option<String> {
     })
 }
 
-pub fn run(args: TcpconnlatArgs) -> Result<()> {
-    let common = &args.common;
-    preflight::check_all()?;
-    let targets = common.resolve_targets()?;
+/// Loads tcpconnlat.bpf.c and attaches it (also used by `serve`): events per
+/// connection, or only the in-kernel histogram, keyed by cgroup where asked.
+pub fn attach<'obj>(
+    storage: &'obj mut ObjectStorage,
+    targets: &Targets,
+    histogram_only: bool,
+    key_by_cgroup: bool,
+) -> Result<(TcpconnlatSkel<'obj>, Link)> {
     let filters = targets.filter_flags();
-    let mut storage = object_storage();
-    let (skel, flavor) =
-        load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
-            let mut open = TcpconnlatSkelBuilder::default()
-                .open(storage)
-                .context("opening the tcpconnlat BPF object")?;
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("tcpconnlat object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
-            rodata.histogram_only = args.histogram;
-            open.progs
-                .state_btf
-                .set_autoload(flavor == HookFlavor::BtfTyped);
-            open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
-            open.load().context("loading the tcpconnlat BPF programs")
-        })?;
+    let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
+        let mut open = TcpconnlatSkelBuilder::default()
+            .open(storage)
+            .context("opening the tcpconnlat BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("tcpconnlat object has no .rodata")?;
+        set_filter_flags!(&mut *rodata, filters);
+        rodata.histogram_only = histogram_only;
+        rodata.key_by_cgroup = key_by_cgroup;
+        open.progs
+            .state_btf
+            .set_autoload(flavor == HookFlavor::BtfTyped);
+        open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
+        open.load().context("loading the tcpconnlat BPF programs")
+    })?;
     write_target_filters!(targets, skel)?;
     let program = if flavor == HookFlavor::Raw {
         &skel.progs.state_raw
@@ -100,6 +107,15 @@ pub fn run(args: TcpconnlatArgs) -> Result<()> {
     let link = program
         .attach()
         .context("attaching to sock:inet_sock_set_state")?;
+    Ok((skel, link))
+}
+
+pub fn run(args: TcpconnlatArgs) -> Result<()> {
+    let common = &args.common;
+    preflight::check_all()?;
+    let targets = common.resolve_targets()?;
+    let mut storage = object_storage();
+    let (skel, link) = attach(&mut storage, &targets, args.histogram, false)?;
 
     signals::install();
     eprintln!("bpfscope: tracing TCP connects... Hit Ctrl-C to end.");

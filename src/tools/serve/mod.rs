@@ -1,0 +1,382 @@
+//! `bpfscope serve`: an always-on agent for fleets. Prometheus scrapes
+//! `/metrics`; Parca or Pyroscope scrape the pprof endpoints; people open `/`.
+//! - `/metrics`: latency histograms summed in kernel by the selected sources
+//!   (run queue, block I/O, file system, TCP connect) and off-CPU seconds,
+//!   read at scrape time (`metrics`), plus the agent's own health.
+//! - Profile windows of the next N seconds, CPU and off-CPU, as pprof or
+//!   flame graphs (`windows`); the live page (`page`).
+//!
+//! Listens on loopback unless told otherwise; SIGTERM or Ctrl-C detaches
+//! everything and exits 0.
+
+mod metrics;
+mod page;
+mod windows;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use libbpf_rs::skel::Skel;
+
+use crate::core::loader::object_storage;
+use crate::core::process_maps::AddressSpaces;
+use crate::core::stack_collection;
+use crate::core::symbolize::Symbolizer;
+use crate::core::target::TargetSpec;
+use crate::core::{bpf_stats, cpus, perf_event, preflight, signals};
+use crate::tools::biolatency::{self, BiolatencyOptions};
+use crate::tools::fslatency;
+use crate::tools::offcpu::{self, BlockState, OffcpuOptions};
+use crate::tools::profile::{self, SamplerOptions};
+use crate::tools::runqlat::{self, RunqlatOptions};
+use crate::tools::tcpconnlat;
+use metrics::{HistogramMaps, Metrics, Sources};
+use windows::{Profiles, StackSource, Window, ENDPOINTS};
+
+/// What `/metrics` measures, besides the continuous CPU profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricSource {
+    /// Run-queue latency (sched_wakeup, sched_switch).
+    Runqlat,
+    /// Block I/O latency per disk and operation (block_rq_issue/complete).
+    Biolatency,
+    /// File operation latency per filesystem type and operation. Without
+    /// fentry (as on this kernel) it traces every syscall's entry and exit,
+    /// which costs syscall-heavy hosts several percent: off by default.
+    Fslatency,
+    /// TCP connect latency (sock:inet_sock_set_state).
+    Tcp,
+    /// Off-CPU seconds, and the off-CPU profile endpoints. Costs about 20 %
+    /// of a context-switch storm's throughput (bench/offcpu.py): off by default.
+    Offcpu,
+}
+
+/// Serve Prometheus metrics, pprof profiles and a live page.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Endpoints:
+  /                            live page: CPU flame graph and latency histograms
+  /metrics                     Prometheus text exposition
+  /debug/pprof/profile?seconds=N  gzipped pprof CPU profile of the next N seconds (default 30)
+  /debug/pprof/offcpu?seconds=N   the same for off-CPU time (with --metrics ...,offcpu)
+  /flamegraph.svg?seconds=N    CPU flame graph (default 10)
+  /offcpu.svg?seconds=N        off-CPU flame graph (with --metrics ...,offcpu)")]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; give 0.0.0.0:PORT to expose it).
+    #[arg(long, default_value = "127.0.0.1:9435", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Continuous CPU sampling frequency, per CPU, in Hz.
+    #[arg(long, default_value_t = 19, value_name = "HZ")]
+    pub hz: u64,
+    /// Metric sources to attach (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values = ["runqlat", "biolatency", "tcp"],
+        value_name = "SOURCE,.."
+    )]
+    pub metrics: Vec<MetricSource>,
+    /// Label series with the cgroup (v2 path) of the task measured: run-queue,
+    /// file system and TCP connect latency, and off-CPU seconds. Block I/O
+    /// completes in interrupt context and stays per disk only.
+    #[arg(long)]
+    pub cgroup_labels: bool,
+    /// At most this many series per metric; the rest are summed into one
+    /// series labelled "other" and counted in bpfscope_series_folded.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_series: usize,
+    /// Have the kernel count the agent's BPF program run time (two clock
+    /// reads more per program run) for bpfscope_bpf_program_run_seconds_total.
+    /// Reported anyway where sysctl kernel.bpf_stats_enabled is 1.
+    #[arg(long)]
+    pub bpf_stats: bool,
+}
+
+const STACK_STORAGE: u32 = 16384;
+const MAX_STACKS: u32 = 40960;
+
+fn http_bytes(
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
+    tiny_http::Response::from_data(body)
+        .with_status_code(status)
+        .with_header(header)
+}
+
+fn http_text(status: u16, body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    http_bytes(status, "text/plain; charset=utf-8", body.into_bytes())
+}
+
+/// A response from what a handler produced, or a 500 saying what failed.
+fn http_result(
+    result: Result<Vec<u8>>,
+    content_type: &str,
+    failed: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    match result {
+        Ok(body) => http_bytes(200, content_type, body),
+        Err(error) => http_text(500, format!("{failed} failed: {error:#}\n")),
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    perf_event::check_frequency(args.hz)?;
+    if args.max_series == 0 {
+        bail!("bad --max-series 0: give 1 or more");
+    }
+    preflight::check_all()?;
+    let server = tiny_http::Server::http(args.listen)
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
+    let targets = TargetSpec::default().resolve()?;
+    let enabled = |source| args.metrics.contains(&source);
+    let mut storages = [(); 6].map(|_| object_storage());
+    let [runqueue_storage, block_storage, fs_storage, tcp_storage, offcpu_storage, sampler_storage] =
+        &mut storages;
+
+    let runqueue = enabled(MetricSource::Runqlat)
+        .then(|| {
+            let options = RunqlatOptions {
+                unit_ns: 1000,
+                per_process: false,
+                per_thread: false,
+                key_by_cgroup: args.cgroup_labels,
+            };
+            runqlat::attach(runqueue_storage, &targets, &options)
+        })
+        .transpose()?;
+    let block = enabled(MetricSource::Biolatency)
+        .then(|| {
+            let options = BiolatencyOptions {
+                unit_ns: 1000,
+                queued: false,
+                per_disk: true,
+                per_flags: true,
+            };
+            biolatency::attach(block_storage, &targets, &options)
+        })
+        .transpose()?;
+    let filesystem = enabled(MetricSource::Fslatency)
+        .then(|| {
+            let setup = fslatency::Setup {
+                unit_ns: 1000,
+                slow_ns: None,
+                fstype: None,
+                key_by_cgroup: args.cgroup_labels,
+            };
+            fslatency::load(fs_storage, &targets, &setup)
+        })
+        .transpose()?;
+    let connect = enabled(MetricSource::Tcp)
+        .then(|| tcpconnlat::attach(tcp_storage, &targets, true, args.cgroup_labels))
+        .transpose()?;
+    let offcpu = enabled(MetricSource::Offcpu)
+        .then(|| {
+            let options = OffcpuOptions {
+                capture_user: true,
+                capture_kernel: true,
+                user_threads_only: false,
+                kernel_threads_only: false,
+                state: BlockState::All,
+                min_block_ns: 1000,
+                max_block_ns: u64::MAX,
+                stack_storage_size: STACK_STORAGE,
+                max_stacks: MAX_STACKS,
+                total_by_cgroup: true,
+            };
+            offcpu::attach(offcpu_storage, &targets, &options)
+        })
+        .transpose()?;
+    let sampler_options = SamplerOptions {
+        frequency: args.hz,
+        cpus: cpus::online_cpus()?,
+        capture_user: true,
+        capture_kernel: true,
+        include_idle: false,
+        per_thread: false,
+        stack_storage_size: STACK_STORAGE,
+        max_stacks: MAX_STACKS,
+    };
+    let (sampler, sampler_links) = profile::attach(sampler_storage, &targets, &sampler_options)?;
+
+    let stats_enabled = args.bpf_stats.then(bpf_stats::enable).transpose()?;
+    let mut metrics = Metrics::new(
+        args.cgroup_labels,
+        args.max_series,
+        stats_enabled.is_some() || bpf_stats::enabled_by_sysctl(),
+    );
+    let mut sources = Sources::default();
+    let mut add_programs = |tool: &'static str, object: &libbpf_rs::Object| -> Result<()> {
+        for (name, fd) in bpf_stats::loaded_programs(object)? {
+            sources.programs.push((tool, name, fd));
+        }
+        Ok(())
+    };
+    add_programs("profile", sampler.object())?;
+    if let Some((skel, _)) = &runqueue {
+        add_programs("runqlat", skel.object())?;
+    }
+    if let Some((skel, _)) = &block {
+        add_programs("biolatency", skel.object())?;
+    }
+    if let Some((skel, _)) = &filesystem {
+        add_programs("fslatency", skel.object())?;
+    }
+    if let Some((skel, _)) = &connect {
+        add_programs("tcpconnlat", skel.object())?;
+    }
+    if let Some(attached) = &offcpu {
+        add_programs("offcpu", attached.skel.object())?;
+    }
+    sources.stats.push(&sampler.maps.stats);
+    if let Some((skel, _)) = &runqueue {
+        sources.runqueue = Some(HistogramMaps {
+            hists: &skel.maps.hists,
+            total: &skel.maps.total_hist,
+        });
+        sources.stats.push(&skel.maps.stats);
+    }
+    if let Some((skel, _)) = &block {
+        sources.block = Some(HistogramMaps {
+            hists: &skel.maps.hists,
+            total: &skel.maps.total_hist,
+        });
+        sources.stats.push(&skel.maps.stats);
+    }
+    if let Some((skel, _)) = &filesystem {
+        sources.filesystem = Some(HistogramMaps {
+            hists: &skel.maps.hists,
+            total: &skel.maps.total_hist,
+        });
+        sources.stats.push(&skel.maps.stats);
+    }
+    if let Some((skel, _)) = &connect {
+        sources.connect = Some(HistogramMaps {
+            hists: &skel.maps.hists,
+            total: &skel.maps.total_hist,
+        });
+        sources.stats.push(&skel.maps.stats);
+    }
+    if let Some(attached) = &offcpu {
+        sources.offcpu_by_cgroup = Some(&attached.skel.maps.cgroup_totals);
+        sources.stats.push(&attached.skel.maps.stats);
+    }
+
+    let spaces = RefCell::new(AddressSpaces::default());
+    let sampler_ring =
+        stack_collection::address_space_ring(&sampler.maps.address_space_events, &spaces)?;
+    let offcpu_ring = offcpu
+        .as_ref()
+        .map(|attached| {
+            stack_collection::address_space_ring(&attached.skel.maps.address_space_events, &spaces)
+        })
+        .transpose()?;
+    let profiles = Profiles {
+        symbolizer: RefCell::new(Symbolizer::new()),
+        spaces: &spaces,
+        cpu: StackSource {
+            counts: &sampler.maps.counts,
+            stacks: &sampler.maps.stacks,
+            max_stacks: MAX_STACKS,
+            flush: None,
+        },
+        offcpu: offcpu.as_ref().map(|attached| StackSource {
+            counts: &attached.skel.maps.counts,
+            stacks: &attached.skel.maps.stacks,
+            max_stacks: MAX_STACKS,
+            flush: attached.exit_hook.as_ref().map(|_| {
+                Box::new(|| offcpu::flush_all_threads(&attached.skel.progs.flush_all))
+                    as Box<dyn Fn() -> Result<()>>
+            }),
+        }),
+        hz: args.hz,
+    };
+
+    signals::install();
+    eprintln!(
+        "bpfscope: serving on http://{} (/, /metrics, /debug/pprof/profile, /flamegraph.svg)",
+        args.listen
+    );
+    let host = stack_collection::hostname();
+    let mut windows: Vec<Window> = Vec::new();
+    let mut last_reset_check = Instant::now();
+    while !signals::stop_requested() {
+        sampler_ring.consume_raw();
+        if let Some(ring) = &offcpu_ring {
+            ring.consume_raw();
+        }
+        // Answer the windows that have ended.
+        let (done, waiting): (Vec<Window>, Vec<Window>) =
+            windows.into_iter().partition(Window::ended);
+        windows = waiting;
+        for window in done {
+            let content_type = Profiles::content_type(&window);
+            let response = http_result(
+                profiles.render(&window),
+                content_type,
+                "building the profile",
+            );
+            let _ = window.request.respond(response);
+            // Symbolizing allocates a lot briefly: give it back, so memory stays flat.
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe { libc::malloc_trim(0) };
+        }
+        if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
+            // No window is open, so no snapshot of an exited process can still be needed.
+            spaces.borrow_mut().forget_exited();
+            profiles.reset_if_full();
+            last_reset_check = Instant::now();
+        }
+
+        let Some(request) = server.recv_timeout(Duration::from_millis(100))? else {
+            continue;
+        };
+        let url = request.url().to_string();
+        let path = url.split('?').next().unwrap_or("");
+        if let Some(&(_, kind, format, seconds)) = ENDPOINTS.iter().find(|e| e.0 == path) {
+            match profiles.open(request, &url, (kind, format, seconds))? {
+                Ok(window) => windows.push(window),
+                Err((request, status, message)) => {
+                    let _ = request.respond(http_text(status, message));
+                }
+            }
+            continue;
+        }
+        let response = match path {
+            "/metrics" => http_result(
+                metrics.scrape(&sources).map(String::into_bytes),
+                "text/plain; version=0.0.4; charset=utf-8",
+                "reading the kernel maps",
+            ),
+            "/histograms" => http_result(
+                metrics.histogram_text(&sources).map(String::into_bytes),
+                "text/plain; charset=utf-8",
+                "reading the kernel maps",
+            ),
+            "/" => http_result(
+                metrics
+                    .histogram_text(&sources)
+                    .map(|text| page::render(&host, &text, offcpu.is_some()).into_bytes()),
+                "text/html; charset=utf-8",
+                "reading the kernel maps",
+            ),
+            _ => http_text(404, "not found\n".into()),
+        };
+        // A client that went away is not the agent's problem.
+        let _ = request.respond(response);
+    }
+    // Detach everything before saying so; what borrows the objects goes first.
+    drop((profiles, sampler_ring, offcpu_ring, sources));
+    drop(sampler_links);
+    drop(runqueue.map(|(_, links)| links));
+    drop(block.map(|(_, links)| links));
+    drop(filesystem.map(|(_, links)| links));
+    drop(connect.map(|(_, link)| link));
+    drop(offcpu.map(|attached| (attached.links, attached.exit_hook)));
+    eprintln!("bpfscope: stopping");
+    Ok(())
+}

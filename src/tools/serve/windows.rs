@@ -1,0 +1,248 @@
+//! Profile windows: `/debug/pprof/profile`, `/debug/pprof/offcpu`,
+//! `/flamegraph.svg` and `/offcpu.svg` answer with the profile of the next N
+//! seconds. Stacks are counted in kernel all the time; a window is the
+//! difference of two snapshots of the counts map, so windows overlap freely
+//! and wait in the main loop without blocking other requests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use libbpf_rs::MapCore;
+
+use crate::core::process_maps::AddressSpaces;
+use crate::core::stack_collection;
+use crate::core::stacks::{self, StackKey};
+use crate::core::symbolize::Symbolizer;
+use crate::model::profile::ProfileKind;
+use crate::output::folded::FoldOptions;
+use crate::output::{pprof, svg};
+
+/// Longest profile window a request may ask for.
+const MAX_WINDOW_SECONDS: u64 = 300;
+/// The in-kernel stack maps are emptied when this full, between windows.
+const RESET_FILL: f64 = 0.8;
+
+/// What a window is rendered as.
+#[derive(Clone, Copy)]
+pub enum WindowFormat {
+    Pprof,
+    Svg,
+}
+
+/// Which stacks a window profiles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StackKind {
+    Cpu,
+    OffCpu,
+}
+
+/// The profile endpoints: (path, stacks, format, default seconds).
+pub const ENDPOINTS: [(&str, StackKind, WindowFormat, u64); 4] = [
+    (
+        "/debug/pprof/profile",
+        StackKind::Cpu,
+        WindowFormat::Pprof,
+        30,
+    ),
+    ("/flamegraph.svg", StackKind::Cpu, WindowFormat::Svg, 10),
+    (
+        "/debug/pprof/offcpu",
+        StackKind::OffCpu,
+        WindowFormat::Pprof,
+        30,
+    ),
+    ("/offcpu.svg", StackKind::OffCpu, WindowFormat::Svg, 10),
+];
+
+/// A request waiting for the end of its window.
+pub struct Window {
+    pub request: tiny_http::Request,
+    kind: StackKind,
+    format: WindowFormat,
+    started: Instant,
+    length: Duration,
+    baseline: HashMap<StackKey, u64>,
+}
+
+impl Window {
+    pub fn ended(&self) -> bool {
+        self.started.elapsed() >= self.length
+    }
+}
+
+/// `seconds=N` from a query string.
+pub fn window_seconds(url: &str, default: u64) -> Result<u64, String> {
+    let Some(query) = url.split_once('?').map(|(_, q)| q) else {
+        return Ok(default);
+    };
+    match query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("seconds="))
+    {
+        None => Ok(default),
+        Some(text) => match text.parse::<u64>() {
+            Ok(seconds) if (1..=MAX_WINDOW_SECONDS).contains(&seconds) => Ok(seconds),
+            _ => Err(format!(
+                "bad seconds={text}: give 1 to {MAX_WINDOW_SECONDS}\n"
+            )),
+        },
+    }
+}
+
+/// One in-kernel stack count: its maps and how to bring it up to date.
+pub struct StackSource<'a> {
+    pub counts: &'a dyn MapCore,
+    pub stacks: &'a dyn MapCore,
+    pub max_stacks: u32,
+    /// Off-CPU: adds the time threads accumulated in task storage to `counts`.
+    pub flush: Option<Box<dyn Fn() -> Result<()> + 'a>>,
+}
+
+impl StackSource<'_> {
+    fn snapshot(&self) -> Result<HashMap<StackKey, u64>> {
+        if let Some(flush) = &self.flush {
+            flush()?;
+        }
+        Ok(stacks::read_counts(self.counts)?.into_iter().collect())
+    }
+
+    /// Empties the maps when nearly full (only between windows, so no
+    /// window's baseline is lost): kernel memory stays flat.
+    fn reset_if_full(&self) {
+        let keys: Vec<Vec<u8>> = self.counts.keys().collect();
+        if (keys.len() as f64) < RESET_FILL * self.max_stacks as f64 {
+            return;
+        }
+        for key in keys {
+            self.counts.delete(&key).ok();
+        }
+        for key in self.stacks.keys().collect::<Vec<_>>() {
+            self.stacks.delete(&key).ok();
+        }
+    }
+}
+
+/// The continuous CPU sampler, the off-CPU tracer where attached, and what
+/// symbolizing their stacks needs.
+pub struct Profiles<'a> {
+    /// Kept across windows: its caches (kernel symbols, ELF files) load once.
+    pub symbolizer: RefCell<Symbolizer>,
+    pub spaces: &'a RefCell<AddressSpaces>,
+    pub cpu: StackSource<'a>,
+    pub offcpu: Option<StackSource<'a>>,
+    pub hz: u64,
+}
+
+impl Profiles<'_> {
+    fn source(&self, kind: StackKind) -> Option<&StackSource<'_>> {
+        match kind {
+            StackKind::Cpu => Some(&self.cpu),
+            StackKind::OffCpu => self.offcpu.as_ref(),
+        }
+    }
+
+    /// Opens a window for `request`, or says why not (status, message).
+    pub fn open(
+        &self,
+        request: tiny_http::Request,
+        url: &str,
+        (kind, format, default_seconds): (StackKind, WindowFormat, u64),
+    ) -> Result<Result<Window, (tiny_http::Request, u16, String)>> {
+        let Some(source) = self.source(kind) else {
+            let message =
+                "off-CPU profiles need the offcpu source: start serve with --metrics ...,offcpu\n";
+            return Ok(Err((request, 404, message.to_string())));
+        };
+        match window_seconds(url, default_seconds) {
+            Ok(seconds) => Ok(Ok(Window {
+                request,
+                kind,
+                format,
+                started: Instant::now(),
+                length: Duration::from_secs(seconds),
+                baseline: source.snapshot()?,
+            })),
+            Err(message) => Ok(Err((request, 400, message))),
+        }
+    }
+
+    /// The rendered profile of an ended window: counts now minus counts then.
+    pub fn render(&self, window: &Window) -> Result<Vec<u8>> {
+        let source = self
+            .source(window.kind)
+            .expect("windows open only on attached sources");
+        let counted: Vec<(StackKey, u64)> = source
+            .snapshot()?
+            .into_iter()
+            .filter_map(|(key, now)| {
+                let then = window.baseline.get(&key).copied().unwrap_or(0);
+                let value = match window.kind {
+                    StackKind::Cpu => now.saturating_sub(then),
+                    // Counted in ns, shown in us.
+                    StackKind::OffCpu => (now.saturating_sub(then) + 500) / 1000,
+                };
+                (value > 0).then_some((key, value))
+            })
+            .collect();
+        let duration = window.started.elapsed();
+        let kind = match window.kind {
+            StackKind::Cpu => ProfileKind::Cpu { hz: self.hz },
+            StackKind::OffCpu => ProfileKind::OffCpu,
+        };
+        let profile = stack_collection::profile_from_counts(
+            &mut self.symbolizer.borrow_mut(),
+            counted,
+            source.stacks,
+            &mut self.spaces.borrow_mut(),
+            kind,
+            duration,
+        )?;
+        Ok(match window.format {
+            WindowFormat::Pprof => pprof::render(&profile)?,
+            WindowFormat::Svg => {
+                let rate = match window.kind {
+                    StackKind::Cpu => format!(" at {} Hz", self.hz),
+                    StackKind::OffCpu => String::new(),
+                };
+                let subtitle = format!(
+                    "{:.1} s{rate} on {}, from bpfscope serve",
+                    duration.as_secs_f64(),
+                    stack_collection::hostname()
+                );
+                svg::render(&profile, FoldOptions::default(), &subtitle)?
+            }
+        })
+    }
+
+    pub fn content_type(window: &Window) -> &'static str {
+        match window.format {
+            WindowFormat::Pprof => "application/octet-stream",
+            WindowFormat::Svg => "image/svg+xml",
+        }
+    }
+
+    /// Between windows: empties nearly full stack maps.
+    pub fn reset_if_full(&self) {
+        self.cpu.reset_if_full();
+        if let Some(offcpu) = &self.offcpu {
+            offcpu.reset_if_full();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_seconds_are_bounded() {
+        assert_eq!(window_seconds("/debug/pprof/profile", 30), Ok(30));
+        assert_eq!(window_seconds("/debug/pprof/profile?seconds=2", 30), Ok(2));
+        assert_eq!(window_seconds("/flamegraph.svg?x=1&seconds=5", 10), Ok(5));
+        assert!(window_seconds("/x?seconds=0", 30).is_err());
+        assert!(window_seconds("/x?seconds=999", 30).is_err());
+        assert!(window_seconds("/x?seconds=abc", 30).is_err());
+    }
+}
