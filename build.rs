@@ -31,6 +31,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/bpf/common.h");
     println!("cargo:rerun-if-changed=src/bpf/histogram.h");
     println!("cargo:rerun-if-changed=src/bpf/sock.h");
+    println!("cargo:rerun-if-changed=src/bpf/unwind.h");
     println!("cargo:rerun-if-changed={vmlinux_dir}/vmlinux.h");
     for tool in TOOLS {
         let source = format!("src/bpf/{tool}.bpf.c");

@@ -266,49 +266,6 @@ fn pprof_and_flame_graph_windows_show_the_hot_function() {
     drop(burner);
 }
 
-/// A cgroup v2 directory of its own, removed when dropped (its processes
-/// must have exited by then).
-struct TestCgroup {
-    dir: std::path::PathBuf,
-    /// Its path relative to the cgroup2 mount: the `cgroup` label.
-    label: String,
-}
-
-impl TestCgroup {
-    fn new(name: &str) -> Self {
-        let mount = std::fs::read_to_string("/proc/self/mounts")
-            .unwrap()
-            .lines()
-            .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
-            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
-            .expect("a cgroup2 mount (the test command mounts one)");
-        let label = format!("/bpfscope-{name}-{}", std::process::id());
-        let dir = std::path::Path::new(&mount).join(&label[1..]);
-        std::fs::create_dir_all(&dir).unwrap();
-        TestCgroup { dir, label }
-    }
-
-    /// A command that enters this cgroup, then runs `program ARGS`.
-    fn command(&self, program: &std::path::Path, args: &[&str]) -> Command {
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
-            .arg(&self.dir)
-            .arg(program)
-            .args(args);
-        command
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // Exited tasks leave the cgroup asynchronously: rmdir may be busy briefly.
-        wait_for(Duration::from_secs(5), || {
-            std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
-        });
-    }
-}
-
 /// The sum of the samples of lines starting with `prefix` and containing all of `parts`.
 fn sum_where(metrics: &str, prefix: &str, parts: &[&str]) -> f64 {
     metrics

@@ -5,7 +5,7 @@
  * that counts are summed under, run statistics, and the notification that
  * lets user space snapshot a process's mappings while it still lives.
  *
- * Keep layouts in sync with src/core/bpf_types.rs.
+ * Keep layouts in sync with src/core/stacks.rs and src/core/stats.rs.
  */
 #ifndef BPFSCOPE_COMMON_H
 #define BPFSCOPE_COMMON_H
@@ -49,7 +49,7 @@ struct {
 	__type(value, u32);
 } target_cgroup SEC(".maps");
 
-/* Indexes into the per-CPU stats array; mirrored in src/core/bpf_types.rs. */
+/* Indexes into the per-CPU stats array; mirrored in src/core/stats.rs. */
 enum run_stat {
 	STAT_EVENTS = 0,           /* events that passed the filters */
 	STAT_COUNTS_FULL,          /* event dropped: the counts map was full */
@@ -61,6 +61,12 @@ enum run_stat {
 	STAT_STACK_REUSED,         /* offcpu: stacks reused from the per-thread cache */
 	STAT_STACK_REVALIDATED,    /* offcpu: cached stacks walked again to check them */
 	STAT_STACK_STALE,          /* offcpu: ... and found different */
+	STAT_UNWIND_COMPLETE,      /* table unwinding reached the outermost frame */
+	STAT_UNWIND_NO_TABLE,      /* ... stopped: no table or row for a PC */
+	STAT_UNWIND_UNSUPPORTED,   /* ... stopped: an unsupported CFA or RBP rule */
+	STAT_UNWIND_READ_FAULT,    /* ... stopped: the user stack could not be read */
+	STAT_UNWIND_DEPTH,         /* ... stopped: the frame limit */
+	STAT_UNWIND_UNMAPPED,      /* ... stopped: a PC in no file mapping (JIT, anonymous) */
 	STAT_MAX,
 };
 
@@ -183,9 +189,12 @@ static __always_inline void add_to_count(void *counts, void *key, u64 amount)
  */
 struct new_address_space {
 	u32 tgid;
-	u32 pad;
+	u32 kind;               /* ADDRESS_SPACE_NEW, or ADDRESS_SPACE_CHANGED (unwind.h) */
 	u64 address_space;
 };
+
+#define ADDRESS_SPACE_NEW 0
+#define ADDRESS_SPACE_CHANGED 1
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

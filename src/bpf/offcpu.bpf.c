@@ -21,6 +21,7 @@
  * hash, walks stacks on every switch-out and adds every block at once.
  */
 #include "common.h"
+#include "unwind.h"
 
 #define PF_KTHREAD 0x00200000
 #define TASK_RUNNING 0
@@ -186,25 +187,25 @@ static __always_inline u64 blocking_signature(struct task_struct *task, unsigned
 }
 
 /* Stacks of the block starting now, in *user_id and *kernel_id. */
-static __always_inline void walk_stacks(void *ctx, bool is_kthread, s32 *user_id, s32 *kernel_id)
+static __always_inline void walk_stacks(void *ctx, u32 tgid, bool is_kthread, s32 *user_id, s32 *kernel_id)
 {
 	*user_id = -1;
 	*kernel_id = -1;
 	if (capture_user && !is_kthread)
-		*user_id = capture_stack(ctx, BPF_F_USER_STACK);
+		*user_id = capture_user_stack(ctx, tgid);
 	if (capture_kernel)
 		*kernel_id = capture_stack(ctx, 0);
 }
 
 /* Reuses cached stacks for this signature, walking them when unknown or due. */
-static __always_inline void stacks_for_block(void *ctx, struct blocked *b, u64 signature, bool is_kthread,
-					     u64 now, s32 *user_id, s32 *kernel_id)
+static __always_inline void stacks_for_block(void *ctx, struct blocked *b, u64 signature, u32 tgid,
+					     bool is_kthread, u64 now, s32 *user_id, s32 *kernel_id)
 {
 	struct cached_stacks *slot;
 	u32 index = b->last_slot & 1;
 
 	if (!signature) {
-		walk_stacks(ctx, is_kthread, user_id, kernel_id);
+		walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
 		return;
 	}
 	if (b->cache[index].signature != signature)
@@ -219,7 +220,7 @@ static __always_inline void stacks_for_block(void *ctx, struct blocked *b, u64 s
 		stat_inc(STAT_STACK_REUSED);
 		return;
 	}
-	walk_stacks(ctx, is_kthread, user_id, kernel_id);
+	walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
 	if (slot->signature == signature) {
 		stat_inc(STAT_STACK_REVALIDATED);
 		if (slot->user_stack_id != *user_id || slot->kernel_stack_id != *kernel_id)
@@ -269,7 +270,7 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 
 	if (use_cache && !is_kthread && capture_user)
 		signature = blocking_signature(prev, view->state);
-	stacks_for_block(ctx, b, signature, is_kthread, now, &user_id, &kernel_id);
+	stacks_for_block(ctx, b, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
 	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id) {
 		flush_pending(prev, b);
 		b->pending.user_stack_id = user_id;

@@ -2,9 +2,11 @@
 /*
  * bpfscope profile: on every cpu-clock sample, intern the interrupted task's
  * user and kernel stacks and count the sample under (process, stacks) in
- * kernel. User space reads only the summed counts at the end.
+ * kernel. User space reads only the summed counts at the end. User stacks
+ * come from frame pointers or unwind tables (unwind.h).
  */
 #include "common.h"
+#include "unwind.h"
 
 const volatile bool capture_user = true;
 const volatile bool capture_kernel = true;
@@ -41,7 +43,7 @@ int sample_stack(struct bpf_perf_event_data *ctx)
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
 
 	if (capture_user && key.address_space)
-		key.user_stack_id = capture_stack(ctx, BPF_F_USER_STACK);
+		key.user_stack_id = capture_user_stack(ctx, tgid);
 	if (capture_kernel)
 		key.kernel_stack_id = capture_stack(ctx, 0);
 

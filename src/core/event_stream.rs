@@ -104,6 +104,7 @@ impl EventStream<'_> {
             targets,
             ring: Some(&ring),
             activity: tool,
+            after_poll: None,
         }
         .run();
         ring.consume_raw();

@@ -245,6 +245,7 @@ pub fn report_until_stopped(
         targets,
         ring: None,
         activity: tool,
+        after_poll: None,
     }
     .run_with_ticks(interval, &mut || {
         if let Err(error) = print(true) {

@@ -21,6 +21,8 @@ pub mod stats;
 pub mod symbolize;
 pub mod syscall_table;
 pub mod target;
+pub mod unwind_table;
+pub mod unwinder;
 
 /// A NUL-terminated string from a BPF struct (comm, names), lossily as UTF-8.
 pub fn c_string(bytes: &[u8]) -> String {

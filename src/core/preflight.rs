@@ -57,6 +57,10 @@ pub fn check_all() -> Result<()> {
 /// failures itself, so those are shown only with BPFSCOPE_LIBBPF_LOG=1.
 fn silence_libbpf() {
     if std::env::var_os("BPFSCOPE_LIBBPF_LOG").is_some() {
+        fn show(_level: libbpf_rs::PrintLevel, message: String) {
+            eprint!("{message}");
+        }
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, show)));
         return;
     }
     fn ignore(_level: libbpf_rs::PrintLevel, _message: String) {}

@@ -41,6 +41,8 @@ pub struct Collection<'a> {
     pub ring: Option<&'a RingBuffer<'a>>,
     /// Shown in the progress line, e.g. "profiling".
     pub activity: &'a str,
+    /// Called after every poll of the ring buffer (at least every 100 ms).
+    pub after_poll: Option<&'a dyn Fn()>,
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -64,6 +66,9 @@ impl Collection<'_> {
                     ring.poll_raw(TICK);
                 }
                 None => std::thread::sleep(TICK),
+            }
+            if let Some(after_poll) = self.after_poll {
+                after_poll();
             }
             if signals::stop_requested() {
                 break StopReason::Interrupted;

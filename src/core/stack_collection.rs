@@ -13,10 +13,11 @@ use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
 
 use crate::core::process_maps::AddressSpaces;
 use crate::core::run::{Collection, StopReason};
-use crate::core::stacks::{self, StackKey};
+use crate::core::stacks::{self, StackKey, StackMaps};
 use crate::core::stats::RunStats;
 use crate::core::symbolize::{self, Symbolizer};
 use crate::core::target::{RunningCommand, TargetSpec, Targets};
+use crate::core::unwinder::{UnwindArgs, UnwindMode, Unwinder};
 use crate::model::profile::{Profile, ProfileKind};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, pprof, svg, ProfileFormat};
@@ -49,6 +50,8 @@ pub struct StackToolArgs {
     /// Output format (default: from -o's extension, else folded).
     #[arg(short = 'f', long = "format", value_enum)]
     pub format: Option<ProfileFormat>,
+    #[command(flatten)]
+    pub unwind: UnwindArgs,
     /// Number of distinct stacks the stack-trace map can hold.
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub stack_storage_size: u32,
@@ -110,10 +113,13 @@ impl StackToolArgs {
 }
 
 /// Snapshots a process's mappings as soon as BPF announces its address space
-/// (the `address_space_events` ring buffer of common.h).
-pub fn address_space_ring<'a>(
+/// (the `address_space_events` ring buffer of common.h), and loads its
+/// unwind tables where a table unwinder runs. The table unwinder announces
+/// an image again when a walk meets code outside its known mappings.
+pub fn address_space_ring<'a, 'maps: 'a>(
     events: &'a dyn MapCore,
     spaces: &'a RefCell<AddressSpaces>,
+    unwinder: Option<&'a RefCell<Unwinder<'maps>>>,
 ) -> Result<RingBuffer<'a>> {
     let mut builder = RingBufferBuilder::new();
     builder.add(events, move |event: &[u8]| {
@@ -121,6 +127,9 @@ pub fn address_space_ring<'a>(
             let tgid = u32::from_ne_bytes(event[0..4].try_into().expect("4 bytes"));
             let address_space = u64::from_ne_bytes(event[8..16].try_into().expect("8 bytes"));
             spaces.borrow_mut().snapshot(tgid, address_space);
+            if let Some(unwinder) = unwinder {
+                unwinder.borrow_mut().add_process(tgid);
+            }
         }
         0
     })?;
@@ -128,21 +137,29 @@ pub fn address_space_ring<'a>(
 }
 
 /// Runs a stack tool's collection until it should stop; returns how it
-/// stopped and how long it collected.
+/// stopped and how long it collected. The table unwinder, where there is
+/// one, takes the tables its builder finished after every poll.
 pub fn collect(
     args: &StackToolArgs,
     command: Option<&RunningCommand>,
     targets: &Targets,
     ring: &RingBuffer<'_>,
+    unwinder: Option<&RefCell<Unwinder>>,
     activity: &str,
 ) -> (StopReason, Duration) {
     let started = Instant::now();
+    let poll_unwinder = || {
+        if let Some(unwinder) = unwinder {
+            unwinder.borrow_mut().poll();
+        }
+    };
     let stop = Collection {
         duration: args.run_duration(),
         command,
         targets,
         ring: Some(ring),
         activity,
+        after_poll: Some(&poll_unwinder),
     }
     .run();
     (stop, started.elapsed())
@@ -151,7 +168,7 @@ pub fn collect(
 /// Reads a stack tool's summary out of the kernel and symbolizes it.
 pub fn read_profile(
     counts: &dyn MapCore,
-    stack_map: &dyn MapCore,
+    stack_maps: &StackMaps,
     spaces: &mut AddressSpaces,
     kind: ProfileKind,
     duration: Duration,
@@ -160,19 +177,19 @@ pub fn read_profile(
     profile_from_counts(
         &mut Symbolizer::new(),
         counted,
-        stack_map,
+        stack_maps,
         spaces,
         kind,
         duration,
     )
 }
 
-/// Symbolizes counted stacks whose ids point into `stack_map`; a symbolizer
-/// kept across calls keeps its caches.
+/// Symbolizes counted stacks whose ids point into `stack_maps`; a
+/// symbolizer kept across calls keeps its caches.
 pub fn profile_from_counts(
     symbolizer: &mut Symbolizer,
     counted: Vec<(StackKey, u64)>,
-    stack_map: &dyn MapCore,
+    stack_maps: &StackMaps,
     spaces: &mut AddressSpaces,
     kind: ProfileKind,
     duration: Duration,
@@ -180,7 +197,7 @@ pub fn profile_from_counts(
     let stack_ids = counted
         .iter()
         .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id]);
-    let stack_table = stacks::read_stacks(stack_map, stack_ids)?;
+    let stack_table = stacks::read_stacks(stack_maps, stack_ids)?;
     spaces.refresh_living();
     Ok(Profile {
         kind,
@@ -234,6 +251,53 @@ pub fn print_summary(
     }
     if !losses.is_empty() {
         eprintln!("bpfscope: warning: {}", losses.join("; "));
+    }
+}
+
+/// The table unwinder for `--unwind auto|dwarf` (None for `fp`), with the
+/// target processes' tables loaded before sampling starts.
+pub fn table_unwinder<'a>(
+    unwind: UnwindArgs,
+    rows: &'a dyn MapCore,
+    processes: &'a dyn MapCore,
+    targets: &Targets,
+) -> Result<Option<RefCell<Unwinder<'a>>>> {
+    if unwind.unwind == UnwindMode::Fp {
+        return Ok(None);
+    }
+    let mut unwinder = Unwinder::new(rows, unwind.unwind_rows, processes)?;
+    for &pid in &targets.pids {
+        unwinder.add_process(pid);
+    }
+    // The targets' first samples deserve tables too.
+    unwinder.wait_for_tables(Duration::from_secs(10));
+    Ok(Some(RefCell::new(unwinder)))
+}
+
+/// How the table unwinder fared, for the stderr summary.
+pub fn print_unwind_summary(stats: &RunStats, unwinder: Option<&RefCell<Unwinder>>) {
+    let Some(unwinder) = unwinder else {
+        return;
+    };
+    let tables = &unwinder.borrow().stats;
+    eprintln!(
+        "bpfscope: unwind tables: {} processes, {} objects ({} built in {:.0} ms, {} from cache, {} without .eh_frame), {} rows",
+        tables.processes,
+        tables.objects_built + tables.objects_from_cache,
+        tables.objects_built,
+        tables.build_time.as_secs_f64() * 1e3,
+        tables.objects_from_cache,
+        tables.objects_without_table,
+        tables.rows_loaded
+    );
+    if let Some(line) = stats.unwind.summary() {
+        eprintln!("bpfscope: {line}");
+    }
+    if tables.table_space_full + tables.mappings_dropped + tables.processes_dropped > 0 {
+        eprintln!(
+            "bpfscope: warning: unwind tables left out: {} objects (table array full), {} mappings (over 256 per process), {} processes (process map full); frame pointers were used there",
+            tables.table_space_full, tables.mappings_dropped, tables.processes_dropped
+        );
     }
 }
 

@@ -69,9 +69,43 @@ pub fn parse_stack(raw: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// User stacks walked with unwind tables have ids from here up (unwind.h).
+pub const UNWOUND_STACK_BASE: i32 = 0x4000_0000;
+
+/// Where a stack tool's stacks are interned: the kernel's stack-trace map
+/// (`stacks`) and the table unwinder's `unwound_stacks`.
+pub struct StackMaps<'a> {
+    pub traces: &'a dyn MapCore,
+    pub unwound: &'a dyn MapCore,
+}
+
+impl StackMaps<'_> {
+    /// Empties both (serve, between windows).
+    pub fn clear(&self) {
+        for map in [self.traces, self.unwound] {
+            for key in map.keys().collect::<Vec<_>>() {
+                map.delete(&key).ok();
+            }
+        }
+    }
+}
+
+/// Instruction pointers of a `struct uw_stack` (hash, length, frames).
+fn parse_unwound(raw: &[u8]) -> Vec<u64> {
+    let len = raw.get(8..12).map_or(0, |bytes| {
+        u32::from_ne_bytes(bytes.try_into().expect("4 bytes")) as usize
+    });
+    raw.get(16..)
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .take(len)
+        .map(|word| u64::from_ne_bytes(word.try_into().expect("8 bytes")))
+        .collect()
+}
+
 /// Reads the stacks with the given ids (negative ids are skipped).
 pub fn read_stacks(
-    stacks: &dyn MapCore,
+    maps: &StackMaps,
     ids: impl IntoIterator<Item = i32>,
 ) -> Result<HashMap<i32, Vec<u64>>> {
     let mut table = HashMap::new();
@@ -79,7 +113,12 @@ pub fn read_stacks(
         if id < 0 || table.contains_key(&id) {
             continue;
         }
-        if let Some(raw) = stacks.lookup(&(id as u32).to_ne_bytes(), MapFlags::ANY)? {
+        let key = (id as u32).to_ne_bytes();
+        if id >= UNWOUND_STACK_BASE {
+            if let Some(raw) = maps.unwound.lookup(&key, MapFlags::ANY)? {
+                table.insert(id, parse_unwound(&raw));
+            }
+        } else if let Some(raw) = maps.traces.lookup(&key, MapFlags::ANY)? {
             table.insert(id, parse_stack(&raw));
         }
     }
@@ -114,6 +153,17 @@ mod tests {
             }
         );
         assert!(StackKey::parse(&raw[..39]).is_none());
+    }
+
+    #[test]
+    fn unwound_stack_has_its_length() {
+        let mut raw = 77u64.to_ne_bytes().to_vec();
+        raw.extend(2u32.to_ne_bytes());
+        raw.extend(0u32.to_ne_bytes());
+        for ip in [0x10u64, 0x20, 0x30] {
+            raw.extend(ip.to_ne_bytes());
+        }
+        assert_eq!(parse_unwound(&raw), vec![0x10, 0x20]);
     }
 
     #[test]

@@ -18,9 +18,65 @@ pub struct RunStats {
     pub stacks_reused: u64,
     pub stacks_revalidated: u64,
     pub stacks_stale: u64,
+    pub unwind: UnwindStats,
 }
 
-const STAT_COUNT: u32 = 10;
+/// How table-driven user-stack walks ended (unwind.h), one count per walk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Reached the outermost frame.
+    pub complete: u64,
+    pub no_table: u64,
+    pub unsupported_rule: u64,
+    pub read_fault: u64,
+    pub depth_limit: u64,
+    /// Reached code in no file mapping (JIT, anonymous memory).
+    pub unmapped: u64,
+}
+
+impl UnwindStats {
+    /// Adds another object's counts (serve sums its samplers).
+    pub fn add(&mut self, other: &UnwindStats) {
+        self.complete += other.complete;
+        self.no_table += other.no_table;
+        self.unsupported_rule += other.unsupported_rule;
+        self.read_fault += other.read_fault;
+        self.depth_limit += other.depth_limit;
+        self.unmapped += other.unmapped;
+    }
+
+    /// (reason label, count) for metrics and summaries.
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("complete", self.complete),
+            ("no_table", self.no_table),
+            ("unsupported_rule", self.unsupported_rule),
+            ("read_fault", self.read_fault),
+            ("depth_limit", self.depth_limit),
+            ("unmapped_code", self.unmapped),
+        ]
+    }
+
+    /// "unwound by tables: N walks; M complete, ..." or None when no walk ran.
+    pub fn summary(&self) -> Option<String> {
+        let walks: u64 = self.by_reason().iter().map(|(_, n)| n).sum();
+        if walks == 0 {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .by_reason()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
+            .collect();
+        Some(format!(
+            "user stacks unwound by tables: {walks} walks ended: {}",
+            parts.join(", ")
+        ))
+    }
+}
+
+const STAT_COUNT: u32 = 16;
 
 /// offcpu walks a thread's cached stacks again after this many blocks
 /// (`revalidate_every` in offcpu.bpf.c).
@@ -38,7 +94,7 @@ impl RunStats {
                 .map(|bytes| u64::from_ne_bytes(bytes[..8].try_into().expect("u64 per-CPU value")))
                 .sum();
         }
-        let [events, counts_full, stack_map_full, stack_collisions, user_stacks_missing, notifications_lost, followed_children_lost, stacks_reused, stacks_revalidated, stacks_stale] =
+        let [events, counts_full, stack_map_full, stack_collisions, user_stacks_missing, notifications_lost, followed_children_lost, stacks_reused, stacks_revalidated, stacks_stale, complete, no_table, unsupported_rule, read_fault, depth_limit, unmapped] =
             totals;
         Ok(RunStats {
             events,
@@ -51,6 +107,14 @@ impl RunStats {
             stacks_reused,
             stacks_revalidated,
             stacks_stale,
+            unwind: UnwindStats {
+                complete,
+                no_table,
+                unsupported_rule,
+                read_fault,
+                depth_limit,
+                unmapped,
+            },
         })
     }
 

@@ -14,8 +14,10 @@ use crate::core::loader::{
 };
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection::{self, StackToolArgs};
+use crate::core::stacks::StackMaps;
 use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
 use crate::core::target::{set_filter_flags, write_target_filters, Targets};
+use crate::core::unwinder::UnwindArgs;
 use crate::core::{preflight, signals};
 use crate::model::profile::ProfileKind;
 
@@ -99,6 +101,7 @@ pub struct OffcpuOptions {
     pub max_stacks: u32,
     /// Also sum off-CPU time per cgroup (`cgroup_totals`).
     pub total_by_cgroup: bool,
+    pub unwind: UnwindArgs,
 }
 
 /// The loaded offcpu programs and their links.
@@ -136,6 +139,7 @@ pub fn attach<'obj>(
         rodata.max_block_ns = options.max_block_ns;
         rodata.revalidate_every = STACK_REVALIDATE_EVERY;
         rodata.total_by_cgroup = options.total_by_cgroup;
+        rodata.unwind_mode = options.unwind.unwind.bpf_value();
         let btf = flavor == HookFlavor::BtfTyped;
         // Per-thread accumulation needs task storage (BTF flavor only).
         rodata.flush_every = if btf { 64 } else { 1 };
@@ -143,6 +147,12 @@ pub fn attach<'obj>(
             .stacks
             .set_max_entries(options.stack_storage_size)?;
         open.maps.counts.set_max_entries(options.max_stacks)?;
+        open.maps
+            .unwound_stacks
+            .set_max_entries(options.stack_storage_size)?;
+        open.maps
+            .unwind_rows
+            .set_max_entries(options.unwind.array_entries())?;
         open.progs.switch_btf.set_autoload(btf);
         open.progs.exit_btf.set_autoload(btf);
         open.progs.flush_all.set_autoload(btf);
@@ -233,6 +243,7 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
         stack_storage_size: common.stack_storage_size,
         max_stacks: common.max_stacks,
         total_by_cgroup: false,
+        unwind: common.unwind,
     };
     let mut storage = object_storage();
     let Attached {
@@ -241,7 +252,17 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
         exit_hook,
     } = attach(&mut storage, &targets, &options)?;
     let spaces = RefCell::new(AddressSpaces::default());
-    let ring = stack_collection::address_space_ring(&skel.maps.address_space_events, &spaces)?;
+    let unwinder = stack_collection::table_unwinder(
+        common.unwind,
+        &skel.maps.unwind_rows,
+        &skel.maps.unwind_processes,
+        &targets,
+    )?;
+    let ring = stack_collection::address_space_ring(
+        &skel.maps.address_space_events,
+        &spaces,
+        unwinder.as_ref(),
+    )?;
 
     signals::install();
     let command = targets
@@ -259,6 +280,7 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
         command.as_ref(),
         &targets,
         &ring,
+        unwinder.as_ref(),
         "tracing off-CPU time",
     );
     drop(links);
@@ -275,14 +297,17 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
 
     let stats = RunStats::read(&skel.maps.stats)?;
     let mut spaces = spaces.into_inner();
+    let stack_maps = StackMaps {
+        traces: &skel.maps.stacks,
+        unwound: &skel.maps.unwound_stacks,
+    };
     let mut profile = stack_collection::read_profile(
         &skel.maps.counts,
-        &skel.maps.stacks,
+        &stack_maps,
         &mut spaces,
         ProfileKind::OffCpu,
         duration,
     )?;
-    drop(skel);
     for sample in &mut profile.samples {
         sample.value = (sample.value + 500) / 1000; // counted in ns, shown in us
     }
@@ -306,6 +331,7 @@ pub fn run(args: OffcpuArgs) -> Result<()> {
         &spaces,
         common.output.as_deref(),
     );
+    stack_collection::print_unwind_summary(&stats, unwinder.as_ref());
     Ok(())
 }
 

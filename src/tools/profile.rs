@@ -14,9 +14,11 @@ use crate::core::loader::{
 };
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection::{self, StackToolArgs};
+use crate::core::stacks::StackMaps;
 use crate::core::stats::RunStats;
 use crate::core::target::Targets;
 use crate::core::target::{set_filter_flags, write_target_filters};
+use crate::core::unwinder::UnwindArgs;
 use crate::core::{cpus, perf_event, preflight, signals};
 use crate::model::profile::ProfileKind;
 
@@ -73,6 +75,7 @@ pub struct SamplerOptions {
     pub per_thread: bool,
     pub stack_storage_size: u32,
     pub max_stacks: u32,
+    pub unwind: UnwindArgs,
 }
 
 /// Loads profile.bpf.c and starts sampling (also used by `serve`).
@@ -96,9 +99,16 @@ pub fn attach<'obj>(
         rodata.capture_kernel = options.capture_kernel;
         rodata.include_idle = options.include_idle;
         rodata.per_thread = options.per_thread;
+        rodata.unwind_mode = options.unwind.unwind.bpf_value();
         open.maps
             .stacks
             .set_max_entries(options.stack_storage_size)?;
+        open.maps
+            .unwound_stacks
+            .set_max_entries(options.stack_storage_size)?;
+        open.maps
+            .unwind_rows
+            .set_max_entries(options.unwind.array_entries())?;
         open.maps.counts.set_max_entries(options.max_stacks)?;
         open.progs
             .follow_fork_btf
@@ -147,10 +157,21 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         per_thread: !args.tids.is_empty(),
         stack_storage_size: common.stack_storage_size,
         max_stacks: common.max_stacks,
+        unwind: common.unwind,
     };
     let (skel, links) = attach(&mut storage, &targets, &options)?;
+    let unwinder = stack_collection::table_unwinder(
+        common.unwind,
+        &skel.maps.unwind_rows,
+        &skel.maps.unwind_processes,
+        &targets,
+    )?;
     let spaces = RefCell::new(AddressSpaces::default());
-    let ring = stack_collection::address_space_ring(&skel.maps.address_space_events, &spaces)?;
+    let ring = stack_collection::address_space_ring(
+        &skel.maps.address_space_events,
+        &spaces,
+        unwinder.as_ref(),
+    )?;
 
     signals::install();
     let command = targets
@@ -165,8 +186,14 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         common.describe_scope(),
         started.elapsed().as_millis()
     );
-    let (stop, duration) =
-        stack_collection::collect(common, command.as_ref(), &targets, &ring, "profiling");
+    let (stop, duration) = stack_collection::collect(
+        common,
+        command.as_ref(),
+        &targets,
+        &ring,
+        unwinder.as_ref(),
+        "profiling",
+    );
     // Stop sampling before reading, so the counts are a consistent snapshot.
     drop(links);
     drop(ring);
@@ -176,14 +203,17 @@ pub fn run(args: ProfileArgs) -> Result<()> {
 
     let stats = RunStats::read(&skel.maps.stats)?;
     let mut spaces = spaces.into_inner();
+    let stack_maps = StackMaps {
+        traces: &skel.maps.stacks,
+        unwound: &skel.maps.unwound_stacks,
+    };
     let profile = stack_collection::read_profile(
         &skel.maps.counts,
-        &skel.maps.stacks,
+        &stack_maps,
         &mut spaces,
         ProfileKind::Cpu { hz: args.frequency },
         duration,
     )?;
-    drop(skel);
     let subtitle = format!(
         "{:.1} s at {} Hz on {}{}",
         duration.as_secs_f64(),
@@ -199,5 +229,6 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         &spaces,
         common.output.as_deref(),
     );
+    stack_collection::print_unwind_summary(&stats, unwinder.as_ref());
     Ok(())
 }

@@ -26,27 +26,34 @@ pub fn tmp_dir() -> PathBuf {
 /// Compiles tests/workloads/NAME.c once (with frame pointers everywhere,
 /// leaf functions included, and no sibling calls) and returns the binary.
 pub fn workload(name: &str) -> PathBuf {
+    workload_variant(
+        name,
+        "",
+        &["-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer"],
+    )
+}
+
+/// `tests/workloads/NAME.c` built with clang -O2 -g and `flags` (plus
+/// -fno-optimize-sibling-calls -pthread), as NAME + `suffix`, once per run.
+pub fn workload_variant(name: &str, suffix: &str, flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    if let Some(path) = built.get(name) {
+    let binary_name = format!("{name}{suffix}");
+    if let Some(path) = built.get(&binary_name) {
         return path.clone();
     }
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workloads/{name}.c"));
-    let binary = tmp_dir().join(name);
+    let binary = tmp_dir().join(&binary_name);
     let status = Command::new("clang")
-        .args([
-            "-O2",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-mno-omit-leaf-frame-pointer",
-        ])
+        .args(["-O2", "-g"])
+        .args(flags)
         .args(["-fno-optimize-sibling-calls", "-pthread", "-o"])
         .arg(&binary)
         .arg(&source)
         .status()
         .expect("clang is installed (the test command installs it)");
     assert!(status.success(), "compiling {}", source.display());
-    built.insert(name.to_string(), binary.clone());
+    built.insert(binary_name, binary.clone());
     binary
 }
 
@@ -208,4 +215,47 @@ pub fn stop_tracer(tracer: std::process::Child) -> String {
 
 extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
+}
+
+/// A cgroup v2 directory of its own, removed when dropped (its processes
+/// must have exited by then).
+pub struct TestCgroup {
+    pub dir: std::path::PathBuf,
+    /// Its path relative to the cgroup2 mount: the `cgroup` label.
+    pub label: String,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let mount = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+            .expect("a cgroup2 mount (the test command mounts one)");
+        let label = format!("/bpfscope-{name}-{}", std::process::id());
+        let dir = std::path::Path::new(&mount).join(&label[1..]);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestCgroup { dir, label }
+    }
+
+    /// A command that enters this cgroup, then runs `program ARGS`.
+    pub fn command(&self, program: &std::path::Path, args: &[&str]) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
+            .arg(&self.dir)
+            .arg(program)
+            .args(args);
+        command
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Exited tasks leave the cgroup asynchronously: rmdir may be busy briefly.
+        wait_for(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
+        });
+    }
 }

@@ -3,6 +3,7 @@
 //! (per cgroup with `--cgroup-labels`) and capped at `--max-series` series
 //! per family, plus off-CPU time and the agent's own health.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -12,7 +13,8 @@ use libbpf_rs::{MapCore, MapFlags};
 use crate::core::bpf_stats;
 use crate::core::cgroup_names::CgroupNames;
 use crate::core::histograms::{delete_cgroup_keys, read_histograms, read_histograms_by_cgroup};
-use crate::core::stats::RunStats;
+use crate::core::stats::{RunStats, UnwindStats};
+use crate::core::unwinder::Unwinder;
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::render_text;
 use crate::output::prometheus::{Exposition, Sample, Series};
@@ -38,6 +40,8 @@ pub struct Sources<'a> {
     pub stats: Vec<&'a dyn MapCore>,
     /// (tool, program, descriptor) of every loaded program.
     pub programs: Vec<(&'static str, String, OwnedFd)>,
+    /// The table unwinders of the CPU and off-CPU profiles.
+    pub unwinders: Vec<&'a RefCell<Unwinder<'a>>>,
 }
 
 /// One histogram family as read now.
@@ -368,6 +372,31 @@ impl Metrics {
                 &runs,
             );
         }
+        let mut unwind = UnwindStats::default();
+        for one in &stats {
+            unwind.add(&one.unwind);
+        }
+        let walks: Vec<Sample> = unwind
+            .by_reason()
+            .iter()
+            .map(|(reason, count)| (labels(&[("result", reason)]), *count as f64))
+            .collect();
+        exposition.samples(
+            "bpfscope_unwind_walks_total",
+            "User-stack walks with unwind tables, by how they ended (complete: reached the outermost frame).",
+            "counter",
+            &walks,
+        );
+        let rows: u64 = sources
+            .unwinders
+            .iter()
+            .map(|unwinder| unwinder.borrow().rows_in_use())
+            .sum();
+        exposition.gauge(
+            "bpfscope_unwind_table_bytes",
+            "Kernel memory holding unwind tables in use (16 bytes per row).",
+            (rows * 16) as f64,
+        );
         let (rss, cpu) = own_usage();
         exposition.gauge(
             "bpfscope_resident_memory_bytes",

@@ -23,8 +23,10 @@ use libbpf_rs::skel::Skel;
 use crate::core::loader::object_storage;
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection;
+use crate::core::stacks::StackMaps;
 use crate::core::symbolize::Symbolizer;
 use crate::core::target::TargetSpec;
+use crate::core::unwinder::UnwindArgs;
 use crate::core::{bpf_stats, cpus, perf_event, preflight, signals};
 use crate::tools::biolatency::{self, BiolatencyOptions};
 use crate::tools::fslatency;
@@ -92,6 +94,8 @@ pub struct ServeArgs {
     /// Reported anyway where sysctl kernel.bpf_stats_enabled is 1.
     #[arg(long)]
     pub bpf_stats: bool,
+    #[command(flatten)]
+    pub unwind: UnwindArgs,
 }
 
 const STACK_STORAGE: u32 = 16384;
@@ -187,6 +191,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 stack_storage_size: STACK_STORAGE,
                 max_stacks: MAX_STACKS,
                 total_by_cgroup: true,
+                unwind: args.unwind,
             };
             offcpu::attach(offcpu_storage, &targets, &options)
         })
@@ -200,6 +205,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         per_thread: false,
         stack_storage_size: STACK_STORAGE,
         max_stacks: MAX_STACKS,
+        unwind: args.unwind,
     };
     let (sampler, sampler_links) = profile::attach(sampler_storage, &targets, &sampler_options)?;
 
@@ -209,6 +215,21 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.max_series,
         stats_enabled.is_some() || bpf_stats::enabled_by_sysctl(),
     );
+    let sampler_unwinder = stack_collection::table_unwinder(
+        args.unwind,
+        &sampler.maps.unwind_rows,
+        &sampler.maps.unwind_processes,
+        &targets,
+    )?;
+    let offcpu_unwinder = match &offcpu {
+        Some(attached) => stack_collection::table_unwinder(
+            args.unwind,
+            &attached.skel.maps.unwind_rows,
+            &attached.skel.maps.unwind_processes,
+            &targets,
+        )?,
+        None => None,
+    };
     let mut sources = Sources::default();
     let mut add_programs = |tool: &'static str, object: &libbpf_rs::Object| -> Result<()> {
         for (name, fd) in bpf_stats::loaded_programs(object)? {
@@ -233,6 +254,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         add_programs("offcpu", attached.skel.object())?;
     }
     sources.stats.push(&sampler.maps.stats);
+    sources.unwinders = [&sampler_unwinder, &offcpu_unwinder]
+        .into_iter()
+        .flatten()
+        .collect();
     if let Some((skel, _)) = &runqueue {
         sources.runqueue = Some(HistogramMaps {
             hists: &skel.maps.hists,
@@ -267,12 +292,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
 
     let spaces = RefCell::new(AddressSpaces::default());
-    let sampler_ring =
-        stack_collection::address_space_ring(&sampler.maps.address_space_events, &spaces)?;
+    let sampler_ring = stack_collection::address_space_ring(
+        &sampler.maps.address_space_events,
+        &spaces,
+        sampler_unwinder.as_ref(),
+    )?;
     let offcpu_ring = offcpu
         .as_ref()
         .map(|attached| {
-            stack_collection::address_space_ring(&attached.skel.maps.address_space_events, &spaces)
+            stack_collection::address_space_ring(
+                &attached.skel.maps.address_space_events,
+                &spaces,
+                offcpu_unwinder.as_ref(),
+            )
         })
         .transpose()?;
     let profiles = Profiles {
@@ -280,13 +312,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         spaces: &spaces,
         cpu: StackSource {
             counts: &sampler.maps.counts,
-            stacks: &sampler.maps.stacks,
+            stacks: StackMaps {
+                traces: &sampler.maps.stacks,
+                unwound: &sampler.maps.unwound_stacks,
+            },
             max_stacks: MAX_STACKS,
             flush: None,
         },
         offcpu: offcpu.as_ref().map(|attached| StackSource {
             counts: &attached.skel.maps.counts,
-            stacks: &attached.skel.maps.stacks,
+            stacks: StackMaps {
+                traces: &attached.skel.maps.stacks,
+                unwound: &attached.skel.maps.unwound_stacks,
+            },
             max_stacks: MAX_STACKS,
             flush: attached.exit_hook.as_ref().map(|_| {
                 Box::new(|| offcpu::flush_all_threads(&attached.skel.progs.flush_all))
@@ -309,6 +347,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if let Some(ring) = &offcpu_ring {
             ring.consume_raw();
         }
+        for unwinder in [&sampler_unwinder, &offcpu_unwinder].into_iter().flatten() {
+            unwinder.borrow_mut().poll();
+        }
         // Answer the windows that have ended.
         let (done, waiting): (Vec<Window>, Vec<Window>) =
             windows.into_iter().partition(Window::ended);
@@ -328,6 +369,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
             // No window is open, so no snapshot of an exited process can still be needed.
             spaces.borrow_mut().forget_exited();
+            for unwinder in [&sampler_unwinder, &offcpu_unwinder].into_iter().flatten() {
+                unwinder.borrow_mut().forget_exited();
+            }
             profiles.reset_if_full();
             last_reset_check = Instant::now();
         }

@@ -13,7 +13,7 @@ use libbpf_rs::MapCore;
 
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection;
-use crate::core::stacks::{self, StackKey};
+use crate::core::stacks::{self, StackKey, StackMaps};
 use crate::core::symbolize::Symbolizer;
 use crate::model::profile::ProfileKind;
 use crate::output::folded::FoldOptions;
@@ -94,7 +94,7 @@ pub fn window_seconds(url: &str, default: u64) -> Result<u64, String> {
 /// One in-kernel stack count: its maps and how to bring it up to date.
 pub struct StackSource<'a> {
     pub counts: &'a dyn MapCore,
-    pub stacks: &'a dyn MapCore,
+    pub stacks: StackMaps<'a>,
     pub max_stacks: u32,
     /// Off-CPU: adds the time threads accumulated in task storage to `counts`.
     pub flush: Option<Box<dyn Fn() -> Result<()> + 'a>>,
@@ -118,9 +118,7 @@ impl StackSource<'_> {
         for key in keys {
             self.counts.delete(&key).ok();
         }
-        for key in self.stacks.keys().collect::<Vec<_>>() {
-            self.stacks.delete(&key).ok();
-        }
+        self.stacks.clear();
     }
 }
 
@@ -194,7 +192,7 @@ impl Profiles<'_> {
         let profile = stack_collection::profile_from_counts(
             &mut self.symbolizer.borrow_mut(),
             counted,
-            source.stacks,
+            &source.stacks,
             &mut self.spaces.borrow_mut(),
             kind,
             duration,

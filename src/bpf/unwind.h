@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Table-driven user-stack unwinding for binaries without frame pointers
+ * (x86-64). User space turns each object's .eh_frame into rows (PC -> how
+ * to find the CFA and the saved RBP; src/core/unwind_table.rs), puts them
+ * in `unwind_rows`, and describes each process's executable mappings in
+ * `unwind_processes`. Per frame, this code finds the mapping of the PC
+ * (binary search), then the row (binary search), computes the CFA, reads
+ * the return address at CFA - 8 and the caller's RBP where saved. Walks run
+ * in bpf_loop, up to MAX_USER_FRAMES frames. The frames are interned in
+ * `unwound_stacks` under an id above UNWOUND_STACK_BASE, so counts keys keep
+ * one user-stack id whichever unwinder produced it.
+ *
+ * Modes: frame pointers only (bpf_get_stackid), tables only, or auto:
+ * tables where the process's are loaded, frame pointers for mappings
+ * without a table and for processes whose tables are not loaded yet.
+ * Keep layouts in sync with src/core/unwind_table.rs and src/core/unwinder.rs.
+ */
+#ifndef BPFSCOPE_UNWIND_H
+#define BPFSCOPE_UNWIND_H
+
+#include "common.h"
+
+#define MAX_USER_FRAMES 127
+#define MAX_MAPPINGS 256
+#define UNWOUND_STACK_BASE 0x40000000
+#define MAX_ROW_SEARCH 24   /* 2^24 rows at most */
+
+enum uw_mode {
+	UNWIND_FP = 0,
+	UNWIND_AUTO = 1,
+	UNWIND_TABLES = 2,
+};
+
+const volatile int unwind_mode = UNWIND_FP;
+
+enum uw_cfa_rule {
+	CFA_NONE = 0,           /* no information (between functions) */
+	CFA_RSP = 1,
+	CFA_RBP = 2,
+	CFA_PLT = 3,            /* rsp + 8, + 8 more past byte 11 of the 16-byte stub */
+	CFA_END = 4,            /* the return address is undefined: outermost frame */
+	CFA_UNSUPPORTED = 5,
+};
+
+enum uw_rbp_rule {
+	RBP_SAME = 0,
+	RBP_AT_CFA_OFFSET = 1,
+	RBP_UNSUPPORTED = 2,
+};
+
+struct uw_row {
+	u32 pc;                 /* object-relative */
+	s32 cfa_offset;
+	s16 rbp_offset;
+	u8 cfa_rule;
+	u8 rbp_rule;
+	u32 pad;                /* array elements are 8-byte aligned anyway */
+};
+
+struct uw_mapping {
+	u64 start;
+	u64 end;
+	u64 bias;               /* runtime address - bias = object address */
+	u32 table_start;        /* index of its first row in unwind_rows */
+	u32 table_len;          /* 0: no table (frame pointers in auto mode) */
+};
+
+struct uw_process {
+	u32 count;
+	u32 pad;
+	struct uw_mapping mappings[MAX_MAPPINGS];  /* sorted by start */
+};
+
+struct uw_stack {
+	u64 hash;               /* of the frames: a different one under the same id is a collision */
+	u32 len;
+	u32 pad;
+	u64 ips[MAX_USER_FRAMES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);         /* resized by user space */
+	__type(key, u32);
+	__type(value, struct uw_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, u32);               /* tgid */
+	__type(value, struct uw_process);
+} unwind_processes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);     /* resized by user space */
+	__type(key, u32);
+	__type(value, struct uw_stack);
+} unwound_stacks SEC(".maps");
+
+/* When each process last asked user space to read its mappings again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, u64);
+} unwind_refreshes SEC(".maps");
+
+/*
+ * A walk reached code outside the process's known mappings: libraries
+ * mapped after its tables were loaded (ld.so maps libc after the first
+ * look, dlopen) or JIT code. Asks user space to read the mappings again, at
+ * most once a second per process.
+ */
+static __always_inline void request_refresh(u32 tgid)
+{
+	struct new_address_space event = { .tgid = tgid, .kind = ADDRESS_SPACE_CHANGED };
+	u64 now = bpf_ktime_get_ns(), *last = bpf_map_lookup_elem(&unwind_refreshes, &tgid);
+
+	if (last && now - *last < 1000000000ULL)
+		return;
+	event.address_space = (u64)bpf_get_current_task_btf()->mm;
+	if (bpf_ringbuf_output(&address_space_events, &event, sizeof(event), 0)) {
+		stat_inc(STAT_NOTIFY_LOST);
+		return;
+	}
+	bpf_map_update_elem(&unwind_refreshes, &tgid, &now, BPF_ANY);
+}
+
+/* Why a walk stopped. */
+enum uw_stop {
+	STOP_NONE = 0,
+	STOP_END,               /* reached the outermost frame: a complete stack */
+	STOP_NO_TABLE,          /* no table for the PC (tables mode) or no row */
+	STOP_UNSUPPORTED,       /* a CFA or RBP rule the unwinder does not handle */
+	STOP_READ_FAULT,        /* the stack could not be read */
+	STOP_DEPTH,             /* MAX_USER_FRAMES reached */
+	STOP_UNMAPPED,          /* PC outside any file mapping (JIT, anonymous code) */
+};
+
+struct uw_walk {
+	u64 ip, sp, bp;
+	u64 hash;
+	u32 tgid;
+	u32 stop;
+	u32 used_tables;        /* frames unwound with a table */
+	u32 pad;
+	struct uw_stack stack;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct uw_walk);
+} unwind_scratch SEC(".maps");
+
+/*
+ * The searches are global functions: the verifier checks each once instead
+ * of at every call site, which keeps program load fast.
+ */
+
+/* Index of the mapping of process tgid containing ip, or -1. */
+__noinline int uw_find_mapping(u32 tgid, u64 ip)
+{
+	struct uw_process *proc = bpf_map_lookup_elem(&unwind_processes, &tgid);
+	u32 count, found = 0, probe;
+
+	if (!proc)
+		return -1;
+	count = proc->count;
+	if (!count || proc->mappings[0].start > ip)
+		return -1;
+	/* The last mapping starting at or below ip, in power-of-two steps
+	 * (masked indexes keep the verifier's state count small). */
+	for (u32 step = MAX_MAPPINGS / 2; step > 0; step /= 2) {
+		probe = found + step;
+		if (probe < count && proc->mappings[probe & (MAX_MAPPINGS - 1)].start <= ip)
+			found = probe;
+	}
+	found &= MAX_MAPPINGS - 1;
+	if (ip >= proc->mappings[found].end)
+		return -1;
+	return found;
+}
+
+/* Index of the last row at or before pc in [start, start + len), or -1. */
+__noinline int uw_find_row(u32 start, u32 len, u32 pc)
+{
+	u32 lo = start, hi = start + len, mid;
+	struct uw_row *row;
+
+	for (int i = 0; i < MAX_ROW_SEARCH && lo < hi; i++) {
+		mid = lo + (hi - lo) / 2;
+		row = bpf_map_lookup_elem(&unwind_rows, &mid);
+		if (!row)
+			return -1;
+		if (row->pc <= pc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == start)
+		return -1;
+	return lo - 1;
+}
+
+/* One frame with frame pointers: the caller's RBP and return address are at RBP. */
+static __always_inline bool frame_pointer_step(struct uw_walk *st)
+{
+	u64 saved[2];
+
+	if (!st->bp || bpf_probe_read_user(saved, sizeof(saved), (void *)st->bp))
+		return false;
+	st->sp = st->bp + 16;
+	st->bp = saved[0];
+	st->ip = saved[1];
+	return true;
+}
+
+/* One frame of the current walk (unwind_scratch); 1 when the walk is over. */
+__noinline int uw_step(void)
+{
+	u32 zero = 0, len, index;
+	struct uw_walk *st = bpf_map_lookup_elem(&unwind_scratch, &zero);
+	int found;
+	struct uw_process *proc;
+	struct uw_row *row;
+	struct uw_mapping *m;
+	u64 lookup_ip, cfa, saved_bp;
+
+	if (!st)
+		return 1;
+	len = st->stack.len;
+	if (len >= MAX_USER_FRAMES) {
+		st->stop = STOP_DEPTH;
+		return 1;
+	}
+	st->stack.ips[len] = st->ip;
+	st->stack.len = len + 1;
+	st->hash = (st->hash ^ st->ip) * 0x100000001b3ULL;
+
+	/* A return address may be just past its call's function: look up ip - 1. */
+	lookup_ip = len ? st->ip - 1 : st->ip;
+	proc = bpf_map_lookup_elem(&unwind_processes, &st->tgid);
+	found = uw_find_mapping(st->tgid, lookup_ip);
+	if (!proc || found < 0 || found >= MAX_MAPPINGS) {
+		st->stop = proc ? STOP_UNMAPPED : STOP_NO_TABLE;
+		return 1;
+	}
+	m = &proc->mappings[(u32)found & (MAX_MAPPINGS - 1)];  /* the mask convinces the verifier */
+	row = NULL;
+	if (m->table_len) {
+		found = uw_find_row(m->table_start, m->table_len, (u32)(lookup_ip - m->bias));
+		if (found >= 0) {
+			index = found;
+			row = bpf_map_lookup_elem(&unwind_rows, &index);
+		}
+	}
+	if (!row || row->cfa_rule == CFA_NONE) {
+		/* Auto mode: frame pointers where there is no table. */
+		if (unwind_mode == UNWIND_AUTO && frame_pointer_step(st))
+			goto next;
+		st->stop = STOP_NO_TABLE;
+		return 1;
+	}
+	switch (row->cfa_rule) {
+	case CFA_RSP:
+		cfa = st->sp + row->cfa_offset;
+		break;
+	case CFA_RBP:
+		cfa = st->bp + row->cfa_offset;
+		break;
+	case CFA_PLT:
+		cfa = st->sp + 8 + (((st->ip & 15) >= 11) ? 8 : 0);
+		break;
+	case CFA_END:
+		st->stop = STOP_END;
+		return 1;
+	default:
+		st->stop = STOP_UNSUPPORTED;
+		return 1;
+	}
+	if (row->rbp_rule == RBP_AT_CFA_OFFSET) {
+		if (bpf_probe_read_user(&saved_bp, sizeof(saved_bp), (void *)(cfa + row->rbp_offset))) {
+			st->stop = STOP_READ_FAULT;
+			return 1;
+		}
+		st->bp = saved_bp;
+	} else if (row->rbp_rule == RBP_UNSUPPORTED) {
+		st->bp = 0;     /* unknown from here: an RBP-based CFA will fail cleanly */
+	}
+	if (bpf_probe_read_user(&st->ip, sizeof(st->ip), (void *)(cfa - 8))) {
+		st->stop = STOP_READ_FAULT;
+		return 1;
+	}
+	st->sp = cfa;
+	st->used_tables++;
+next:
+	if (!st->ip) {
+		st->stop = STOP_END;
+		return 1;
+	}
+	return 0;
+}
+
+/* The bpf_loop body: the verifier checks a global function once, not once per simulated iteration. */
+static long unwind_step(u32 frame, void *unused)
+{
+	return uw_step() ? 1 : 0;
+}
+
+static __always_inline void count_stop(u32 stop)
+{
+	switch (stop) {
+	case STOP_END:
+		stat_inc(STAT_UNWIND_COMPLETE);
+		break;
+	case STOP_NO_TABLE:
+		stat_inc(STAT_UNWIND_NO_TABLE);
+		break;
+	case STOP_UNSUPPORTED:
+		stat_inc(STAT_UNWIND_UNSUPPORTED);
+		break;
+	case STOP_READ_FAULT:
+		stat_inc(STAT_UNWIND_READ_FAULT);
+		break;
+	case STOP_DEPTH:
+		stat_inc(STAT_UNWIND_DEPTH);
+		break;
+	case STOP_UNMAPPED:
+		stat_inc(STAT_UNWIND_UNMAPPED);
+		break;
+	}
+}
+
+/*
+ * The current task's user stack by tables, interned; returns its id, or a
+ * negative value where frame pointers should be used instead (auto mode:
+ * the process's tables are not loaded) or the walk failed.
+ */
+static __always_inline s32 unwind_user_stack(u32 tgid)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct uw_stack *interned;
+	struct uw_walk *st;
+	u32 zero = 0, id;
+
+	if (unwind_mode == UNWIND_AUTO && !bpf_map_lookup_elem(&unwind_processes, &tgid))
+		return -1;
+	st = bpf_map_lookup_elem(&unwind_scratch, &zero);
+	if (!st || !regs)
+		return -1;
+	st->ip = PT_REGS_IP_CORE(regs);
+	st->sp = PT_REGS_SP_CORE(regs);
+	st->bp = PT_REGS_FP_CORE(regs);
+	st->hash = 0xcbf29ce484222325ULL;
+	st->tgid = tgid;
+	st->stop = STOP_NONE;
+	st->used_tables = 0;
+	st->stack.len = 0;
+	bpf_loop(MAX_USER_FRAMES + 1, unwind_step, NULL, 0);
+	count_stop(st->stop);
+	if (st->stop == STOP_UNMAPPED)
+		request_refresh(tgid);
+	if (!st->stack.len)
+		return -1;
+	st->stack.hash = st->hash;
+	id = UNWOUND_STACK_BASE | (u32)(st->hash & (UNWOUND_STACK_BASE - 1));
+	interned = bpf_map_lookup_elem(&unwound_stacks, &id);
+	if (interned) {
+		if (interned->hash == st->hash)
+			return id;
+		stat_inc(STAT_STACK_COLLISION);
+		return -1;
+	}
+	if (bpf_map_update_elem(&unwound_stacks, &id, &st->stack, BPF_NOEXIST)) {
+		stat_inc(STAT_STACK_MAP_FULL);
+		return -1;
+	}
+	return id;
+}
+
+/* The current task's user stack by the configured unwinder: an id in `stacks` or `unwound_stacks`. */
+static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
+{
+	s32 id;
+
+	if (unwind_mode == UNWIND_FP)
+		return capture_stack(ctx, BPF_F_USER_STACK);
+	id = unwind_user_stack(tgid);
+	if (id >= 0 || unwind_mode == UNWIND_TABLES)
+		return id;
+	return capture_stack(ctx, BPF_F_USER_STACK);
+}
+
+#endif /* BPFSCOPE_UNWIND_H */

@@ -1,0 +1,533 @@
+//! Feeds the BPF unwinder (src/bpf/unwind.h): when a process image is first
+//! seen, its executable mappings get unwind tables (built from `.eh_frame`
+//! by `unwind_table`, once per object: objects are shared by device and
+//! inode, and cached on disk by build ID), copied into the `unwind_rows`
+//! array through a shared memory mapping, and the process's mapping list
+//! goes into `unwind_processes`. Tables are built on a background thread,
+//! so a large binary never holds up the event loop; a process's entry is
+//! written at once and again when its tables arrive. Tables of objects no
+//! living process uses any more are evicted and their space reused.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::core::target::process_alive;
+use crate::core::unwind_table::{self, load_bias, Row, TableCache};
+
+/// `--unwind`: how user stacks are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Unwind tables where a process's are loaded, frame pointers elsewhere.
+    Auto,
+    /// Frame pointers only (what the kernel's bpf_get_stackid does).
+    Fp,
+    /// Unwind tables only: no frame-pointer guesses.
+    Dwarf,
+}
+
+impl UnwindMode {
+    /// `enum uw_mode` in unwind.h.
+    pub fn bpf_value(self) -> i32 {
+        match self {
+            UnwindMode::Fp => 0,
+            UnwindMode::Auto => 1,
+            UnwindMode::Dwarf => 2,
+        }
+    }
+}
+
+/// The unwinding flags of profile, offcpu and serve.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct UnwindArgs {
+    /// How user stacks are walked: `auto` uses unwind tables from .eh_frame
+    /// where a process's are loaded (right without frame pointers) and frame
+    /// pointers elsewhere; `fp` frame pointers only; `dwarf` tables only.
+    #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
+    pub unwind: UnwindMode,
+    /// Unwind-table rows the kernel array holds, 16 bytes each (libc needs
+    /// about 25 000, a large C++ program a few million).
+    #[arg(long, default_value_t = DEFAULT_ROW_CAPACITY, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
+    pub unwind_rows: u32,
+}
+
+impl UnwindArgs {
+    /// Entries to create `unwind_rows` with: one when tables go unused.
+    pub fn array_entries(&self) -> u32 {
+        if self.unwind == UnwindMode::Fp {
+            1
+        } else {
+            self.unwind_rows
+        }
+    }
+}
+
+/// `MAX_MAPPINGS` and the layout of `struct uw_process` in unwind.h.
+const MAX_MAPPINGS: usize = 256;
+const MAPPING_SIZE: usize = 32;
+/// Stride of `unwind_rows` elements (12-byte rows, 8-byte aligned).
+const ROW_STRIDE: usize = 16;
+/// Rows `unwind_rows` holds by default (16 MiB).
+pub const DEFAULT_ROW_CAPACITY: u32 = 1 << 20;
+
+/// Identifies an object file on this host (device and inode), or the vDSO.
+type ObjectKey = (String, u64);
+
+struct LoadedObject {
+    start: u32,
+    len: u32,
+    /// PT_LOAD segments: (file offset, virtual address, file size).
+    loads: Vec<(u64, u64, u64)>,
+    users: u32,
+}
+
+/// Figures for the summary line and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct TableStats {
+    pub processes: u64,
+    pub objects_built: u64,
+    pub objects_from_cache: u64,
+    pub objects_without_table: u64,
+    pub rows_loaded: u64,
+    pub build_time: Duration,
+    /// Objects left without a table because `unwind_rows` was full.
+    pub table_space_full: u64,
+    /// Processes with more executable mappings than a table entry holds.
+    pub mappings_dropped: u64,
+    /// Processes left out because `unwind_processes` was full.
+    pub processes_dropped: u64,
+}
+
+/// The `unwind_rows` array, mapped into this process.
+struct RowArray {
+    base: *mut u8,
+    length: usize,
+    capacity: u32,
+}
+
+impl RowArray {
+    fn map(map: &dyn MapCore, capacity: u32) -> Result<RowArray> {
+        let length = capacity as usize * ROW_STRIDE;
+        // SAFETY: maps the BPF array's own memory (BPF_F_MMAPABLE); the
+        // mapping stays valid until munmap in Drop, and nothing else in this
+        // process aliases it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            bail!(
+                "mapping the unwind table array: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(RowArray {
+            base: base.cast(),
+            length,
+            capacity,
+        })
+    }
+
+    fn write(&mut self, start: u32, rows: &[Row]) {
+        assert!(start as usize + rows.len() <= self.capacity as usize);
+        for (index, row) in rows.iter().enumerate() {
+            let at = (start as usize + index) * ROW_STRIDE;
+            // SAFETY: `at + 12 <= length` by the capacity check above.
+            unsafe {
+                std::ptr::copy_nonoverlapping(row.to_bytes().as_ptr(), self.base.add(at), Row::SIZE)
+            };
+        }
+    }
+}
+
+impl Drop for RowArray {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.cast(), self.length) };
+    }
+}
+
+/// One executable mapping from /proc/PID/maps.
+struct MappedFile {
+    start: u64,
+    end: u64,
+    offset: u64,
+    key: ObjectKey,
+    /// Where to read the file: /proc/PID/map_files/START-END works for
+    /// files in other mount namespaces and deleted ones.
+    source: PathBuf,
+}
+
+fn executable_mappings(tgid: u32) -> Option<Vec<MappedFile>> {
+    let text = fs::read_to_string(format!("/proc/{tgid}/maps")).ok()?;
+    let mut files = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.splitn(6, ' ').collect();
+        let [range, perms, offset, device, inode, path] = fields[..] else {
+            continue;
+        };
+        let path = path.trim();
+        if !perms.contains('x') || path.is_empty() {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end), Ok(offset), Ok(inode)) = (
+            u64::from_str_radix(start, 16),
+            u64::from_str_radix(end, 16),
+            u64::from_str_radix(offset, 16),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let key = if path == "[vdso]" {
+            ("[vdso]".to_string(), 0)
+        } else if inode == 0 {
+            continue; // anonymous executable memory (JIT): no table
+        } else {
+            (device.to_string(), inode)
+        };
+        files.push(MappedFile {
+            start,
+            end,
+            offset,
+            key,
+            source: PathBuf::from(format!("/proc/{tgid}/map_files/{range}")),
+        });
+    }
+    Some(files)
+}
+
+/// The vDSO image of this process: the kernel maps the same one into every
+/// process of this architecture.
+fn own_vdso() -> Option<Vec<u8>> {
+    let maps = fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let (start, end) = (
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    );
+    // SAFETY: the vDSO is mapped readable in this process for its lifetime.
+    Some(unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }.to_vec())
+}
+
+/// What the builder thread made of one object: its PT_LOAD segments and
+/// rows and whether they came from the disk cache, or None (not an ELF file
+/// with usable CFI, or gone before it could be read).
+struct BuiltTable {
+    key: ObjectKey,
+    table: Option<ObjectTable>,
+    elapsed: Duration,
+}
+
+/// An object's PT_LOAD segments, its rows, and whether they were cached.
+type ObjectTable = (Vec<(u64, u64, u64)>, Vec<Row>, bool);
+
+/// Builds tables on a thread of its own until the unwinder hangs up.
+fn start_builder() -> (Sender<(ObjectKey, PathBuf)>, Receiver<BuiltTable>) {
+    let (request_sender, requests) = channel::<(ObjectKey, PathBuf)>();
+    let (result_sender, results) = channel();
+    std::thread::spawn(move || {
+        let cache = TableCache::new();
+        for (key, source) in requests {
+            let started = Instant::now();
+            let table = unwind_table::rows_for_file(&source, &cache)
+                .ok()
+                .map(|(elf, rows, cached)| (elf.loads, rows, cached));
+            let built = BuiltTable {
+                key,
+                table,
+                elapsed: started.elapsed(),
+            };
+            if result_sender.send(built).is_err() {
+                break;
+            }
+        }
+    });
+    (request_sender, results)
+}
+
+pub struct Unwinder<'a> {
+    rows: RowArray,
+    processes: &'a dyn MapCore,
+    requests: Sender<(ObjectKey, PathBuf)>,
+    results: Receiver<BuiltTable>,
+    /// Objects the builder is working on, and processes waiting for them.
+    building: HashSet<ObjectKey>,
+    waiting: HashSet<u32>,
+    objects: HashMap<ObjectKey, LoadedObject>,
+    /// Objects each process uses (each once).
+    process_objects: HashMap<u32, Vec<ObjectKey>>,
+    /// Free row ranges (start, len) of evicted objects, and the untouched tail.
+    free: Vec<(u32, u32)>,
+    next_free: u32,
+    pub stats: TableStats,
+}
+
+impl<'a> Unwinder<'a> {
+    /// Takes the loaded `unwind_rows` (created with `capacity` entries) and
+    /// `unwind_processes` maps.
+    pub fn new(rows: &dyn MapCore, capacity: u32, processes: &'a dyn MapCore) -> Result<Self> {
+        let (requests, results) = start_builder();
+        Ok(Unwinder {
+            rows: RowArray::map(rows, capacity)?,
+            processes,
+            requests,
+            results,
+            building: HashSet::new(),
+            waiting: HashSet::new(),
+            objects: HashMap::new(),
+            process_objects: HashMap::new(),
+            free: Vec::new(),
+            next_free: 0,
+            stats: TableStats::default(),
+        })
+    }
+
+    /// Room for `len` rows: a freed range first, else the tail.
+    fn allocate(&mut self, len: u32) -> Option<u32> {
+        if let Some(index) = self.free.iter().position(|&(_, free)| free >= len) {
+            let (start, free) = self.free[index];
+            if free == len {
+                self.free.swap_remove(index);
+            } else {
+                self.free[index] = (start + len, free - len);
+            }
+            return Some(start);
+        }
+        let start = self.next_free;
+        (start.checked_add(len)? <= self.rows.capacity).then(|| {
+            self.next_free = start + len;
+            start
+        })
+    }
+
+    /// Puts a built table into `unwind_rows` (an object without one is
+    /// remembered too, so it is not built again).
+    fn load_object(&mut self, key: ObjectKey, loads: Vec<(u64, u64, u64)>, rows: Vec<Row>) {
+        let len = rows.len() as u32;
+        let start = if rows.is_empty() {
+            self.stats.objects_without_table += 1;
+            0
+        } else if let Some(start) = self.allocate(len) {
+            self.rows.write(start, &rows);
+            self.stats.rows_loaded += len as u64;
+            start
+        } else {
+            self.stats.table_space_full += 1;
+            return;
+        };
+        self.objects.insert(
+            key,
+            LoadedObject {
+                start,
+                len,
+                loads,
+                users: 0,
+            },
+        );
+    }
+
+    /// Asks for an object's table unless it is loaded or being built; the
+    /// vDSO (a few rows, from this process's own copy) is built at once.
+    fn request(&mut self, file: &MappedFile) {
+        if self.objects.contains_key(&file.key) || self.building.contains(&file.key) {
+            return;
+        }
+        if file.key.0 == "[vdso]" {
+            let started = Instant::now();
+            if let Some((elf, rows)) =
+                own_vdso().and_then(|image| unwind_table::rows_for_image(&image).ok())
+            {
+                self.stats.build_time += started.elapsed();
+                self.stats.objects_built += 1;
+                self.load_object(file.key.clone(), elf.loads, rows);
+            }
+            return;
+        }
+        if self
+            .requests
+            .send((file.key.clone(), file.source.clone()))
+            .is_ok()
+        {
+            self.building.insert(file.key.clone());
+        }
+    }
+
+    /// Polls until no table is being built, or `timeout` passes.
+    pub fn wait_for_tables(&mut self, timeout: Duration) {
+        let started = Instant::now();
+        while !self.building.is_empty() && started.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(5));
+            self.poll();
+        }
+    }
+
+    /// Takes the tables the builder has finished and rewrites the entries
+    /// of the processes that were waiting for them. Call it often.
+    pub fn poll(&mut self) {
+        let mut arrived = false;
+        while let Ok(built) = self.results.try_recv() {
+            arrived = true;
+            self.building.remove(&built.key);
+            self.stats.build_time += built.elapsed;
+            // None: gone before it could be read; the next process mapping it retries.
+            if let Some((loads, rows, cached)) = built.table {
+                if cached {
+                    self.stats.objects_from_cache += 1;
+                } else {
+                    self.stats.objects_built += 1;
+                }
+                self.load_object(built.key, loads, rows);
+            }
+        }
+        if !arrived {
+            return;
+        }
+        for tgid in std::mem::take(&mut self.waiting) {
+            self.add_process(tgid);
+        }
+        // Built for processes that exited meanwhile.
+        let unused: Vec<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|(_, object)| object.users == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unused {
+            let object = self.objects.remove(&key).expect("present");
+            if object.len > 0 {
+                self.free.push((object.start, object.len));
+            }
+        }
+    }
+
+    /// Loads the tables of process `tgid`'s current image (again after an
+    /// exec or when libraries were loaded since).
+    pub fn add_process(&mut self, tgid: u32) {
+        let Some(files) = executable_mappings(tgid) else {
+            return; // exited already
+        };
+        let previous = self.process_objects.remove(&tgid);
+        if previous.is_none() {
+            self.stats.processes += 1;
+        }
+        let previous = previous.unwrap_or_default();
+        let mut used: Vec<ObjectKey> = Vec::new();
+        let mut entries: Vec<[u8; MAPPING_SIZE]> = Vec::new();
+        for file in &files {
+            self.request(file);
+            // Until its table arrives a mapping has none: frame pointers (auto)
+            // or a stop there (dwarf), rather than "unmapped code".
+            let (bias, table_start, table_len) = match self.objects.get_mut(&file.key) {
+                Some(object) => {
+                    if !used.contains(&file.key) {
+                        object.users += 1;
+                        used.push(file.key.clone());
+                    }
+                    match load_bias(&object.loads, file.start, file.offset) {
+                        Some(bias) => (bias, object.start, object.len),
+                        None => (0, 0, 0),
+                    }
+                }
+                None => {
+                    if self.building.contains(&file.key) {
+                        self.waiting.insert(tgid);
+                    }
+                    (0, 0, 0)
+                }
+            };
+            let mut entry = [0u8; MAPPING_SIZE];
+            entry[0..8].copy_from_slice(&file.start.to_ne_bytes());
+            entry[8..16].copy_from_slice(&file.end.to_ne_bytes());
+            entry[16..24].copy_from_slice(&bias.to_ne_bytes());
+            entry[24..28].copy_from_slice(&table_start.to_ne_bytes());
+            entry[28..32].copy_from_slice(&table_len.to_ne_bytes());
+            entries.push(entry);
+        }
+        self.process_objects.insert(tgid, used);
+        self.release(previous);
+        if entries.len() > MAX_MAPPINGS {
+            self.stats.mappings_dropped += (entries.len() - MAX_MAPPINGS) as u64;
+            entries.truncate(MAX_MAPPINGS);
+        }
+        let mut value = vec![0u8; 8 + MAX_MAPPINGS * MAPPING_SIZE];
+        value[0..4].copy_from_slice(&(entries.len() as u32).to_ne_bytes());
+        for (index, entry) in entries.iter().enumerate() {
+            value[8 + index * MAPPING_SIZE..8 + (index + 1) * MAPPING_SIZE].copy_from_slice(entry);
+        }
+        if self
+            .processes
+            .update(&tgid.to_ne_bytes(), &value, MapFlags::ANY)
+            .is_err()
+        {
+            self.stats.processes_dropped += 1;
+        }
+    }
+
+    /// Drops one use of each object; unused ones are evicted.
+    fn release(&mut self, keys: Vec<ObjectKey>) {
+        for key in keys {
+            let Some(object) = self.objects.get_mut(&key) else {
+                continue;
+            };
+            object.users = object.users.saturating_sub(1);
+            if object.users == 0 {
+                let object = self.objects.remove(&key).expect("present");
+                if object.len > 0 {
+                    self.free.push((object.start, object.len));
+                }
+            }
+        }
+    }
+
+    /// Forgets processes that have exited: their entries and object uses.
+    pub fn forget_exited(&mut self) {
+        let gone: Vec<u32> = self
+            .process_objects
+            .keys()
+            .copied()
+            .filter(|tgid| !process_alive(*tgid))
+            .collect();
+        for tgid in gone {
+            let _ = self.processes.delete(&tgid.to_ne_bytes());
+            let keys = self.process_objects.remove(&tgid).unwrap_or_default();
+            self.release(keys);
+        }
+    }
+
+    /// Rows in use now.
+    pub fn rows_in_use(&self) -> u64 {
+        self.objects.values().map(|object| object.len as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_mappings_include_the_executable_and_the_vdso() {
+        let files = executable_mappings(std::process::id()).unwrap();
+        assert!(files.iter().any(|f| f.key.0 == "[vdso]"));
+        assert!(files.iter().any(|f| f.key.1 != 0));
+        let image = own_vdso().unwrap();
+        let (_, rows) = unwind_table::rows_for_image(&image).unwrap();
+        assert!(!rows.is_empty(), "the vDSO has .eh_frame");
+    }
+}

@@ -1,0 +1,176 @@
+//! End-to-end tests of table-driven unwinding (`--unwind`, src/bpf/unwind.h)
+//! on what users really run: a workload built without frame pointers, and
+//! blocking through Debian's libc, which has none. Each test also checks
+//! that frame-pointer unwinding gets the same thing wrong, so the ground
+//! truth really needs the tables.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// Points the split may be off by.
+const SPLIT_TOLERANCE: f64 = 0.05;
+
+/// cpu_split built the way distributions build: no frame pointers.
+fn cpu_split_without_frame_pointers() -> std::path::PathBuf {
+    workload_variant("cpu_split", "_nofp", &["-fomit-frame-pointer"])
+}
+
+/// (fraction of samples with the full chain from main, burn_three's share).
+fn chain_and_split(stacks: &[Stack], comm: &str) -> (f64, f64) {
+    let workload = for_comm(stacks, comm);
+    let all = total(&workload);
+    assert!(all >= 200, "too few samples of {comm}: {all}");
+    let chain = |leaf| count_with_chain(&workload, &["main", "run_workload", leaf]);
+    let (three, one) = (chain("burn_three"), chain("burn_one"));
+    let share = if three + one > 0 {
+        three as f64 / (three + one) as f64
+    } else {
+        0.0
+    };
+    ((three + one) as f64 / all as f64, share)
+}
+
+fn assert_full_chains_and_split(stacks: &[Stack], comm: &str) {
+    let (full, share) = chain_and_split(stacks, comm);
+    assert!(
+        full >= 0.95,
+        "only {:.1}% of samples show main;run_workload;burn_*",
+        full * 100.0
+    );
+    assert!(
+        (share - 0.75).abs() <= SPLIT_TOLERANCE,
+        "burn_three share {share:.3}, expected 0.75 ± {SPLIT_TOLERANCE}"
+    );
+}
+
+#[test]
+fn tables_give_full_chains_without_frame_pointers() {
+    let _serial = serial();
+    let burner = Workload::start(&cpu_split_without_frame_pointers(), &["10"]);
+    let pid = burner.pid().to_string();
+    for mode in ["dwarf", "auto"] {
+        let output =
+            run(bpfscope().args(["profile", "-F", "499", "--unwind", mode, "-p", &pid, "3"]));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_full_chains_and_split(&parse_folded(&stdout(&output)), "cpu_split_nofp");
+        assert!(
+            stderr(&output).contains("walks ended"),
+            "unwind summary: {}",
+            stderr(&output)
+        );
+    }
+    // What frame pointers make of the same binary: the callers are lost.
+    let output = run(bpfscope().args(["profile", "-F", "499", "--unwind", "fp", "-p", &pid, "2"]));
+    let (full, _) = chain_and_split(&parse_folded(&stdout(&output)), "cpu_split_nofp");
+    assert!(
+        full < 0.5,
+        "frame pointers unexpectedly found {full:.2} full chains"
+    );
+}
+
+/// "function milliseconds" lines the workload printed, and the folded rest.
+fn split_output(text: &str) -> (Vec<(String, f64)>, String) {
+    let mut measured = Vec::new();
+    let mut folded = String::new();
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some((name, value)) if !name.contains(';') && value.parse::<f64>().is_ok() => {
+                measured.push((name.to_string(), value.parse().unwrap()));
+            }
+            _ => {
+                folded.push_str(line);
+                folded.push('\n');
+            }
+        }
+    }
+    (measured, folded)
+}
+
+/// Each blocking function's share of the blocker's off-CPU time, as measured
+/// by offcpu with `--unwind MODE`, next to the workload's own measurement.
+fn libc_block_shares(mode: &str) -> Vec<(String, f64, f64)> {
+    let output = run(bpfscope()
+        .args(["offcpu", "--unwind", mode, "--"])
+        .arg(workload("libc_blocks"))
+        .arg("3"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (measured, folded) = split_output(&stdout(&output));
+    assert_eq!(measured.len(), 3, "{}", stdout(&output));
+    let blocker = for_comm(&parse_folded(&folded), "blocker");
+    let all = total(&blocker) as f64;
+    let measured_total: f64 = measured.iter().map(|(_, ms)| ms).sum();
+    measured
+        .into_iter()
+        .map(|(function, ms)| {
+            let traced = blocker
+                .iter()
+                .filter(|s| s.frames.contains(&function))
+                .map(|s| s.count)
+                .sum::<u64>() as f64;
+            (function, traced / all, ms / measured_total)
+        })
+        .collect()
+}
+
+#[test]
+fn offcpu_attributes_blocking_in_libc_to_its_callers() {
+    let _serial = serial();
+    for (function, traced, measured) in libc_block_shares("auto") {
+        assert!(
+            (traced - measured).abs() <= SPLIT_TOLERANCE,
+            "{function}: {traced:.3} of off-CPU time, measured {measured:.3} ± {SPLIT_TOLERANCE}"
+        );
+    }
+    // Frame pointers skip the callers of libc's wrappers.
+    let attributed: f64 = libc_block_shares("fp").iter().map(|(_, t, _)| t).sum();
+    assert!(
+        attributed < 0.5,
+        "frame pointers attributed {attributed:.2}"
+    );
+}
+
+#[test]
+fn a_process_started_after_the_profiler_is_unwound() {
+    let _serial = serial();
+    // The profiler watches an empty cgroup; the workload enters it later.
+    let cgroup = TestCgroup::new("late");
+    let mut profiler = bpfscope()
+        .args(["profile", "-F", "499", "--unwind", "dwarf", "--cgroup"])
+        .arg(&cgroup.dir)
+        .arg("4")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(profiler.stderr.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("sampling"), "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = cgroup
+        .command(&cpu_split_without_frame_pointers(), &["2"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = profiler.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    // Its first samples can precede its tables (loaded when BPF first sees
+    // it, on a builder thread): allow a few more partial stacks than the
+    // pid-mode test does.
+    let (full, share) = chain_and_split(&stacks, "cpu_split_nofp");
+    assert!(
+        full >= 0.90,
+        "only {:.1}% full chains: {}",
+        full * 100.0,
+        stderr(&output)
+    );
+    assert!((share - 0.75).abs() <= SPLIT_TOLERANCE, "share {share:.3}");
+}
