@@ -46,8 +46,10 @@ enum Tool {
     Tcplife(tools::tcplife::TcplifeArgs),
     /// One line per TCP retransmission, with the connection's state.
     Tcpretrans(tools::tcpretrans::TcpretransArgs),
-    /// Always-on agent: Prometheus metrics over HTTP.
+    /// Always-on agent: Prometheus metrics, pprof profiles and a live page over HTTP.
     Serve(tools::serve::ServeArgs),
+    /// The unwind table of an ELF file (for checking frame-pointer-less stacks).
+    UnwindTable(tools::unwind_table::UnwindTableArgs),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Tool::Tcplife(args) => tools::tcplife::run(args),
         Tool::Tcpretrans(args) => tools::tcpretrans::run(args),
         Tool::Serve(args) => tools::serve::run(args),
+        Tool::UnwindTable(args) => tools::unwind_table::run(args),
     };
     if let Err(error) = result {
         eprintln!("bpfscope: error: {error:#}");

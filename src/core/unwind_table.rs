@@ -312,7 +312,7 @@ pub fn build_rows(data: &[u8], elf: &ElfInfo) -> Result<Vec<Row>> {
     Ok(table)
 }
 
-/// Unwind tables cached on disk, one file per build ID.
+/// Unwind tables cached on disk, one file per build ID (or file version).
 pub struct TableCache {
     dir: Option<PathBuf>,
 }
@@ -330,12 +330,17 @@ impl TableCache {
         }
     }
 
-    fn path(&self, build_id: &str) -> Option<PathBuf> {
-        Some(self.dir.as_ref()?.join(format!("{build_id}.rows")))
+    /// A cache that never has anything and stores nothing.
+    pub fn disabled() -> TableCache {
+        TableCache { dir: None }
     }
 
-    pub fn load(&self, build_id: &str) -> Option<Vec<Row>> {
-        let bytes = fs::read(self.path(build_id)?).ok()?;
+    fn path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(format!("{key}.rows")))
+    }
+
+    pub fn load(&self, key: &str) -> Option<Vec<Row>> {
+        let bytes = fs::read(self.path(key)?).ok()?;
         let body = bytes.strip_prefix(CACHE_MAGIC.as_slice())?;
         if body.len() % Row::SIZE != 0 {
             return None;
@@ -344,8 +349,8 @@ impl TableCache {
     }
 
     /// Writes atomically (a temporary file renamed into place).
-    pub fn store(&self, build_id: &str, rows: &[Row]) {
-        let Some(path) = self.path(build_id) else {
+    pub fn store(&self, key: &str, rows: &[Row]) {
+        let Some(path) = self.path(key) else {
             return;
         };
         let mut bytes = CACHE_MAGIC.to_vec();
@@ -359,17 +364,40 @@ impl TableCache {
     }
 }
 
+/// The disk-cache key of a file: its build ID, else its identity and
+/// version on this host (device, inode, size, modification time).
+fn cache_key(elf: &ElfInfo, path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(id) = &elf.build_id {
+        return Some(id.clone());
+    }
+    let metadata = fs::metadata(path).ok()?;
+    Some(format!(
+        "file-{:x}-{:x}-{:x}-{:x}",
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime()
+    ))
+}
+
 /// The headers and rows of the file at `path`, the rows from the disk cache
-/// when its build ID is there (the last value says whether they were).
+/// when they are there (the last value says whether they were).
 pub fn rows_for_file(path: &Path, cache: &TableCache) -> Result<(ElfInfo, Vec<Row>, bool)> {
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let elf = ElfInfo::parse(&data)?;
-    if let Some(rows) = elf.build_id.as_deref().and_then(|id| cache.load(id)) {
+    let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    // SAFETY: a read-only private mapping; a file truncated meanwhile could
+    // fault, as with any reader of mapped executables, which the kernel
+    // prevents for files being executed (ETXTBSY).
+    let data = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("reading {}", path.display()))?;
+    let elf = ElfInfo::parse(&data).with_context(|| path.display().to_string())?;
+    let key = cache_key(&elf, path);
+    if let Some(rows) = key.as_deref().and_then(|key| cache.load(key)) {
         return Ok((elf, rows, true));
     }
     let rows = build_rows(&data, &elf)?;
-    if let Some(id) = &elf.build_id {
-        cache.store(id, &rows);
+    if let Some(key) = &key {
+        cache.store(key, &rows);
     }
     Ok((elf, rows, false))
 }

@@ -13,3 +13,4 @@ pub mod syscount;
 pub mod tcpconnlat;
 pub mod tcplife;
 pub mod tcpretrans;
+pub mod unwind_table;
