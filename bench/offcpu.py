@@ -26,6 +26,9 @@ def main():
 
     workload = ["taskset", "-c", "0", "perf", "bench", "sched", "pipe", "-l", str(args.loops)]
     tracers = [Tracer("bpfscope offcpu", [BPFSCOPE, "offcpu", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
+                      ready_text="tracing off-CPU"),
+               Tracer("bpfscope offcpu --unwind fp",
+                      [BPFSCOPE, "offcpu", "--unwind", "fp", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
                       ready_text="tracing off-CPU")]
     peers = [
         Tracer("libbpf-tools offcputime", ["/usr/sbin/offcputime"], settle=2.0),

@@ -11,14 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GETs a path from 127.0.0.1:port; returns (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -215,6 +207,19 @@ extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
 }
 
+/// What `go tool pprof -top` says of a profile (kept as `name` in the test directory).
+fn pprof_top(profile: &[u8], name: &str) -> String {
+    let path = tmp_dir().join(name);
+    std::fs::write(&path, profile).unwrap();
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&path)
+        .env("HOME", tmp_dir())
+        .output()
+        .expect("go (golang-go) is installed by the test command");
+    String::from_utf8_lossy(&top.stdout).into_owned()
+}
+
 /// GETs raw bytes (for binary bodies) after the headers.
 fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -248,15 +253,7 @@ fn pprof_and_flame_graph_windows_show_the_hot_function() {
     );
     let (code, profile) = pprof.join().unwrap();
     assert_eq!(code, 200);
-    let path = tmp_dir().join("serve-window.pb.gz");
-    std::fs::write(&path, &profile).unwrap();
-    let top = Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(&path)
-        .env("HOME", tmp_dir())
-        .output()
-        .expect("go (golang-go) is installed by the test command");
-    let top_text = String::from_utf8_lossy(&top.stdout);
+    let top_text = pprof_top(&profile, "serve-window.pb.gz");
     assert!(top_text.contains("burn_three"), "{top_text}");
     let (code, svg) = svg.join().unwrap();
     assert_eq!(code, 200);
@@ -322,15 +319,7 @@ fn every_source_labelled_by_cgroup_with_an_offcpu_window() {
     // Off-CPU window: the blocker's 50 ms sleeps dominate it.
     let (code, profile) = offcpu.join().unwrap();
     assert_eq!(code, 200);
-    let path = tmp_dir().join("serve-offcpu.pb.gz");
-    std::fs::write(&path, &profile).unwrap();
-    let top = Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(&path)
-        .env("HOME", tmp_dir())
-        .output()
-        .unwrap();
-    let top_text = String::from_utf8_lossy(&top.stdout);
+    let top_text = pprof_top(&profile, "serve-offcpu.pb.gz");
     assert!(top_text.contains("long_sleep"), "{top_text}");
 
     let (code, metrics) = get(port, "/metrics");

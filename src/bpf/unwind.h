@@ -148,8 +148,6 @@ struct uw_walk {
 	u64 hash;
 	u32 tgid;
 	u32 stop;
-	u32 used_tables;        /* frames unwound with a table */
-	u32 pad;
 	struct uw_stack stack;
 };
 
@@ -300,7 +298,6 @@ __noinline int uw_step(void)
 		return 1;
 	}
 	st->sp = cfa;
-	st->used_tables++;
 next:
 	if (!st->ip) {
 		st->stop = STOP_END;
@@ -362,7 +359,6 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 	st->hash = 0xcbf29ce484222325ULL;
 	st->tgid = tgid;
 	st->stop = STOP_NONE;
-	st->used_tables = 0;
 	st->stack.len = 0;
 	bpf_loop(MAX_USER_FRAMES + 1, unwind_step, NULL, 0);
 	count_stop(st->stop);

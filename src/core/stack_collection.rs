@@ -254,6 +254,26 @@ pub fn print_summary(
     }
 }
 
+/// Sets a stack tool's unwinding mode and sizes its stack maps (the
+/// kernel's stack-trace map, the unwinder's interned stacks and row array)
+/// in an opened skeleton; a macro because every skeleton has its own types.
+macro_rules! size_stack_maps {
+    ($open:expr, $unwind:expr, $stack_storage_size:expr) => {{
+        let open = &mut $open;
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.unwind_mode = $unwind.unwind.bpf_value();
+        }
+        open.maps.stacks.set_max_entries($stack_storage_size)?;
+        open.maps
+            .unwound_stacks
+            .set_max_entries($stack_storage_size)?;
+        open.maps
+            .unwind_rows
+            .set_max_entries($unwind.array_entries())?;
+    }};
+}
+pub(crate) use size_stack_maps;
+
 /// The table unwinder for `--unwind auto|dwarf` (None for `fp`), with the
 /// target processes' tables loaded before sampling starts.
 pub fn table_unwinder<'a>(

@@ -115,6 +115,11 @@ impl Symbolizer {
         }
     }
 
+    /// Addresses named so far (long-running callers bound their caches with it).
+    pub fn cached_addresses(&self) -> usize {
+        self.kernel.len() + self.user.values().map(HashMap::len).sum::<usize>()
+    }
+
     pub fn kernel_frame(&self, address: u64) -> Frame {
         Frame {
             kind: FrameKind::Kernel,

@@ -77,6 +77,9 @@ const ROW_STRIDE: usize = 16;
 /// Rows `unwind_rows` holds by default (16 MiB).
 pub const DEFAULT_ROW_CAPACITY: u32 = 1 << 20;
 
+/// How long an object whose table could not be loaded is left alone.
+const RETRY_UNLOADABLE: Duration = Duration::from_secs(60);
+
 /// Identifies an object file on this host (device and inode), or the vDSO.
 type ObjectKey = (String, u64);
 
@@ -157,6 +160,67 @@ impl Drop for RowArray {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `map` mapped.
         unsafe { libc::munmap(self.base.cast(), self.length) };
+    }
+}
+
+/// Which rows of `unwind_rows` are free: ranges of evicted objects, merged
+/// with their neighbours, and the never-used tail.
+struct RowSpace {
+    free: Vec<(u32, u32)>,
+    next_free: u32,
+    capacity: u32,
+}
+
+impl RowSpace {
+    fn new(capacity: u32) -> Self {
+        RowSpace {
+            free: Vec::new(),
+            next_free: 0,
+            capacity,
+        }
+    }
+
+    /// Room for `len` rows: the first freed range it fits in, else the tail.
+    fn allocate(&mut self, len: u32) -> Option<u32> {
+        if let Some(index) = self.free.iter().position(|&(_, free)| free >= len) {
+            let (start, free) = self.free[index];
+            if free == len {
+                self.free.remove(index);
+            } else {
+                self.free[index] = (start + len, free - len);
+            }
+            return Some(start);
+        }
+        let start = self.next_free;
+        (start.checked_add(len)? <= self.capacity).then(|| {
+            self.next_free = start + len;
+            start
+        })
+    }
+
+    /// Frees a range, merging it with free neighbours (and the tail).
+    fn free(&mut self, start: u32, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let at = self.free.partition_point(|&(s, _)| s < start);
+        self.free.insert(at, (start, len));
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.free.len());
+        for (start, len) in self.free.drain(..) {
+            match merged.last_mut() {
+                Some((last_start, last_len)) if *last_start + *last_len == start => {
+                    *last_len += len
+                }
+                _ => merged.push((start, len)),
+            }
+        }
+        if let Some(&(start, len)) = merged.last() {
+            if start + len == self.next_free {
+                self.next_free = start;
+                merged.pop();
+            }
+        }
+        self.free = merged;
     }
 }
 
@@ -269,13 +333,15 @@ pub struct Unwinder<'a> {
     results: Receiver<BuiltTable>,
     /// Objects the builder is working on, and processes waiting for them.
     building: HashSet<ObjectKey>,
+    /// Objects that could not be built or did not fit, and when: not asked
+    /// for again before RETRY_UNLOADABLE (every new process of a program
+    /// too big for the array would otherwise rebuild its table).
+    unloadable: HashMap<ObjectKey, Instant>,
     waiting: HashSet<u32>,
     objects: HashMap<ObjectKey, LoadedObject>,
     /// Objects each process uses (each once).
     process_objects: HashMap<u32, Vec<ObjectKey>>,
-    /// Free row ranges (start, len) of evicted objects, and the untouched tail.
-    free: Vec<(u32, u32)>,
-    next_free: u32,
+    space: RowSpace,
     pub stats: TableStats,
 }
 
@@ -290,30 +356,12 @@ impl<'a> Unwinder<'a> {
             requests,
             results,
             building: HashSet::new(),
+            unloadable: HashMap::new(),
             waiting: HashSet::new(),
             objects: HashMap::new(),
             process_objects: HashMap::new(),
-            free: Vec::new(),
-            next_free: 0,
+            space: RowSpace::new(capacity),
             stats: TableStats::default(),
-        })
-    }
-
-    /// Room for `len` rows: a freed range first, else the tail.
-    fn allocate(&mut self, len: u32) -> Option<u32> {
-        if let Some(index) = self.free.iter().position(|&(_, free)| free >= len) {
-            let (start, free) = self.free[index];
-            if free == len {
-                self.free.swap_remove(index);
-            } else {
-                self.free[index] = (start + len, free - len);
-            }
-            return Some(start);
-        }
-        let start = self.next_free;
-        (start.checked_add(len)? <= self.rows.capacity).then(|| {
-            self.next_free = start + len;
-            start
         })
     }
 
@@ -324,12 +372,13 @@ impl<'a> Unwinder<'a> {
         let start = if rows.is_empty() {
             self.stats.objects_without_table += 1;
             0
-        } else if let Some(start) = self.allocate(len) {
+        } else if let Some(start) = self.space.allocate(len) {
             self.rows.write(start, &rows);
             self.stats.rows_loaded += len as u64;
             start
         } else {
             self.stats.table_space_full += 1;
+            self.unloadable.insert(key, Instant::now());
             return;
         };
         self.objects.insert(
@@ -348,6 +397,12 @@ impl<'a> Unwinder<'a> {
     fn request(&mut self, file: &MappedFile) {
         if self.objects.contains_key(&file.key) || self.building.contains(&file.key) {
             return;
+        }
+        if let Some(when) = self.unloadable.get(&file.key) {
+            if when.elapsed() < RETRY_UNLOADABLE {
+                return;
+            }
+            self.unloadable.remove(&file.key);
         }
         if file.key.0 == "[vdso]" {
             let started = Instant::now();
@@ -386,14 +441,19 @@ impl<'a> Unwinder<'a> {
             arrived = true;
             self.building.remove(&built.key);
             self.stats.build_time += built.elapsed;
-            // None: gone before it could be read; the next process mapping it retries.
-            if let Some((loads, rows, cached)) = built.table {
-                if cached {
-                    self.stats.objects_from_cache += 1;
-                } else {
-                    self.stats.objects_built += 1;
+            match built.table {
+                Some((loads, rows, cached)) => {
+                    if cached {
+                        self.stats.objects_from_cache += 1;
+                    } else {
+                        self.stats.objects_built += 1;
+                    }
+                    self.load_object(built.key, loads, rows);
                 }
-                self.load_object(built.key, loads, rows);
+                // Not a usable ELF file, or gone before it could be read.
+                None => {
+                    self.unloadable.insert(built.key, Instant::now());
+                }
             }
         }
         if !arrived {
@@ -410,10 +470,14 @@ impl<'a> Unwinder<'a> {
             .map(|(key, _)| key.clone())
             .collect();
         for key in unused {
-            let object = self.objects.remove(&key).expect("present");
-            if object.len > 0 {
-                self.free.push((object.start, object.len));
-            }
+            self.evict(&key);
+        }
+    }
+
+    /// Removes an object and frees its rows.
+    fn evict(&mut self, key: &ObjectKey) {
+        if let Some(object) = self.objects.remove(key) {
+            self.space.free(object.start, object.len);
         }
     }
 
@@ -488,10 +552,7 @@ impl<'a> Unwinder<'a> {
             };
             object.users = object.users.saturating_sub(1);
             if object.users == 0 {
-                let object = self.objects.remove(&key).expect("present");
-                if object.len > 0 {
-                    self.free.push((object.start, object.len));
-                }
+                self.evict(&key);
             }
         }
     }
@@ -520,6 +581,26 @@ impl<'a> Unwinder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freed_rows_merge_and_are_reused() {
+        let mut space = RowSpace::new(100);
+        let (a, b, c) = (
+            space.allocate(30).unwrap(),
+            space.allocate(30).unwrap(),
+            space.allocate(30).unwrap(),
+        );
+        assert_eq!((a, b, c), (0, 30, 60));
+        assert_eq!(space.allocate(20), None);
+        space.free(a, 30);
+        space.free(b, 30);
+        assert_eq!(space.free, vec![(0, 60)]);
+        assert_eq!(space.allocate(50), Some(0));
+        // The last range and the 10 rows left before it go back to the tail.
+        space.free(c, 30);
+        assert_eq!((space.next_free, space.free.len()), (50, 0));
+        assert_eq!(space.allocate(50), Some(50));
+    }
 
     #[test]
     fn own_mappings_include_the_executable_and_the_vdso() {

@@ -13,7 +13,7 @@ use crate::core::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
 use crate::core::process_maps::AddressSpaces;
-use crate::core::stack_collection::{self, StackToolArgs};
+use crate::core::stack_collection::{self, size_stack_maps, StackToolArgs};
 use crate::core::stacks::StackMaps;
 use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
 use crate::core::target::{set_filter_flags, write_target_filters, Targets};
@@ -139,20 +139,11 @@ pub fn attach<'obj>(
         rodata.max_block_ns = options.max_block_ns;
         rodata.revalidate_every = STACK_REVALIDATE_EVERY;
         rodata.total_by_cgroup = options.total_by_cgroup;
-        rodata.unwind_mode = options.unwind.unwind.bpf_value();
         let btf = flavor == HookFlavor::BtfTyped;
         // Per-thread accumulation needs task storage (BTF flavor only).
         rodata.flush_every = if btf { 64 } else { 1 };
-        open.maps
-            .stacks
-            .set_max_entries(options.stack_storage_size)?;
+        size_stack_maps!(open, options.unwind, options.stack_storage_size);
         open.maps.counts.set_max_entries(options.max_stacks)?;
-        open.maps
-            .unwound_stacks
-            .set_max_entries(options.stack_storage_size)?;
-        open.maps
-            .unwind_rows
-            .set_max_entries(options.unwind.array_entries())?;
         open.progs.switch_btf.set_autoload(btf);
         open.progs.exit_btf.set_autoload(btf);
         open.progs.flush_all.set_autoload(btf);

@@ -13,7 +13,7 @@ use crate::core::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
 use crate::core::process_maps::AddressSpaces;
-use crate::core::stack_collection::{self, StackToolArgs};
+use crate::core::stack_collection::{self, size_stack_maps, StackToolArgs};
 use crate::core::stacks::StackMaps;
 use crate::core::stats::RunStats;
 use crate::core::target::Targets;
@@ -99,16 +99,7 @@ pub fn attach<'obj>(
         rodata.capture_kernel = options.capture_kernel;
         rodata.include_idle = options.include_idle;
         rodata.per_thread = options.per_thread;
-        rodata.unwind_mode = options.unwind.unwind.bpf_value();
-        open.maps
-            .stacks
-            .set_max_entries(options.stack_storage_size)?;
-        open.maps
-            .unwound_stacks
-            .set_max_entries(options.stack_storage_size)?;
-        open.maps
-            .unwind_rows
-            .set_max_entries(options.unwind.array_entries())?;
+        size_stack_maps!(open, options.unwind, options.stack_storage_size);
         open.maps.counts.set_max_entries(options.max_stacks)?;
         open.progs
             .follow_fork_btf

@@ -258,34 +258,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .into_iter()
         .flatten()
         .collect();
-    if let Some((skel, _)) = &runqueue {
-        sources.runqueue = Some(HistogramMaps {
-            hists: &skel.maps.hists,
-            total: &skel.maps.total_hist,
-        });
-        sources.stats.push(&skel.maps.stats);
+    // Every histogram tool's object has the same `hists`, `total_hist` and `stats` maps.
+    macro_rules! histogram_source {
+        ($attached:expr, $field:ident) => {
+            if let Some((skel, _)) = &$attached {
+                sources.$field = Some(HistogramMaps {
+                    hists: &skel.maps.hists,
+                    total: &skel.maps.total_hist,
+                });
+                sources.stats.push(&skel.maps.stats);
+            }
+        };
     }
-    if let Some((skel, _)) = &block {
-        sources.block = Some(HistogramMaps {
-            hists: &skel.maps.hists,
-            total: &skel.maps.total_hist,
-        });
-        sources.stats.push(&skel.maps.stats);
-    }
-    if let Some((skel, _)) = &filesystem {
-        sources.filesystem = Some(HistogramMaps {
-            hists: &skel.maps.hists,
-            total: &skel.maps.total_hist,
-        });
-        sources.stats.push(&skel.maps.stats);
-    }
-    if let Some((skel, _)) = &connect {
-        sources.connect = Some(HistogramMaps {
-            hists: &skel.maps.hists,
-            total: &skel.maps.total_hist,
-        });
-        sources.stats.push(&skel.maps.stats);
-    }
+    histogram_source!(runqueue, runqueue);
+    histogram_source!(block, block);
+    histogram_source!(filesystem, filesystem);
+    histogram_source!(connect, connect);
     if let Some(attached) = &offcpu {
         sources.offcpu_by_cgroup = Some(&attached.skel.maps.cgroup_totals);
         sources.stats.push(&attached.skel.maps.stats);

@@ -23,6 +23,8 @@ use crate::output::{pprof, svg};
 const MAX_WINDOW_SECONDS: u64 = 300;
 /// The in-kernel stack maps are emptied when this full, between windows.
 const RESET_FILL: f64 = 0.8;
+/// Addresses the symbolizer may cache before it starts afresh.
+const SYMBOL_CACHE_LIMIT: usize = 100_000;
 
 /// What a window is rendered as.
 #[derive(Clone, Copy)]
@@ -221,8 +223,14 @@ impl Profiles<'_> {
         }
     }
 
-    /// Between windows: empties nearly full stack maps.
+    /// Between windows: empties nearly full stack maps, and starts the
+    /// symbolizer afresh when its caches (names, and the parsed debug
+    /// information of every file seen) have grown large, so memory stays
+    /// bounded on hosts whose programs keep changing.
     pub fn reset_if_full(&self) {
+        if self.symbolizer.borrow().cached_addresses() > SYMBOL_CACHE_LIMIT {
+            *self.symbolizer.borrow_mut() = Symbolizer::new();
+        }
         self.cpu.reset_if_full();
         if let Some(offcpu) = &self.offcpu {
             offcpu.reset_if_full();
