@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ pub struct UnwindArgs {
     #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
     pub unwind: UnwindMode,
     /// Unwind-table rows the kernel array holds, 16 bytes each (libc needs
-    /// about 25 000, a large C++ program a few million).
+    /// about 28 000, LLVM's shared library 1.4 million).
     #[arg(long, default_value_t = DEFAULT_ROW_CAPACITY, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     pub unwind_rows: u32,
@@ -108,27 +108,41 @@ pub struct TableStats {
     pub processes_dropped: u64,
 }
 
-/// The `unwind_rows` array, mapped into this process.
+/// The `unwind_rows` array, written through a shared mapping of just the
+/// pages a table needs, unmapped again at once: the array is kernel memory
+/// and does not stay in this process's resident set.
 struct RowArray {
-    base: *mut u8,
-    length: usize,
+    fd: OwnedFd,
     capacity: u32,
 }
 
 impl RowArray {
-    fn map(map: &dyn MapCore, capacity: u32) -> Result<RowArray> {
-        let length = capacity as usize * ROW_STRIDE;
-        // SAFETY: maps the BPF array's own memory (BPF_F_MMAPABLE); the
-        // mapping stays valid until munmap in Drop, and nothing else in this
-        // process aliases it.
+    fn new(map: &dyn MapCore, capacity: u32) -> Result<RowArray> {
+        Ok(RowArray {
+            fd: map.as_fd().try_clone_to_owned()?,
+            capacity,
+        })
+    }
+
+    fn write(&mut self, start: u32, rows: &[Row]) -> Result<()> {
+        assert!(start as usize + rows.len() <= self.capacity as usize);
+        // SAFETY: sysconf only returns a value.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let first_byte = start as usize * ROW_STRIDE;
+        let end_byte = first_byte + rows.len() * ROW_STRIDE;
+        let offset = first_byte / page * page;
+        let length = end_byte - offset;
+        // SAFETY: maps part of the BPF array's own memory (BPF_F_MMAPABLE),
+        // within its size by the capacity check; only this function uses
+        // the mapping, and it unmaps it before returning.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 length,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
-                0,
+                self.fd.as_raw_fd(),
+                offset as libc::off_t,
             )
         };
         if base == libc::MAP_FAILED {
@@ -137,29 +151,17 @@ impl RowArray {
                 std::io::Error::last_os_error()
             );
         }
-        Ok(RowArray {
-            base: base.cast(),
-            length,
-            capacity,
-        })
-    }
-
-    fn write(&mut self, start: u32, rows: &[Row]) {
-        assert!(start as usize + rows.len() <= self.capacity as usize);
+        let base: *mut u8 = base.cast();
         for (index, row) in rows.iter().enumerate() {
-            let at = (start as usize + index) * ROW_STRIDE;
-            // SAFETY: `at + 12 <= length` by the capacity check above.
+            let at = first_byte - offset + index * ROW_STRIDE;
+            // SAFETY: `at + 12 <= length`: the mapping covers every row.
             unsafe {
-                std::ptr::copy_nonoverlapping(row.to_bytes().as_ptr(), self.base.add(at), Row::SIZE)
+                std::ptr::copy_nonoverlapping(row.to_bytes().as_ptr(), base.add(at), Row::SIZE)
             };
         }
-    }
-}
-
-impl Drop for RowArray {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.cast(), self.length) };
+        // SAFETY: unmaps exactly what was mapped above.
+        unsafe { libc::munmap(base.cast(), length) };
+        Ok(())
     }
 }
 
@@ -351,7 +353,7 @@ impl<'a> Unwinder<'a> {
     pub fn new(rows: &dyn MapCore, capacity: u32, processes: &'a dyn MapCore) -> Result<Self> {
         let (requests, results) = start_builder();
         Ok(Unwinder {
-            rows: RowArray::map(rows, capacity)?,
+            rows: RowArray::new(rows, capacity)?,
             processes,
             requests,
             results,
@@ -373,7 +375,12 @@ impl<'a> Unwinder<'a> {
             self.stats.objects_without_table += 1;
             0
         } else if let Some(start) = self.space.allocate(len) {
-            self.rows.write(start, &rows);
+            if self.rows.write(start, &rows).is_err() {
+                self.space.free(start, len);
+                self.stats.table_space_full += 1;
+                self.unloadable.insert(key, Instant::now());
+                return;
+            }
             self.stats.rows_loaded += len as u64;
             start
         } else {

@@ -44,9 +44,9 @@ pub enum MetricSource {
     Runqlat,
     /// Block I/O latency per disk and operation (block_rq_issue/complete).
     Biolatency,
-    /// File operation latency per filesystem type and operation. Without
-    /// fentry (as on this kernel) it traces every syscall's entry and exit,
-    /// which costs syscall-heavy hosts several percent: off by default.
+    /// File operation latency per filesystem type and operation. Where the
+    /// kernel refuses fentry it traces every syscall's entry and exit, which
+    /// costs syscall-heavy hosts several percent: off by default.
     Fslatency,
     /// TCP connect latency (sock:inet_sock_set_state).
     Tcp,
