@@ -75,8 +75,7 @@ def main():
     agent.wait()
     growth = (end_rss - start_rss) / start_rss * 100
     print(f"soak {args.seconds} s with process churn: RSS {start_rss:.1f} MB -> {end_rss:.1f} MB "
-          f"({growth:+.1f} %, target <= +10 %; heap and other anonymous memory {start_anon:.1f} -> "
-          f"{end_anon:.1f} MB; the rest is mapped files and the 16 MiB unwind-table array), "
+          f"({growth:+.1f} %, target <= +10 %; of which anonymous {start_anon:.1f} -> {end_anon:.1f} MB), "
           f"agent CPU {busy:.2f} % of one core")
 
 

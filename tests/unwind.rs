@@ -73,6 +73,36 @@ fn tables_give_full_chains_without_frame_pointers() {
     );
 }
 
+#[test]
+fn stacks_unwind_through_the_vdso() {
+    let _serial = serial();
+    let binary = workload_variant("vdso_clock", "_nofp", &["-fomit-frame-pointer"]);
+    let clock = Workload::start(&binary, &["8"]);
+    let pid = clock.pid().to_string();
+    let output =
+        run(bpfscope().args(["profile", "-F", "499", "--unwind", "dwarf", "-p", &pid, "3"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = for_comm(&parse_folded(&stdout(&output)), "vdso_clock_nofp");
+    let all = total(&stacks);
+    assert!(all >= 500, "too few samples: {all}");
+    // Most samples end in the vDSO (or libc's wrapper); their callers must be there.
+    let in_vdso: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.contains("vdso")))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        in_vdso * 2 >= all,
+        "only {in_vdso} of {all} samples in the vDSO"
+    );
+    let chained = count_with_chain(&stacks, &["main", "read_clock"]);
+    assert!(
+        chained as f64 >= 0.95 * all as f64,
+        "only {chained} of {all} samples show main;read_clock: {}",
+        stdout(&output)
+    );
+}
+
 /// "function milliseconds" lines the workload printed, and the folded rest.
 fn split_output(text: &str) -> (Vec<(String, f64)>, String) {
     let mut measured = Vec::new();

@@ -130,6 +130,15 @@ fn http_result(
 
 pub fn run(args: ServeArgs) -> Result<()> {
     perf_event::check_frequency(args.hz)?;
+    // A long-running agent: large transient buffers (symbolization, SVG)
+    // come from mmap and go back to the system when freed, instead of
+    // raising glibc's dynamic threshold and fragmenting the heap; the
+    // table builder thread shares the main arena.
+    // SAFETY: mallopt only changes allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     if args.max_series == 0 {
         bail!("bad --max-series 0: give 1 or more");
     }
@@ -296,7 +305,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         })
         .transpose()?;
     let profiles = Profiles {
-        symbolizer: RefCell::new(Symbolizer::new()),
+        symbolizer: RefCell::new((Symbolizer::new(), Instant::now())),
         spaces: &spaces,
         cpu: StackSource {
             counts: &sampler.maps.counts,

@@ -23,8 +23,11 @@ use crate::output::{pprof, svg};
 const MAX_WINDOW_SECONDS: u64 = 300;
 /// The in-kernel stack maps are emptied when this full, between windows.
 const RESET_FILL: f64 = 0.8;
-/// Addresses the symbolizer may cache before it starts afresh.
-const SYMBOL_CACHE_LIMIT: usize = 100_000;
+/// The symbolizer starts afresh after this long or this many cached
+/// addresses: its caches, above all the debug information blazesym parses
+/// lazily as new addresses come up, otherwise keep growing for hours.
+const SYMBOLIZER_LIFETIME: Duration = Duration::from_secs(300);
+const SYMBOL_CACHE_LIMIT: usize = 50_000;
 
 /// What a window is rendered as.
 #[derive(Clone, Copy)]
@@ -127,8 +130,9 @@ impl StackSource<'_> {
 /// The continuous CPU sampler, the off-CPU tracer where attached, and what
 /// symbolizing their stacks needs.
 pub struct Profiles<'a> {
-    /// Kept across windows: its caches (kernel symbols, ELF files) load once.
-    pub symbolizer: RefCell<Symbolizer>,
+    /// Kept across windows for a while: its caches (kernel symbols, ELF
+    /// files) are loaded once per lifetime (`SYMBOLIZER_LIFETIME`).
+    pub symbolizer: RefCell<(Symbolizer, Instant)>,
     pub spaces: &'a RefCell<AddressSpaces>,
     pub cpu: StackSource<'a>,
     pub offcpu: Option<StackSource<'a>>,
@@ -192,7 +196,7 @@ impl Profiles<'_> {
             StackKind::OffCpu => ProfileKind::OffCpu,
         };
         let profile = stack_collection::profile_from_counts(
-            &mut self.symbolizer.borrow_mut(),
+            &mut self.symbolizer.borrow_mut().0,
             counted,
             &source.stacks,
             &mut self.spaces.borrow_mut(),
@@ -224,12 +228,17 @@ impl Profiles<'_> {
     }
 
     /// Between windows: empties nearly full stack maps, and starts the
-    /// symbolizer afresh when its caches (names, and the parsed debug
-    /// information of every file seen) have grown large, so memory stays
-    /// bounded on hosts whose programs keep changing.
+    /// symbolizer afresh when it is old or its caches are large, so memory
+    /// stays bounded.
     pub fn reset_if_full(&self) {
-        if self.symbolizer.borrow().cached_addresses() > SYMBOL_CACHE_LIMIT {
-            *self.symbolizer.borrow_mut() = Symbolizer::new();
+        let mut symbolizer = self.symbolizer.borrow_mut();
+        if symbolizer.1.elapsed() > SYMBOLIZER_LIFETIME
+            || symbolizer.0.cached_addresses() > SYMBOL_CACHE_LIMIT
+        {
+            *symbolizer = (Symbolizer::new(), Instant::now());
+            drop(symbolizer);
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe { libc::malloc_trim(0) };
         }
         self.cpu.reset_if_full();
         if let Some(offcpu) = &self.offcpu {
