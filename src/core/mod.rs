@@ -1,7 +1,8 @@
 //! The shared core every tool is built on: checks that must pass before any
 //! BPF is loaded, selecting what to observe, loading and attaching programs
-//! (with fallbacks), reading stacks back from kernel maps, symbolizing them,
-//! and running a collection until it should stop.
+//! (with fallbacks), feeding the BPF unwinder its tables, reading stacks and
+//! histograms back from kernel maps, symbolizing them, and running a
+//! collection until it should stop.
 
 pub mod bpf_stats;
 pub mod cgroup_names;
