@@ -15,6 +15,9 @@ pub struct Module {
     pub start: u64,
     pub end: u64,
     pub file_offset: u64,
+    /// The file's device ("fe:00") and inode; inode 0 for pseudo-files.
+    pub device: String,
+    pub inode: u64,
 }
 
 impl Module {
@@ -38,6 +41,13 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
+    /// Reads a living process's executable mappings now.
+    pub fn read(tgid: u32) -> Option<Self> {
+        fs::read_to_string(format!("/proc/{tgid}/maps"))
+            .ok()
+            .map(|text| AddressSpace::parse(&text))
+    }
+
     /// Parses /proc/PID/maps text, keeping executable mappings only.
     pub fn parse(maps: &str) -> Self {
         let mut modules: Vec<Arc<Module>> =
@@ -56,6 +66,10 @@ impl AddressSpace {
             .then(|| (module.clone(), address - module.start + module.file_offset))
     }
 
+    pub fn modules(&self) -> &[Arc<Module>] {
+        &self.modules
+    }
+
     /// Adds mappings that appeared since (e.g. libraries loaded with dlopen).
     fn merge(&mut self, newer: AddressSpace) {
         for module in newer.modules {
@@ -72,8 +86,8 @@ fn parse_line(line: &str) -> Option<Module> {
     let range = fields.next()?;
     let perms = fields.next()?;
     let offset = fields.next()?;
-    let _device = fields.next()?;
-    let _inode = fields.next()?;
+    let device = fields.next()?;
+    let inode = fields.next()?;
     let path = fields.next().unwrap_or("").trim();
     if !perms.contains('x') || path.is_empty() {
         return None;
@@ -84,6 +98,8 @@ fn parse_line(line: &str) -> Option<Module> {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         file_offset: u64::from_str_radix(offset, 16).ok()?,
+        device: device.to_string(),
+        inode: inode.parse().ok()?,
     })
 }
 
@@ -98,29 +114,30 @@ pub struct AddressSpaces {
 }
 
 impl AddressSpaces {
-    /// Reads /proc/TGID/maps now, while the process lives.
-    pub fn snapshot(&mut self, tgid: u32, address_space: u64) {
-        match fs::read_to_string(format!("/proc/{tgid}/maps")) {
-            Ok(text) => {
-                let space = AddressSpace::parse(&text);
-                self.spaces
-                    .entry((tgid, address_space))
-                    .or_default()
-                    .merge(space);
-                self.current.insert(tgid, address_space);
-            }
-            Err(_) => self.missed += 1,
-        }
+    /// Reads /proc/TGID/maps now, while the process lives; returns what
+    /// was read (the snapshot itself also keeps earlier mappings).
+    pub fn snapshot(&mut self, tgid: u32, address_space: u64) -> Option<AddressSpace> {
+        let Some(space) = AddressSpace::read(tgid) else {
+            self.missed += 1;
+            return None;
+        };
+        self.spaces
+            .entry((tgid, address_space))
+            .or_default()
+            .merge(space.clone());
+        self.current.insert(tgid, address_space);
+        Some(space)
     }
 
     /// Re-reads the current image of processes still alive, to catch
     /// late-loaded libraries (never into a snapshot from before an exec).
     pub fn refresh_living(&mut self) {
         for (&tgid, &address_space) in &self.current {
-            if let Ok(text) = fs::read_to_string(format!("/proc/{tgid}/maps")) {
-                if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
-                    space.merge(AddressSpace::parse(&text));
-                }
+            if let (Some(fresh), Some(space)) = (
+                AddressSpace::read(tgid),
+                self.spaces.get_mut(&(tgid, address_space)),
+            ) {
+                space.merge(fresh);
             }
         }
     }
@@ -175,6 +192,7 @@ mod tests {
         let (libc, offset) = space.resolve(0x7f1e2c028010).unwrap();
         assert_eq!(libc.file_name(), "libc.so.6");
         assert_eq!(offset, 0x28010);
+        assert_eq!((libc.device.as_str(), libc.inode), ("fe:01", 456));
         let (vdso, _) = space.resolve(0x7ffd3a5fe100).unwrap();
         assert!(!vdso.is_file());
         assert!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
 
-use crate::core::process_maps::AddressSpaces;
+use crate::core::process_maps::{AddressSpace, AddressSpaces};
 use crate::core::run::{Collection, StopReason};
 use crate::core::stacks::{self, StackKey, StackMaps};
 use crate::core::stats::RunStats;
@@ -126,9 +126,9 @@ pub fn address_space_ring<'a, 'maps: 'a>(
         if event.len() >= 16 {
             let tgid = u32::from_ne_bytes(event[0..4].try_into().expect("4 bytes"));
             let address_space = u64::from_ne_bytes(event[8..16].try_into().expect("8 bytes"));
-            spaces.borrow_mut().snapshot(tgid, address_space);
-            if let Some(unwinder) = unwinder {
-                unwinder.borrow_mut().add_process(tgid);
+            let space = spaces.borrow_mut().snapshot(tgid, address_space);
+            if let (Some(unwinder), Some(space)) = (unwinder, space) {
+                unwinder.borrow_mut().add_process(tgid, &space);
             }
         }
         0
@@ -287,7 +287,9 @@ pub fn table_unwinder<'a>(
     }
     let mut unwinder = Unwinder::new(rows, unwind.unwind_rows, processes)?;
     for &pid in &targets.pids {
-        unwinder.add_process(pid);
+        if let Some(space) = AddressSpace::read(pid) {
+            unwinder.add_process(pid, &space);
+        }
     }
     // The targets' first samples deserve tables too.
     unwinder.wait_for_tables(Duration::from_secs(10));

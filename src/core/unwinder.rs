@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::core::process_maps::{AddressSpace, Module};
 use crate::core::target::process_alive;
 use crate::core::unwind_table::{self, load_bias, Row, TableCache};
 
@@ -226,56 +227,26 @@ impl RowSpace {
     }
 }
 
-/// One executable mapping from /proc/PID/maps.
-struct MappedFile {
-    start: u64,
-    end: u64,
-    offset: u64,
-    key: ObjectKey,
-    /// Where to read the file: /proc/PID/map_files/START-END works for
-    /// files in other mount namespaces and deleted ones.
-    source: PathBuf,
+/// The object a mapping shows: the vDSO, or a file by device and inode;
+/// None for anonymous executable memory (JIT), which has no table.
+fn object_key(module: &Module) -> Option<ObjectKey> {
+    if module.path.as_os_str() == "[vdso]" {
+        Some(("[vdso]".to_string(), 0))
+    } else if module.inode == 0 {
+        None
+    } else {
+        Some((module.device.clone(), module.inode))
+    }
 }
 
-fn executable_mappings(tgid: u32) -> Option<Vec<MappedFile>> {
-    let text = fs::read_to_string(format!("/proc/{tgid}/maps")).ok()?;
-    let mut files = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.splitn(6, ' ').collect();
-        let [range, perms, offset, device, inode, path] = fields[..] else {
-            continue;
-        };
-        let path = path.trim();
-        if !perms.contains('x') || path.is_empty() {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end), Ok(offset), Ok(inode)) = (
-            u64::from_str_radix(start, 16),
-            u64::from_str_radix(end, 16),
-            u64::from_str_radix(offset, 16),
-            inode.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        let key = if path == "[vdso]" {
-            ("[vdso]".to_string(), 0)
-        } else if inode == 0 {
-            continue; // anonymous executable memory (JIT): no table
-        } else {
-            (device.to_string(), inode)
-        };
-        files.push(MappedFile {
-            start,
-            end,
-            offset,
-            key,
-            source: PathBuf::from(format!("/proc/{tgid}/map_files/{range}")),
-        });
-    }
-    Some(files)
+/// Where to read a mapping's file: /proc/PID/map_files/START-END works for
+/// files in other mount namespaces and deleted ones (the kernel names them
+/// in unpadded hex, unlike /proc/PID/maps).
+fn mapped_file(tgid: u32, module: &Module) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{tgid}/map_files/{:x}-{:x}",
+        module.start, module.end
+    ))
 }
 
 /// The vDSO image of this process: the kernel maps the same one into every
@@ -401,33 +372,29 @@ impl<'a> Unwinder<'a> {
 
     /// Asks for an object's table unless it is loaded or being built; the
     /// vDSO (a few rows, from this process's own copy) is built at once.
-    fn request(&mut self, file: &MappedFile) {
-        if self.objects.contains_key(&file.key) || self.building.contains(&file.key) {
+    fn request(&mut self, key: &ObjectKey, source: impl FnOnce() -> PathBuf) {
+        if self.objects.contains_key(key) || self.building.contains(key) {
             return;
         }
-        if let Some(when) = self.unloadable.get(&file.key) {
+        if let Some(when) = self.unloadable.get(key) {
             if when.elapsed() < RETRY_UNLOADABLE {
                 return;
             }
-            self.unloadable.remove(&file.key);
+            self.unloadable.remove(key);
         }
-        if file.key.0 == "[vdso]" {
+        if key.0 == "[vdso]" {
             let started = Instant::now();
             if let Some((elf, rows)) =
                 own_vdso().and_then(|image| unwind_table::rows_for_image(&image).ok())
             {
                 self.stats.build_time += started.elapsed();
                 self.stats.objects_built += 1;
-                self.load_object(file.key.clone(), elf.loads, rows);
+                self.load_object(key.clone(), elf.loads, rows);
             }
             return;
         }
-        if self
-            .requests
-            .send((file.key.clone(), file.source.clone()))
-            .is_ok()
-        {
-            self.building.insert(file.key.clone());
+        if self.requests.send((key.clone(), source())).is_ok() {
+            self.building.insert(key.clone());
         }
     }
 
@@ -467,7 +434,9 @@ impl<'a> Unwinder<'a> {
             return;
         }
         for tgid in std::mem::take(&mut self.waiting) {
-            self.add_process(tgid);
+            if let Some(space) = AddressSpace::read(tgid) {
+                self.add_process(tgid, &space);
+            }
         }
         // Built for processes that exited meanwhile.
         let unused: Vec<ObjectKey> = self
@@ -490,10 +459,7 @@ impl<'a> Unwinder<'a> {
 
     /// Loads the tables of process `tgid`'s current image (again after an
     /// exec or when libraries were loaded since).
-    pub fn add_process(&mut self, tgid: u32) {
-        let Some(files) = executable_mappings(tgid) else {
-            return; // exited already
-        };
+    pub fn add_process(&mut self, tgid: u32, space: &AddressSpace) {
         let previous = self.process_objects.remove(&tgid);
         if previous.is_none() {
             self.stats.processes += 1;
@@ -501,31 +467,34 @@ impl<'a> Unwinder<'a> {
         let previous = previous.unwrap_or_default();
         let mut used: Vec<ObjectKey> = Vec::new();
         let mut entries: Vec<[u8; MAPPING_SIZE]> = Vec::new();
-        for file in &files {
-            self.request(file);
+        for module in space.modules() {
+            let Some(key) = object_key(module) else {
+                continue; // no entry: a walk stops there as at JIT code
+            };
+            self.request(&key, || mapped_file(tgid, module));
             // Until its table arrives a mapping has none: frame pointers (auto)
             // or a stop there (dwarf), rather than "unmapped code".
-            let (bias, table_start, table_len) = match self.objects.get_mut(&file.key) {
+            let (bias, table_start, table_len) = match self.objects.get_mut(&key) {
                 Some(object) => {
-                    if !used.contains(&file.key) {
+                    if !used.contains(&key) {
                         object.users += 1;
-                        used.push(file.key.clone());
+                        used.push(key);
                     }
-                    match load_bias(&object.loads, file.start, file.offset) {
+                    match load_bias(&object.loads, module.start, module.file_offset) {
                         Some(bias) => (bias, object.start, object.len),
                         None => (0, 0, 0),
                     }
                 }
                 None => {
-                    if self.building.contains(&file.key) {
+                    if self.building.contains(&key) {
                         self.waiting.insert(tgid);
                     }
                     (0, 0, 0)
                 }
             };
             let mut entry = [0u8; MAPPING_SIZE];
-            entry[0..8].copy_from_slice(&file.start.to_ne_bytes());
-            entry[8..16].copy_from_slice(&file.end.to_ne_bytes());
+            entry[0..8].copy_from_slice(&module.start.to_ne_bytes());
+            entry[8..16].copy_from_slice(&module.end.to_ne_bytes());
             entry[16..24].copy_from_slice(&bias.to_ne_bytes());
             entry[24..28].copy_from_slice(&table_start.to_ne_bytes());
             entry[28..32].copy_from_slice(&table_len.to_ne_bytes());
@@ -610,10 +579,24 @@ mod tests {
     }
 
     #[test]
-    fn own_mappings_include_the_executable_and_the_vdso() {
-        let files = executable_mappings(std::process::id()).unwrap();
-        assert!(files.iter().any(|f| f.key.0 == "[vdso]"));
-        assert!(files.iter().any(|f| f.key.1 != 0));
+    fn own_mappings_name_files_and_the_vdso() {
+        let me = std::process::id();
+        let space = AddressSpace::read(me).unwrap();
+        let keys: Vec<ObjectKey> = space
+            .modules()
+            .iter()
+            .filter_map(|m| object_key(m))
+            .collect();
+        assert!(keys.iter().any(|key| key.0 == "[vdso]"));
+        assert!(keys.iter().any(|key| key.1 != 0));
+        let executable = space.modules().iter().find(|m| m.inode != 0).unwrap();
+        let through_map_files = mapped_file(me, executable);
+        assert_eq!(
+            fs::read(&through_map_files).unwrap()[..4],
+            *b"\x7fELF",
+            "{} is readable",
+            through_map_files.display()
+        );
         let image = own_vdso().unwrap();
         let (_, rows) = unwind_table::rows_for_image(&image).unwrap();
         assert!(!rows.is_empty(), "the vDSO has .eh_frame");

@@ -164,6 +164,8 @@ pub(crate) mod tests {
             start: 0,
             end: 1,
             file_offset: 0,
+            device: "fe:01".into(),
+            inode: 456,
         }));
         let mut missing = sample("a;b", vec![unknown, frame(FrameKind::User, &[])], vec![], 1);
         missing.kernel_missing = true;
