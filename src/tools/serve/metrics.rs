@@ -73,27 +73,46 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// At most `max` items: the `max - 1` heaviest and one that `fold` makes of
+/// the rest. Returns the items and how many were folded.
+fn keep_heaviest<T>(
+    mut items: Vec<T>,
+    max: usize,
+    weight: impl Fn(&T) -> u64,
+    fold: impl FnOnce(Vec<T>) -> T,
+) -> (Vec<T>, usize) {
+    if items.len() <= max {
+        return (items, 0);
+    }
+    items.sort_by_key(|item| std::cmp::Reverse(weight(item)));
+    let rest = items.split_off(max.saturating_sub(1));
+    let folded = rest.len();
+    items.push(fold(rest));
+    (items, folded)
+}
+
 /// At most `max` series: the busiest `max - 1` and one `other` series (every
 /// label "other") summing the rest. Returns the series and how many were folded.
-fn cap_series(mut series: Vec<Series>, max: usize) -> (Vec<Series>, usize) {
-    if series.len() <= max {
-        return (series, 0);
-    }
-    series.sort_by_key(|one| std::cmp::Reverse(one.histogram.count));
-    let rest = series.split_off(max.saturating_sub(1));
-    let mut other = Series {
-        labels: rest[0]
-            .labels
-            .iter()
-            .map(|(k, _)| (k.clone(), "other".to_string()))
-            .collect(),
-        histogram: Histogram::default(),
-    };
-    for one in &rest {
-        other.histogram.merge(&one.histogram);
-    }
-    series.push(other);
-    (series, rest.len())
+fn cap_series(series: Vec<Series>, max: usize) -> (Vec<Series>, usize) {
+    keep_heaviest(
+        series,
+        max,
+        |one| one.histogram.count,
+        |rest| {
+            let mut other = Series {
+                labels: rest[0]
+                    .labels
+                    .iter()
+                    .map(|(k, _)| (k.clone(), "other".to_string()))
+                    .collect(),
+                histogram: Histogram::default(),
+            };
+            for one in &rest {
+                other.histogram.merge(&one.histogram);
+            }
+            other
+        },
+    )
 }
 
 /// "vda Write"-style biolatency keys (disk, then normalized flags) become
@@ -291,12 +310,12 @@ impl Metrics {
             .filter_map(|(id, ns)| Some((names.get(&id)?.clone(), ns)))
             .collect();
         samples.sort_by_key(|(_, ns)| std::cmp::Reverse(*ns));
-        let mut folded = 0;
-        if samples.len() > self.max_series {
-            let rest = samples.split_off(self.max_series - 1);
-            folded = rest.len();
-            samples.push(("other".to_string(), rest.iter().map(|(_, ns)| ns).sum()));
-        }
+        let (samples, folded) = keep_heaviest(
+            samples,
+            self.max_series,
+            |(_, ns)| *ns,
+            |rest| ("other".to_string(), rest.iter().map(|(_, ns)| ns).sum()),
+        );
         Ok((
             samples
                 .into_iter()
