@@ -206,24 +206,7 @@ const FIND_FRAME: &str = r#"(() => {
 fn live_page_shows_the_flame_graph_and_zooms_on_click() {
     let _serial = serial();
     let burner = Workload::start(&workload("cpu_split"), &["60"]);
-    let port = free_port();
-    let serve = Workload(
-        bpfscope()
-            .args([
-                "serve",
-                "--hz",
-                "99",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(Duration::from_secs(10), || http_get(port, "/").is_some()),
-        "serve never answered"
-    );
+    let (serve, port) = start_serve();
 
     let devtools_port = free_port();
     let profile_dir = tmp_dir().join(format!("chromium-{}", std::process::id()));

@@ -215,25 +215,18 @@ fn short_lived_processes_keep_their_symbols() {
 #[test]
 fn cgroup_filter_keeps_only_the_cgroups_tasks() {
     let _serial = serial();
-    let mount = fs::read_to_string("/proc/self/mounts")
-        .unwrap()
-        .lines()
-        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
-        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
-        .expect("a cgroup2 mount");
-    let name = format!("bpfscope-test-{}", std::process::id());
-    let dir = std::path::Path::new(&mount).join(&name);
-    fs::create_dir_all(&dir).unwrap();
+    let cgroup = TestCgroup::new("profile");
     let inside = Workload::start(&workload("cpu_split"), &["5"]);
     let other_binary = tmp_dir().join("outside_cg");
     fs::copy(workload("cpu_split"), &other_binary).unwrap();
     let _outside = Workload::start(&other_binary, &["5"]);
-    fs::write(dir.join("cgroup.procs"), inside.pid().to_string()).unwrap();
+    fs::write(cgroup.dir.join("cgroup.procs"), inside.pid().to_string()).unwrap();
 
     // Relative to the cgroup2 mount, as users usually give it.
-    let output = run(bpfscope().args(["profile", "-F", "499", "--cgroup", &name, "2"]));
+    let relative = cgroup.label.trim_start_matches('/');
+    let output = run(bpfscope().args(["profile", "-F", "499", "--cgroup", relative, "2"]));
     drop(inside);
-    let _ = wait_for(Duration::from_secs(2), || fs::remove_dir(&dir).is_ok());
+    drop(cgroup);
     assert!(output.status.success(), "{}", stderr(&output));
     let stacks = parse_folded(&stdout(&output));
     assert!(

@@ -11,52 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// GETs a path from 127.0.0.1:port; returns (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
-}
-
-/// Starts `serve` on a free loopback port and waits until it serves; the
-/// guard kills it if a test fails before stopping it.
-fn start_serve() -> (Workload, u16) {
-    start_serve_with(&[])
-}
-
-/// `start_serve` with more flags.
-fn start_serve_with(flags: &[&str]) -> (Workload, u16) {
-    let port = free_port();
-    let child = bpfscope()
-        .args([
-            "serve",
-            "--hz",
-            "99",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(flags)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let serve = Workload(child);
-    let listening = wait_for(Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(listening, "serve never listened on {port}");
-    // The port is bound before the probes are attached; requests are answered after.
-    assert_eq!(get(port, "/").0, 200, "serve is not answering");
-    (serve, port)
-}
-
 fn stop_serve(mut serve: Workload) {
     assert_eq!(unsafe { kill(serve.pid() as i32, 15) }, 0);
     let status = serve.0.wait().unwrap();

@@ -268,3 +268,50 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// GETs a path from 127.0.0.1:port; returns (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Starts `serve` on a free loopback port and waits until it serves; the
+/// guard kills it if a test fails before stopping it.
+pub fn start_serve() -> (Workload, u16) {
+    start_serve_with(&[])
+}
+
+/// `start_serve` with more flags.
+pub fn start_serve_with(flags: &[&str]) -> (Workload, u16) {
+    let port = free_port();
+    let child = bpfscope()
+        .args([
+            "serve",
+            "--hz",
+            "99",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(flags)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve = Workload(child);
+    let listening = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(listening, "serve never listened on {port}");
+    // The port is bound before the probes are attached; requests are answered after.
+    assert_eq!(get(port, "/").0, 200, "serve is not answering");
+    (serve, port)
+}
