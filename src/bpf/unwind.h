@@ -163,10 +163,9 @@ struct {
  * of at every call site, which keeps program load fast.
  */
 
-/* Index of the mapping of process tgid containing ip, or -1. */
-__noinline int uw_find_mapping(u32 tgid, u64 ip)
+/* Index of the mapping of `proc` containing ip, or -1. */
+__noinline int uw_find_mapping(struct uw_process *proc, u64 ip)
 {
-	struct uw_process *proc = bpf_map_lookup_elem(&unwind_processes, &tgid);
 	u32 count, found = 0, probe;
 
 	if (!proc)
@@ -246,7 +245,7 @@ __noinline int uw_step(void)
 	/* A return address may be just past its call's function: look up ip - 1. */
 	lookup_ip = len ? st->ip - 1 : st->ip;
 	proc = bpf_map_lookup_elem(&unwind_processes, &st->tgid);
-	found = uw_find_mapping(st->tgid, lookup_ip);
+	found = proc ? uw_find_mapping(proc, lookup_ip) : -1;
 	if (!proc || found < 0 || found >= MAX_MAPPINGS) {
 		st->stop = proc ? STOP_UNMAPPED : STOP_NO_TABLE;
 		return 1;
