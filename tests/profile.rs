@@ -190,9 +190,10 @@ fn short_lived_processes_keep_their_symbols() {
         "expected ~1250 samples of 25 x 50 ms, got {all}"
     );
     // Frames in the workload's own binary must all be named even though each
-    // process exited long before symbolization. Samples outside it (exec,
-    // ld.so, exit, and libc's clock_gettime, whose missing frame pointer
-    // hides its caller) are legitimately without short_burn_spin: a few %.
+    // process exited long before symbolization. Samples outside
+    // short_burn_spin are legitimate only in exec, ld.so and exit (about 1.5 %
+    // of a 50 ms process here); libc's frame-pointer-less clock_gettime is
+    // unwound by tables, so its samples keep their caller.
     let count_where = |pred: &dyn Fn(&str) -> bool| {
         stacks
             .iter()
@@ -207,7 +208,7 @@ fn short_lived_processes_keep_their_symbols() {
     );
     let named = count_where(&|f| f == "short_burn_spin");
     assert!(
-        named as f64 >= 0.90 * all as f64,
+        named as f64 >= 0.95 * all as f64,
         "only {named} of {all} samples carry short_burn_spin"
     );
 }
