@@ -71,14 +71,20 @@ def run_workload(argv, parse=last_number):
 
 def interleaved_ratios(workload_argv, tracers, rounds, parse=last_number):
     """Runs the workload untraced and under each tracer, interleaved, `rounds`
-    times; returns {tracer name: [traced/untraced per round]}."""
+    times; returns {tracer name: [traced/untraced per round]}.
+
+    Every traced run sits between two untraced runs and is divided by their
+    mean, so a drift of the host's speed (a VM's neighbours) during a round
+    does not show up as tracing overhead."""
     ratios = {tracer.name: [] for tracer in tracers}
     for round_number in range(rounds):
-        baseline = run_workload(workload_argv, parse)
+        before = run_workload(workload_argv, parse)
         for tracer in tracers:
             with tracer:
                 traced = run_workload(workload_argv, parse)
-            ratios[tracer.name].append(traced / baseline)
+            after = run_workload(workload_argv, parse)
+            ratios[tracer.name].append(traced / ((before + after) / 2))
+            before = after
         print(f"  round {round_number + 1}/{rounds}: " +
               ", ".join(f"{name} {values[-1]:.3f}" for name, values in ratios.items()), file=sys.stderr)
     return ratios

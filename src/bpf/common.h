@@ -86,16 +86,49 @@ static __always_inline void stat_inc(enum run_stat stat)
 		*value += 1;
 }
 
-/* Does the task (tgid, tid) belong to what the user asked to observe? */
-static __always_inline bool task_selected(u32 tgid, u32 tid)
+/* Are the process and thread ids among those the user asked to observe? */
+static __always_inline bool ids_selected(u32 tgid, u32 tid)
 {
 	if (filter_tgids && !bpf_map_lookup_elem(&target_tgids, &tgid))
 		return false;
 	if (filter_tids && !bpf_map_lookup_elem(&target_tids, &tid))
 		return false;
-	if (filter_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) != 1)
-		return false;
 	return true;
+}
+
+/* Does the current task (tgid, tid) belong to what the user asked to observe? */
+static __always_inline bool task_selected(u32 tgid, u32 tid)
+{
+	if (!ids_selected(tgid, tid))
+		return false;
+	return !filter_cgroup || bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
+}
+
+/*
+ * --cgroup for a task that is not current (runqlat's `next`): the cgroup v2
+ * id of the target and its depth below the root, set by user space.
+ */
+const volatile u64 target_cgroup_id = 0;
+const volatile u32 target_cgroup_level = 0;
+
+/* Is `task` in the target cgroup or below it? Its ancestor at the target's depth must be the target. */
+static __always_inline bool task_in_target_cgroup(struct task_struct *task)
+{
+	struct cgroup *cgroup = BPF_CORE_READ(task, cgroups, dfl_cgrp), *ancestor = NULL;
+	u32 level = target_cgroup_level;
+
+	if (!cgroup || BPF_CORE_READ(cgroup, level) < (int)level || level > 255)
+		return false;
+	bpf_core_read(&ancestor, sizeof(ancestor), &cgroup->ancestors[level]);
+	return ancestor && BPF_CORE_READ(ancestor, kn, id) == target_cgroup_id;
+}
+
+/* task_selected() for a task other than current. */
+static __always_inline bool other_task_selected(struct task_struct *task, u32 tgid, u32 tid)
+{
+	if (!ids_selected(tgid, tid))
+		return false;
+	return !filter_cgroup || task_in_target_cgroup(task);
 }
 
 /* COMMAND mode: a traced process's children (new processes, not threads) are traced too. */

@@ -9,7 +9,7 @@
 
 struct owner {
 	u32 tgid;
-	u32 pad;
+	u32 selected;           /* passed the filters, checked in its own context */
 	char comm[TASK_COMM_LEN];
 };
 
@@ -57,6 +57,7 @@ static __always_inline void state_change(const struct sock *sk, int new_state)
 	if ((new_state == TCP_SYN_SENT || new_state == TCP_FIN_WAIT1 || new_state == TCP_LAST_ACK) &&
 	    (pid_tgid >> 32) != 0) {
 		current_owner.tgid = pid_tgid >> 32;
+		current_owner.selected = task_selected(pid_tgid >> 32, (u32)pid_tgid);
 		bpf_get_current_comm(&current_owner.comm, sizeof(current_owner.comm));
 		bpf_map_update_elem(&owners, &key, &current_owner, BPF_ANY);
 	}
@@ -66,9 +67,10 @@ static __always_inline void state_change(const struct sock *sk, int new_state)
 	owner = bpf_map_lookup_elem(&owners, &key);
 	if (!birth)
 		goto forget;
-	if (owner && !task_selected(owner->tgid, 0))
+	/* Sessions closed in softirq context: the filters apply to the owner. */
+	if (owner && !owner->selected)
 		goto forget;
-	if (!owner && (filter_tgids || filter_tids))
+	if (!owner && (filter_tgids || filter_tids || filter_cgroup))
 		goto forget;
 	stat_inc(STAT_EVENTS);
 	event = bpf_ringbuf_reserve(&session_events, sizeof(*event), 0);

@@ -2,6 +2,7 @@
 //! fail (privileges, no BTF) are reported as one clear line
 //! instead of a libbpf error from deep inside a load.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 
@@ -43,6 +44,22 @@ pub fn check_kernel_btf() -> Result<()> {
     bail!(
         "this kernel exposes no BTF ({BTF_VMLINUX} is missing); bpfscope needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )
+}
+
+/// Does the kernel's `struct STRUCTURE` have `member`? Fields behind kernel
+/// configuration options exist only where the option is on, and a program
+/// reading a missing one fails to load with a CO-RE error; this names the
+/// option instead (`requirement`).
+pub fn check_kernel_field(structure: &str, member: &str, requirement: &str) -> Result<()> {
+    let btf = libbpf_rs::btf::Btf::from_vmlinux()
+        .map_err(|error| anyhow::anyhow!("reading the kernel's BTF: {error}"))?;
+    let found = btf
+        .type_by_name::<libbpf_rs::btf::types::Struct>(structure)
+        .is_some_and(|found| found.iter().any(|m| m.name == Some(OsStr::new(member))));
+    if !found {
+        bail!("this kernel has no {structure}.{member}: {requirement}");
+    }
+    Ok(())
 }
 
 /// Everything every tool needs before it opens a BPF object.

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -27,16 +28,39 @@ pub struct TargetSpec {
 pub struct Targets {
     pub pids: Vec<u32>,
     pub tids: Vec<u32>,
-    cgroup: Option<OwnedFd>,
+    cgroup: Option<CgroupTarget>,
     pub command: Option<PendingCommand>,
 }
 
-/// Which filters the BPF side must apply (the `filter_*` rodata flags).
+/// A cgroup v2 directory to observe. Programs check the current task with
+/// the open descriptor (`bpf_current_task_under_cgroup`), and other tasks
+/// (runqlat's task being switched in) by their ancestor at the target's depth.
+struct CgroupTarget {
+    fd: OwnedFd,
+    id: u64,
+    /// Depth below the root of the whole hierarchy; unknown inside a cgroup
+    /// namespace, whose root is not the hierarchy's.
+    level: Option<u32>,
+}
+
+/// Which filters the BPF side must apply (the `filter_*` and `target_cgroup_*` rodata).
 pub struct FilterFlags {
     pub tgids: bool,
     pub tids: bool,
     pub cgroup: bool,
+    pub cgroup_id: u64,
+    pub cgroup_level: Option<u32>,
     pub follow_children: bool,
+}
+
+impl FilterFlags {
+    /// For tools that filter tasks other than the current one by cgroup.
+    pub fn check_other_task_cgroup(&self) -> Result<()> {
+        if self.cgroup && self.cgroup_level.is_none() {
+            bail!("--cgroup with this tool needs the initial cgroup namespace (it is running inside another one)");
+        }
+        Ok(())
+    }
 }
 
 impl TargetSpec {
@@ -71,6 +95,8 @@ impl Targets {
             tgids: !self.pids.is_empty() || self.command.is_some(),
             tids: !self.tids.is_empty(),
             cgroup: self.cgroup.is_some(),
+            cgroup_id: self.cgroup.as_ref().map_or(0, |cgroup| cgroup.id),
+            cgroup_level: self.cgroup.as_ref().and_then(|cgroup| cgroup.level),
             follow_children: self.command.is_some(),
         }
     }
@@ -93,10 +119,10 @@ impl Targets {
         for tid in &self.tids {
             target_tids.update(&tid.to_ne_bytes(), &one, MapFlags::ANY)?;
         }
-        if let Some(fd) = &self.cgroup {
+        if let Some(cgroup) = &self.cgroup {
             target_cgroup.update(
                 &0u32.to_ne_bytes(),
-                &fd.as_raw_fd().to_ne_bytes(),
+                &cgroup.fd.as_raw_fd().to_ne_bytes(),
                 MapFlags::ANY,
             )?;
         }
@@ -141,16 +167,24 @@ fn check_process(pid: u32) -> Result<()> {
 /// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup or, on hybrid
 /// layouts, /sys/fs/cgroup/unified).
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(target))
-    })
+    cgroup2_mounts().into_iter().next()
+}
+
+/// Every place the cgroup v2 hierarchy is mounted.
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(target))
+        })
+        .collect()
 }
 
 /// Opens a cgroup v2 directory given absolutely or relative to the cgroup2 mount.
-fn open_cgroup(path: &Path) -> Result<OwnedFd> {
+fn open_cgroup(path: &Path) -> Result<CgroupTarget> {
     let full = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -181,7 +215,33 @@ fn open_cgroup(path: &Path) -> Result<OwnedFd> {
     {
         bail!("{} is not a cgroup v2 directory", full.display());
     }
-    Ok(fd)
+    // The cgroup id is the directory's inode number.
+    let id = fs::metadata(&full)
+        .with_context(|| format!("reading {}", full.display()))?
+        .ino();
+    Ok(CgroupTarget {
+        fd,
+        id,
+        level: cgroup_level(&full),
+    })
+}
+
+/// The initial cgroup namespace's inode number (PROC_CGROUP_INIT_INO).
+const INITIAL_CGROUP_NAMESPACE: &str = "cgroup:[4026531835]";
+
+/// Depth of a cgroup v2 directory below the hierarchy's root (0 for the
+/// root), where this process sees the whole hierarchy.
+fn cgroup_level(directory: &Path) -> Option<u32> {
+    let namespace = fs::read_link("/proc/self/ns/cgroup").ok()?;
+    if namespace.as_os_str() != INITIAL_CGROUP_NAMESPACE {
+        return None;
+    }
+    let directory = fs::canonicalize(directory).ok()?;
+    let mount = cgroup2_mounts()
+        .into_iter()
+        .filter_map(|mount| fs::canonicalize(mount).ok())
+        .find(|mount| directory.starts_with(mount))?;
+    Some(directory.strip_prefix(&mount).ok()?.components().count() as u32)
 }
 
 /// A command forked but held before exec, so its PID can be put into the
@@ -330,6 +390,9 @@ macro_rules! set_filter_flags {
         rodata.filter_tgids = flags.tgids;
         rodata.filter_tids = flags.tids;
         rodata.filter_cgroup = flags.cgroup;
+        rodata.target_cgroup_id = flags.cgroup_id;
+        // An unknown depth selects no task (see task_in_target_cgroup()).
+        rodata.target_cgroup_level = flags.cgroup_level.unwrap_or(u32::MAX);
         rodata.follow_children = flags.follow_children;
     }};
 }

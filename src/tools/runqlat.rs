@@ -1,6 +1,7 @@
 //! `bpfscope runqlat`: run-queue (scheduler) latency histograms. The time
 //! from a task becoming runnable to it running is summed in kernel by
-//! `runqlat.bpf.c` as log2 histograms (total, per process or per thread).
+//! `runqlat.bpf.c` as log2 histograms (total, per process or per thread),
+//! from the scheduler's own enqueue timestamps read at sched_switch.
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -23,7 +24,7 @@ use skel::{RunqlatSkel, RunqlatSkelBuilder};
 /// Summarize run-queue latency as histograms.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  bpfscope runqlat             until Ctrl-C, one histogram\n  bpfscope runqlat -m 5 3      three 5-second reports, in milliseconds\n  bpfscope runqlat -P --json   per process, as JSON"
+    after_help = "Measured by one program on sched_switch: the scheduler's enqueue time of the task switched in\n(CONFIG_SCHED_INFO) to now. --cgroup keeps the waits of the cgroup's tasks, whoever woke them.\n\nExamples:\n  bpfscope runqlat             until Ctrl-C, one histogram\n  bpfscope runqlat -m 5 3      three 5-second reports, in milliseconds\n  bpfscope runqlat -P --json   per process, as JSON"
 )]
 pub struct RunqlatArgs {
     /// A histogram per process.
@@ -52,6 +53,17 @@ pub fn attach<'obj>(
     options: &RunqlatOptions,
 ) -> Result<(RunqlatSkel<'obj>, Vec<Link>)> {
     let filters = targets.filter_flags();
+    filters.check_other_task_cgroup()?;
+    preflight::check_kernel_field(
+        "sched_info",
+        "last_queued",
+        "runqlat reads the scheduler's enqueue times, kept with CONFIG_SCHED_INFO",
+    )?;
+    preflight::check_kernel_field(
+        "cfs_rq",
+        "rq",
+        "runqlat reaches the run queue clock through CONFIG_FAIR_GROUP_SCHED's cfs_rq.rq",
+    )?;
     let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
         let mut open = RunqlatSkelBuilder::default()
             .open(storage)
@@ -67,45 +79,23 @@ pub fn attach<'obj>(
         rodata.per_thread = options.per_thread;
         rodata.key_by_cgroup = options.key_by_cgroup;
         let btf = flavor == HookFlavor::BtfTyped;
-        for program in [
-            &mut open.progs.wakeup_btf,
-            &mut open.progs.wakeup_new_btf,
-            &mut open.progs.switch_btf,
-        ] {
-            program.set_autoload(btf);
-        }
-        for program in [
-            &mut open.progs.wakeup_raw,
-            &mut open.progs.wakeup_new_raw,
-            &mut open.progs.switch_raw,
-        ] {
-            program.set_autoload(!btf);
-        }
+        open.progs.switch_btf.set_autoload(btf);
+        open.progs.switch_raw.set_autoload(!btf);
         if btf {
-            open.maps.enqueued_by_tid.set_max_entries(1)?;
+            open.maps.waited_before_by_tid.set_max_entries(1)?;
         }
         open.load().context("loading the runqlat BPF programs")
     })?;
     write_target_filters!(targets, skel)?;
-    let programs = if flavor == HookFlavor::Raw {
-        [
-            &skel.progs.wakeup_raw,
-            &skel.progs.wakeup_new_raw,
-            &skel.progs.switch_raw,
-        ]
+    let program = if flavor == HookFlavor::Raw {
+        &skel.progs.switch_raw
     } else {
-        [
-            &skel.progs.wakeup_btf,
-            &skel.progs.wakeup_new_btf,
-            &skel.progs.switch_btf,
-        ]
+        &skel.progs.switch_btf
     };
-    let links = programs
-        .iter()
-        .map(|program| program.attach())
-        .collect::<Result<Vec<Link>, _>>()
-        .context("attaching to the scheduler tracepoints")?;
-    Ok((skel, links))
+    let link = program
+        .attach()
+        .context("attaching to the sched_switch tracepoint")?;
+    Ok((skel, vec![link]))
 }
 
 pub fn run(args: RunqlatArgs) -> Result<()> {
