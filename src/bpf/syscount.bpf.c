@@ -52,8 +52,12 @@ struct {
 
 static __always_inline bool current_selected(void)
 {
-	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 pid_tgid;
 
+	/* The hot path of a system-wide run makes no helper call for this. */
+	if (!filter_tgids && !filter_tids && !filter_cgroup)
+		return true;
+	pid_tgid = bpf_get_current_pid_tgid();
 	return task_selected(pid_tgid >> 32, (u32)pid_tgid);
 }
 
