@@ -77,13 +77,18 @@ struct {
 	__type(value, u64);
 } stats SEC(".maps");
 
-static __always_inline void stat_inc(enum run_stat stat)
+static __always_inline void stat_add(enum run_stat stat, u64 amount)
 {
 	u32 key = stat;
 	u64 *value = bpf_map_lookup_elem(&stats, &key);
 
 	if (value)
-		*value += 1;
+		*value += amount;
+}
+
+static __always_inline void stat_inc(enum run_stat stat)
+{
+	stat_add(stat, 1);
 }
 
 /* Are the process and thread ids among those the user asked to observe? */

@@ -10,7 +10,7 @@
  *   user ip/sp/bp, the two words on top of the user stack, task state) and
  *   walks the stacks only when the signature is not in the thread's two-slot
  *   cache; once a slot has been used `revalidate_every` times and its stacks
- *   are older than `revalidate_after_ns`, they are walked again and a
+ *   are older than `revalidate_after_ns` (10 ms), they are walked again and a
  *   mismatch is counted (STAT_STACK_STALE), so the error of this shortcut is
  *   measured, never hidden, and the walks per thread stay bounded however
  *   fast it switches;
@@ -38,7 +38,7 @@ const volatile int state_filter = STATE_ALL;
 const volatile u64 min_block_ns = 1000;
 const volatile u64 max_block_ns = ~0ULL;
 const volatile u32 revalidate_every = 16;
-const volatile u64 revalidate_after_ns = 1000000;
+const volatile u64 revalidate_after_ns = 10000000;
 const volatile u32 flush_every = 64;
 const volatile bool total_by_cgroup = false;   /* serve: off-CPU time per cgroup */
 
@@ -67,13 +67,17 @@ struct cached_stacks {
 	u64 walked_ns;
 };
 
-/* Off-CPU time not yet added to the counts map, all under one pair of stacks. */
+/*
+ * Off-CPU time not yet added to the counts map, all under one pair of
+ * stacks, and the thread's run statistics not yet added to the shared ones
+ * (one shared counter less to touch per block).
+ */
 struct pending_time {
 	s32 user_stack_id;
 	s32 kernel_stack_id;
 	u64 ns;
-	u32 blocks;
-	u32 pad;
+	u32 blocks;             /* STAT_EVENTS */
+	u32 reused;             /* STAT_STACK_REUSED */
 };
 
 /*
@@ -217,7 +221,7 @@ static __always_inline void stacks_for_block(void *ctx, struct blocked *b, u64 s
 		*user_id = slot->user_stack_id;
 		*kernel_id = slot->kernel_stack_id;
 		b->last_slot = index;
-		stat_inc(STAT_STACK_REUSED);
+		b->pending.reused++;
 		return;
 	}
 	walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
@@ -243,6 +247,12 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 {
 	struct stack_key key = {};
 
+	if (b->pending.blocks)
+		stat_add(STAT_EVENTS, b->pending.blocks);
+	if (b->pending.reused)
+		stat_add(STAT_STACK_REUSED, b->pending.reused);
+	b->pending.blocks = 0;
+	b->pending.reused = 0;
 	if (!b->pending.ns)
 		return;
 	key.tgid = BPF_CORE_READ(task, tgid);
@@ -257,7 +267,6 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 		add_to_count(&cgroup_totals, &cgroup, b->pending.ns);
 	}
 	b->pending.ns = 0;
-	b->pending.blocks = 0;
 }
 
 /* prev (== current) is switching out: start its block, with its stacks. */
@@ -302,7 +311,6 @@ static __always_inline void switch_in(struct task_struct *next, struct blocked *
 	b->start_ns = 0;
 	if (delta < min_block_ns || delta > max_block_ns)
 		return;
-	stat_inc(STAT_EVENTS);
 	b->pending.ns += delta;
 	if (++b->pending.blocks >= flush_every)
 		flush_pending(next, b);
