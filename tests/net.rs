@@ -100,6 +100,36 @@ fn tcplife_reports_both_ends_of_each_session_with_bytes() {
 }
 
 #[test]
+fn tcplife_cgroup_filter_applies_to_the_sessions_owner() {
+    let _serial = serial();
+    let cgroup = TestCgroup::new("tcplife");
+    let relative = cgroup.label.trim_start_matches('/').to_string();
+    let tracer = start_tracer(&["tcplife", "--json", "--cgroup", &relative]);
+    let inside = cgroup
+        .command(&workload("tcp_sessions"), &["3", "1000", "4"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let inside_port: u16 = String::from_utf8_lossy(&inside.stdout)
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .expect("tcp_sessions prints its port");
+    let (outside_port, _) = sessions(&["2", "1000", "4"], None);
+    let events = json_lines(&stop_tracer(tracer));
+    // Sessions close in softirq context, whatever task is current there:
+    // the filter applies to the process that owned them.
+    let ports = |port: u16| {
+        events
+            .iter()
+            .filter(|e| e["rport"] == port || e["lport"] == port)
+            .count()
+    };
+    assert_eq!(ports(inside_port), 6, "{events:?}");
+    assert_eq!(ports(outside_port), 0, "{events:?}");
+}
+
+#[test]
 fn tcplife_pid_filter() {
     let _serial = serial();
     // A session of another process must not appear when -p names a sleeping process.
