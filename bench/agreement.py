@@ -6,7 +6,8 @@
 - syscount: both tools trace one process making 200000 getppid calls; the
   counts must agree within 5 %.
 - runqlat: both tools trace the whole system at the same time for 5 s while
-  4 CPU burners oversubscribe the CPUs; event totals must agree within 5 %.
+  4 CPU burners oversubscribe the CPUs; event totals, and the numbers of
+  waits of 1 ms or more, must agree within 5 %.
 - biolatency: both tools trace the whole system while 2000 O_DIRECT writes
   and an fsync go to the disk holding target/; I/O totals within 5 %.
 """
@@ -19,8 +20,10 @@ import time
 from common import BPFSCOPE, build_workload, ensure_release_build
 
 
-def histogram_total(text):
-    return sum(int(m.group(1)) for m in re.finditer(r"->\s+\d+\s+:\s+(\d+)", text))
+def histogram_total(text, at_least=0):
+    """Events in the histogram's buckets starting at `at_least` or above."""
+    return sum(int(m.group(2)) for m in re.finditer(r"(\d+)\s+->\s+\d+\s+:\s+(\d+)", text)
+               if int(m.group(1)) >= at_least)
 
 
 def agree(name, ours, theirs):
@@ -54,7 +57,10 @@ def runqlat():
     for burner in burners:
         burner.kill()
         burner.wait()
-    return agree("runqlat events in 5 s", histogram_total(ours_text), histogram_total(theirs_text))
+    events = agree("runqlat events in 5 s", histogram_total(ours_text), histogram_total(theirs_text))
+    slow = agree("runqlat waits of 1 ms or more", histogram_total(ours_text, 1024),
+                 histogram_total(theirs_text, 1024))
+    return events and slow
 
 
 def biolatency():
