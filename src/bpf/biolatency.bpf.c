@@ -26,18 +26,11 @@ struct {
 	__type(value, u64);     /* start time */
 } started_at SEC(".maps");
 
-static __always_inline bool issuer_selected(void)
-{
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	return task_selected(pid_tgid >> 32, (u32)pid_tgid);
-}
-
 static __always_inline void start(struct request *rq, bool only_if_absent)
 {
 	u64 key = (u64)rq, now = bpf_ktime_get_ns();
 
-	if (!issuer_selected())
+	if (!current_selected())
 		return;
 	if (bpf_map_update_elem(&started_at, &key, &now, only_if_absent ? BPF_NOEXIST : BPF_ANY) == -E2BIG)
 		stat_inc(STAT_COUNTS_FULL);

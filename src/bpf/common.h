@@ -109,6 +109,17 @@ static __always_inline bool task_selected(u32 tgid, u32 tid)
 	return !filter_cgroup || bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
 }
 
+/* Is the current task selected? Without filters, no helper call at all (hot paths). */
+static __always_inline bool current_selected(void)
+{
+	u64 pid_tgid;
+
+	if (!filter_tgids && !filter_tids && !filter_cgroup)
+		return true;
+	pid_tgid = bpf_get_current_pid_tgid();
+	return task_selected(pid_tgid >> 32, (u32)pid_tgid);
+}
+
 /*
  * --cgroup for a task that is not current (runqlat's `next`): the cgroup v2
  * id of the target and its depth below the root, set by user space.

@@ -50,17 +50,6 @@ struct {
 	__type(value, u64);
 } entered_by_tid SEC(".maps");
 
-static __always_inline bool current_selected(void)
-{
-	u64 pid_tgid;
-
-	/* The hot path of a system-wide run makes no helper call for this. */
-	if (!filter_tgids && !filter_tids && !filter_cgroup)
-		return true;
-	pid_tgid = bpf_get_current_pid_tgid();
-	return task_selected(pid_tgid >> 32, (u32)pid_tgid);
-}
-
 static __always_inline void account(long syscall_nr, long ret, u64 latency_ns)
 {
 	struct syscall_total *total, fresh = { 1, latency_ns };
