@@ -46,18 +46,36 @@ pub fn check_kernel_btf() -> Result<()> {
     )
 }
 
-/// Does the kernel's `struct STRUCTURE` have `member`? Fields behind kernel
+/// A kernel field a program reads, and why a user would lack it.
+pub struct KernelField {
+    pub structure: &'static str,
+    pub member: &'static str,
+    pub requirement: &'static str,
+}
+
+/// Does the kernel have every one of `fields`? Fields behind kernel
 /// configuration options exist only where the option is on, and a program
 /// reading a missing one fails to load with a CO-RE error; this names the
-/// option instead (`requirement`).
-pub fn check_kernel_field(structure: &str, member: &str, requirement: &str) -> Result<()> {
+/// option instead. The kernel's BTF is read once for all of them.
+pub fn check_kernel_fields(fields: &[KernelField]) -> Result<()> {
     let btf = libbpf_rs::btf::Btf::from_vmlinux()
         .map_err(|error| anyhow::anyhow!("reading the kernel's BTF: {error}"))?;
-    let found = btf
-        .type_by_name::<libbpf_rs::btf::types::Struct>(structure)
-        .is_some_and(|found| found.iter().any(|m| m.name == Some(OsStr::new(member))));
-    if !found {
-        bail!("this kernel has no {structure}.{member}: {requirement}");
+    for field in fields {
+        let found = btf
+            .type_by_name::<libbpf_rs::btf::types::Struct>(field.structure)
+            .is_some_and(|found| {
+                found
+                    .iter()
+                    .any(|m| m.name == Some(OsStr::new(field.member)))
+            });
+        if !found {
+            bail!(
+                "this kernel has no {}.{}: {}",
+                field.structure,
+                field.member,
+                field.requirement
+            );
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::core::histograms::{self, HistogramArgs};
 use crate::core::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
+use crate::core::preflight::KernelField;
 use crate::core::stats::RunStats;
 use crate::core::target::Targets;
 use crate::core::target::{set_filter_flags, write_target_filters};
@@ -54,16 +55,19 @@ pub fn attach<'obj>(
 ) -> Result<(RunqlatSkel<'obj>, Vec<Link>)> {
     let filters = targets.filter_flags();
     filters.check_other_task_cgroup()?;
-    preflight::check_kernel_field(
-        "sched_info",
-        "last_queued",
-        "runqlat reads the scheduler's enqueue times, kept with CONFIG_SCHED_INFO",
-    )?;
-    preflight::check_kernel_field(
-        "cfs_rq",
-        "rq",
-        "runqlat reaches the run queue clock through CONFIG_FAIR_GROUP_SCHED's cfs_rq.rq",
-    )?;
+    preflight::check_kernel_fields(&[
+        KernelField {
+            structure: "sched_info",
+            member: "last_queued",
+            requirement: "runqlat reads the scheduler's enqueue times, kept with CONFIG_SCHED_INFO",
+        },
+        KernelField {
+            structure: "cfs_rq",
+            member: "rq",
+            requirement:
+                "runqlat reaches the run queue clock through CONFIG_FAIR_GROUP_SCHED's cfs_rq.rq",
+        },
+    ])?;
     let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
         let mut open = RunqlatSkelBuilder::default()
             .open(storage)
