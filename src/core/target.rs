@@ -215,10 +215,14 @@ fn open_cgroup(path: &Path) -> Result<CgroupTarget> {
     {
         bail!("{} is not a cgroup v2 directory", full.display());
     }
-    // The cgroup id is the directory's inode number.
-    let id = fs::metadata(&full)
+    // The cgroup id is the directory's inode number, read from the opened
+    // directory itself rather than by looking the path up again.
+    let directory = fs::File::from(fd);
+    let id = directory
+        .metadata()
         .with_context(|| format!("reading {}", full.display()))?
         .ino();
+    let fd = OwnedFd::from(directory);
     Ok(CgroupTarget {
         fd,
         id,
