@@ -402,6 +402,40 @@ macro_rules! set_filter_flags {
 }
 pub(crate) use set_filter_flags;
 
+/// COMMAND mode follows forks with common.h's `follow_fork_btf` or
+/// `follow_fork_raw`: loads the one of the flavor in use, and only in that mode.
+macro_rules! autoload_fork_follower {
+    ($open:expr, $filters:expr, $flavor:expr) => {{
+        let btf = $flavor == $crate::core::loader::HookFlavor::BtfTyped;
+        $open
+            .progs
+            .follow_fork_btf
+            .set_autoload($filters.follow_children && btf);
+        $open
+            .progs
+            .follow_fork_raw
+            .set_autoload($filters.follow_children && !btf);
+    }};
+}
+pub(crate) use autoload_fork_follower;
+
+/// Attaches the fork follower loaded by `autoload_fork_follower!`, in COMMAND mode.
+macro_rules! attach_fork_follower {
+    ($skel:expr, $filters:expr, $flavor:expr) => {{
+        let follower = if $flavor == $crate::core::loader::HookFlavor::BtfTyped {
+            &$skel.progs.follow_fork_btf
+        } else {
+            &$skel.progs.follow_fork_raw
+        };
+        if $filters.follow_children {
+            anyhow::Context::context(follower.attach(), "attaching the fork follower").map(Some)
+        } else {
+            anyhow::Ok(None)
+        }
+    }};
+}
+pub(crate) use attach_fork_follower;
+
 /// Writes the selection into a loaded skeleton's shared filter maps.
 macro_rules! write_target_filters {
     ($targets:expr, $skel:expr) => {

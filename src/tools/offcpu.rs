@@ -16,7 +16,9 @@ use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection::{self, size_stack_maps, StackToolArgs};
 use crate::core::stacks::StackMaps;
 use crate::core::stats::{RunStats, STACK_REVALIDATE_EVERY};
-use crate::core::target::{set_filter_flags, write_target_filters, Targets};
+use crate::core::target::{
+    attach_fork_follower, autoload_fork_follower, set_filter_flags, write_target_filters, Targets,
+};
 use crate::core::unwinder::UnwindArgs;
 use crate::core::{preflight, signals};
 use crate::model::profile::ProfileKind;
@@ -148,12 +150,7 @@ pub fn attach<'obj>(
         open.progs.exit_btf.set_autoload(btf);
         open.progs.flush_all.set_autoload(btf);
         open.progs.switch_raw.set_autoload(!btf);
-        open.progs
-            .follow_fork_btf
-            .set_autoload(filters.follow_children && btf);
-        open.progs
-            .follow_fork_raw
-            .set_autoload(filters.follow_children && !btf);
+        autoload_fork_follower!(open, filters, flavor);
         if btf {
             // Unused by this flavor: keep it minimal.
             open.maps.blocked_by_tid.set_max_entries(1)?;
@@ -162,16 +159,9 @@ pub fn attach<'obj>(
     })?;
     write_target_filters!(targets, skel)?;
     let mut links: Vec<Link> = Vec::new();
+    links.extend(attach_fork_follower!(skel, filters, flavor)?);
     let mut exit_hook = None;
     if flavor == HookFlavor::BtfTyped {
-        if filters.follow_children {
-            links.push(
-                skel.progs
-                    .follow_fork_btf
-                    .attach()
-                    .context("attaching the fork follower")?,
-            );
-        }
         exit_hook = Some(
             skel.progs
                 .exit_btf
@@ -185,14 +175,6 @@ pub fn attach<'obj>(
                 .context("attaching to sched_switch")?,
         );
     } else {
-        if filters.follow_children {
-            links.push(
-                skel.progs
-                    .follow_fork_raw
-                    .attach()
-                    .context("attaching the fork follower")?,
-            );
-        }
         links.push(
             skel.progs
                 .switch_raw

@@ -9,15 +9,15 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::loader::{
-    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
-};
+use crate::core::loader::{load_with_fallback, object_storage, ObjectStorage, TRACEPOINT_FLAVORS};
 use crate::core::process_maps::AddressSpaces;
 use crate::core::stack_collection::{self, size_stack_maps, StackToolArgs};
 use crate::core::stacks::StackMaps;
 use crate::core::stats::RunStats;
 use crate::core::target::Targets;
-use crate::core::target::{set_filter_flags, write_target_filters};
+use crate::core::target::{
+    attach_fork_follower, autoload_fork_follower, set_filter_flags, write_target_filters,
+};
 use crate::core::unwinder::UnwindArgs;
 use crate::core::{cpus, perf_event, preflight, signals};
 use crate::model::profile::ProfileKind;
@@ -101,25 +101,13 @@ pub fn attach<'obj>(
         rodata.per_thread = options.per_thread;
         size_stack_maps!(open, options.unwind, options.stack_storage_size);
         open.maps.counts.set_max_entries(options.max_stacks)?;
-        open.progs
-            .follow_fork_btf
-            .set_autoload(filters.follow_children && flavor == HookFlavor::BtfTyped);
-        open.progs
-            .follow_fork_raw
-            .set_autoload(filters.follow_children && flavor == HookFlavor::Raw);
+        autoload_fork_follower!(open, filters, flavor);
         open.load().context("loading the profile BPF programs")
     })?;
     write_target_filters!(targets, skel)?;
 
     let mut links: Vec<Link> = Vec::new();
-    if filters.follow_children {
-        let follower = if flavor == HookFlavor::Raw {
-            &skel.progs.follow_fork_raw
-        } else {
-            &skel.progs.follow_fork_btf
-        };
-        links.push(follower.attach().context("attaching the fork follower")?);
-    }
+    links.extend(attach_fork_follower!(skel, filters, flavor)?);
     for &cpu in &options.cpus {
         let event = perf_event::open_cpu_clock(cpu, options.frequency)?;
         links.push(
