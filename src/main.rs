@@ -2,10 +2,14 @@
 //! command line: it parses arguments, dispatches to a tool, and turns any
 //! error into one line on stderr and a non-zero exit.
 
-mod core;
+mod bpf;
+mod engine;
+mod host;
 mod model;
 mod output;
+mod symbolize;
 mod tools;
+mod unwind;
 
 use clap::{Parser, Subcommand};
 

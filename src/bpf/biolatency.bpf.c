@@ -4,6 +4,14 @@
  * queued) to completion, summed in kernel as log2 histograms: in total, per
  * disk, and/or per I/O flags.
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 
 const volatile u64 unit_ns = 1000;
@@ -11,12 +19,6 @@ const volatile bool from_queue = false;   /* -Q */
 const volatile bool per_disk = false;     /* -D */
 const volatile bool per_flags = false;    /* -F */
 
-/* Normalized flag bits reported to user space (see src/tools/biolatency.rs). */
-#define FLAG_SYNC     (1 << 8)
-#define FLAG_META     (1 << 9)
-#define FLAG_FUA      (1 << 10)
-#define FLAG_PREFLUSH (1 << 11)
-#define FLAG_RAHEAD   (1 << 12)
 #define REQ_OP_MASK   0xff
 
 struct {
@@ -41,15 +43,15 @@ static __always_inline u64 normalized_flags(u32 cmd_flags)
 	u64 flags = cmd_flags & REQ_OP_MASK;
 
 	if (cmd_flags & (1 << bpf_core_enum_value(enum req_flag_bits, __REQ_SYNC)))
-		flags |= FLAG_SYNC;
+		flags |= BLOCK_FLAG_SYNC;
 	if (cmd_flags & (1 << bpf_core_enum_value(enum req_flag_bits, __REQ_META)))
-		flags |= FLAG_META;
+		flags |= BLOCK_FLAG_META;
 	if (cmd_flags & (1 << bpf_core_enum_value(enum req_flag_bits, __REQ_FUA)))
-		flags |= FLAG_FUA;
+		flags |= BLOCK_FLAG_FUA;
 	if (cmd_flags & (1 << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH)))
-		flags |= FLAG_PREFLUSH;
+		flags |= BLOCK_FLAG_PREFLUSH;
 	if (cmd_flags & (1 << bpf_core_enum_value(enum req_flag_bits, __REQ_RAHEAD)))
-		flags |= FLAG_RAHEAD;
+		flags |= BLOCK_FLAG_RAHEAD;
 	return flags;
 }
 
@@ -70,7 +72,7 @@ static __always_inline void complete(struct request *rq)
 		return;
 	}
 	if (per_disk) {
-		disk = BPF_CORE_READ(rq, q, disk);
+		disk = request_disk(rq);
 		hkey.id = (u64)BPF_CORE_READ(disk, major) << 20 | BPF_CORE_READ(disk, first_minor);
 		bpf_probe_read_kernel_str(&hkey.name, sizeof(hkey.name), &disk->disk_name);
 	}

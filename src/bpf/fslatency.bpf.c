@@ -9,27 +9,18 @@
  * filesystem type. fsslower's per-operation events go through a ring
  * buffer; histograms are summed in kernel.
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 
 #define S_IFMT  00170000
 #define S_IFREG 0100000
-#define FSTYPE_LEN 16
-#define FILE_NAME_LEN 32
-
-/* Operation classes, set per syscall number by user space (0: not traced). */
-enum fs_op {
-	FS_OP_NONE = 0,
-	FS_OP_READ,
-	FS_OP_WRITE,
-	FS_OP_OPEN,
-	FS_OP_FSYNC,
-};
-
-/* How a syscall's arguments locate the file and offset; see src/tools/fslatency.rs. */
-struct syscall_class {
-	u8 op;
-	u8 positional;  /* the 4th argument is the file offset (pread, pwrite) */
-};
 
 const volatile u64 unit_ns = 1000;
 const volatile bool report_slow = false;     /* fsslower: per-operation events */
@@ -59,17 +50,6 @@ struct {
 	__type(key, u32);       /* tid */
 	__type(value, struct in_flight);
 } in_flight_ops SEC(".maps");
-
-struct slow_op {
-	u64 latency_ns;
-	u64 offset;
-	s64 bytes;
-	u32 tgid;
-	u32 op;
-	char comm[TASK_COMM_LEN];
-	char fstype[FSTYPE_LEN];
-	char file_name[FILE_NAME_LEN];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -4,6 +4,14 @@
  * return (uretprobe), summed in kernel as a log2 histogram (in total or per
  * process).
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 
 const volatile u64 unit_ns = 1000;

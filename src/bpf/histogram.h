@@ -1,55 +1,18 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * Shared by the histogram tools: log2 histograms summed in kernel, so only
- * the buckets cross to user space. Keep layouts in sync with
- * src/core/histograms.rs.
+ * Shared by the histogram tools: log2 and linear histograms summed in
+ * kernel (struct hist in layouts.h), so only the buckets cross to user
+ * space. A run without per-key histograms adds to the per-CPU `total_hist`;
+ * per-key runs use the `hists` hash.
+ * Needs: HISTOGRAM_MAPS, RUN_STATS_MAP (stats.h).
  */
 #ifndef BPFSCOPE_HISTOGRAM_H
 #define BPFSCOPE_HISTOGRAM_H
 
-#include "common.h"
-
-/*
- * Histograms summed in kernel. Log2 ones: slot 0 counts values 0 and 1, slot
- * i (i >= 1) values in [2^i, 2^(i+1) - 1], as BCC and libbpf-tools print
- * them. Linear ones: slot n counts the value n.
- * A run without per-key histograms uses the per-CPU `total_hist` (no shared
- * cache lines on the hot path); per-key runs use the `hists` hash.
- */
-#define HIST_SLOTS 40
-
-struct hist {
-	u64 slots[HIST_SLOTS];
-	u64 count;
-	u64 sum;
-};
-
-struct hist_key {
-	u64 id;                 /* pid, tid, device, syscall number... per tool */
-	u64 cgroup;             /* cgroup v2 id where key_by_cgroup, else 0 */
-	char name[TASK_COMM_LEN];
-};
-
 /* serve --cgroup-labels: histograms keyed by the cgroup of the task measured. */
 const volatile bool key_by_cgroup = false;
 
-
 const struct hist zero_hist = {};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 10240);
-	__type(key, struct hist_key);
-	__type(value, struct hist);
-} hists SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct hist);
-} total_hist SEC(".maps");
 
 static __always_inline u32 log2_slot(u64 value)
 {

@@ -21,7 +21,19 @@
  * hash, walks stacks on every switch-out and adds every block at once.
  */
 #include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+STACK_TRACE_MAP;
+ADDRESS_SPACE_MAPS;
+UNWIND_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
+#include "stacks.h"
 #include "unwind.h"
+
+FORK_FOLLOWER_PROGRAMS
 
 #define PF_KTHREAD 0x00200000
 #define TASK_RUNNING 0
@@ -325,7 +337,7 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_str
 	struct blocked *b;
 
 	view_btf(prev, &view);
-	view.state = preempt ? TASK_RUNNING : prev->__state;
+	view.state = preempt ? TASK_RUNNING : task_state_btf(prev);
 	if (prev_selected(&view)) {
 		b = bpf_task_storage_get(&blocked_tasks, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (b)
@@ -372,7 +384,7 @@ int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_str
 	u32 tid;
 
 	view_raw(prev, &view);
-	view.state = preempt ? TASK_RUNNING : BPF_CORE_READ(prev, __state);
+	view.state = preempt ? TASK_RUNNING : task_state(prev);
 	if (prev_selected(&view)) {
 		tid = view.tid;
 		b = bpf_map_lookup_elem(&blocked_by_tid, &tid);

@@ -6,7 +6,19 @@
  * come from frame pointers or unwind tables (unwind.h).
  */
 #include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+STACK_TRACE_MAP;
+ADDRESS_SPACE_MAPS;
+UNWIND_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
+#include "stacks.h"
 #include "unwind.h"
+
+FORK_FOLLOWER_PROGRAMS
 
 const volatile bool capture_user = true;
 const volatile bool capture_kernel = true;

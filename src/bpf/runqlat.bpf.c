@@ -21,6 +21,14 @@
  *   queue, the earlier part going into the task's run_delay; the run_delay
  *   seen at the task's previous switch-in recovers it.
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 
 const volatile u64 unit_ns = 1000;   /* 1000: usecs, 1000000: msecs */

@@ -4,6 +4,14 @@
  * perf event, summed in kernel as a linear histogram (slot n: n tasks
  * waiting, not counting the one running), in total or per CPU.
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 
 const volatile bool per_cpu = false;
@@ -23,7 +31,7 @@ static __always_inline u64 runnable_on_this_cpu(void)
 		return 0;
 	if (bpf_core_field_exists(cfs->rq))
 		return BPF_CORE_READ(cfs, rq, nr_running);
-	return BPF_CORE_READ(cfs, h_nr_queued);
+	return cfs_rq_queued(cfs);
 }
 
 SEC("perf_event")

@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Shared by the TCP tools: a connection's addresses and ports read from its
- * struct sock, for IPv4 and IPv6. Keep in sync with src/core/net.rs.
+ * struct sock, for IPv4 and IPv6 (struct connection in layouts.h).
  */
 #ifndef BPFSCOPE_SOCK_H
 #define BPFSCOPE_SOCK_H
 
-#include "common.h"
 #include <bpf/bpf_endian.h>
 
 #define AF_INET 2
@@ -19,15 +18,6 @@
 #define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
 #define TCP_LAST_ACK 9
-
-struct connection {
-	u16 family;
-	u16 local_port;         /* host order */
-	u16 remote_port;        /* host order */
-	u16 pad;
-	u8 local_addr[16];      /* IPv4: first 4 bytes */
-	u8 remote_addr[16];
-};
 
 static __always_inline bool is_tcp(const struct sock *sk)
 {

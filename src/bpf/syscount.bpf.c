@@ -5,6 +5,14 @@
  * process, with their total latency (sys_enter to sys_exit) when asked, or
  * a latency histogram per syscall. Everything is summed in kernel.
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 
 const volatile bool measure_latency = false;
@@ -12,11 +20,6 @@ const volatile bool per_process = false;
 const volatile bool histogram_per_syscall = false;
 const volatile bool failures_only = false;
 const volatile u64 unit_ns = 1000;
-
-struct syscall_total {
-	u64 count;
-	u64 total_ns;
-};
 
 /* By syscall number: per-CPU, no atomics, an inlined array lookup. */
 #define MAX_SYSCALLS 1024

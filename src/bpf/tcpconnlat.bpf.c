@@ -5,6 +5,14 @@
  * tracepoint. One event per connection (ring buffer), or with --hist a log2
  * histogram summed in kernel.
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+HISTOGRAM_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "histogram.h"
 #include "sock.h"
 
@@ -25,14 +33,6 @@ struct {
 	__type(key, u64);       /* struct sock * */
 	__type(value, struct connecting);
 } connecting_socks SEC(".maps");
-
-struct connect_event {
-	struct connection conn;
-	u64 latency_ns;
-	u32 tgid;
-	u32 pad;
-	char comm[TASK_COMM_LEN];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -5,6 +5,13 @@
  * sock:inet_sock_set_state tracepoint. The owning process is recorded when
  * the socket changes state in process context (connect, close).
  */
+#include "common.h"
+
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
 #include "sock.h"
 
 struct owner {
@@ -26,16 +33,6 @@ struct {
 	__type(key, u64);
 	__type(value, struct owner);
 } owners SEC(".maps");
-
-struct session_event {
-	struct connection conn;
-	u64 duration_ns;
-	u64 bytes_sent;
-	u64 bytes_received;
-	u32 tgid;
-	u32 pad;
-	char comm[TASK_COMM_LEN];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

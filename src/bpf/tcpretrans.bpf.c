@@ -5,13 +5,14 @@
  * tracepoint. Retransmits mostly run from timers and softirqs, so the PID
  * is whatever task happened to be running (often 0), as in BCC.
  */
-#include "sock.h"
+#include "common.h"
 
-struct retransmit_event {
-	struct connection conn;
-	u32 state;
-	u32 tgid;
-};
+RUN_STATS_MAP;
+TARGET_FILTER_MAPS;
+
+#include "stats.h"
+#include "task_filter.h"
+#include "sock.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -2,7 +2,7 @@
 /*
  * Table-driven user-stack unwinding for binaries without frame pointers
  * (x86-64). User space turns each object's .eh_frame into rows (PC -> how
- * to find the CFA and the saved RBP; src/core/unwind_table.rs), puts them
+ * to find the CFA and the saved RBP; src/unwind/table.rs), puts them
  * in `unwind_rows`, and describes each process's executable mappings in
  * `unwind_processes`. Per frame, this code finds the mapping of the PC
  * (binary search), then the row (binary search), computes the CFA, reads
@@ -14,103 +14,19 @@
  * Modes: frame pointers only (bpf_get_stackid), tables only, or auto:
  * tables where the process's are loaded, frame pointers for mappings
  * without a table and for processes whose tables are not loaded yet.
- * Keep layouts in sync with src/core/unwind_table.rs and src/core/unwinder.rs.
+ * The row, mapping and stack layouts are in layouts.h.
+ * Needs: UNWIND_MAPS, STACK_TRACE_MAP and ADDRESS_SPACE_MAPS (stacks.h),
+ * RUN_STATS_MAP (stats.h).
  */
 #ifndef BPFSCOPE_UNWIND_H
 #define BPFSCOPE_UNWIND_H
 
-#include "common.h"
-
-#define MAX_USER_FRAMES 127
-#define MAX_MAPPINGS 256
 #define UNWOUND_STACK_BASE 0x40000000
 #define MAX_ROW_SEARCH 24   /* 2^24 rows at most */
 
-enum uw_mode {
-	UNWIND_FP = 0,
-	UNWIND_AUTO = 1,
-	UNWIND_TABLES = 2,
-};
-
 const volatile int unwind_mode = UNWIND_FP;
 
-enum uw_cfa_rule {
-	CFA_NONE = 0,           /* no information (between functions) */
-	CFA_RSP = 1,
-	CFA_RBP = 2,
-	CFA_PLT = 3,            /* rsp + 8, + 8 more past byte 11 of the 16-byte stub */
-	CFA_END = 4,            /* the return address is undefined: outermost frame */
-	CFA_UNSUPPORTED = 5,
-};
-
-enum uw_rbp_rule {
-	RBP_SAME = 0,
-	RBP_AT_CFA_OFFSET = 1,
-	RBP_UNSUPPORTED = 2,
-};
-
-struct uw_row {
-	u32 pc;                 /* object-relative */
-	s32 cfa_offset;
-	s16 rbp_offset;
-	u8 cfa_rule;
-	u8 rbp_rule;
-	u32 pad;                /* array elements are 8-byte aligned anyway */
-};
-
-struct uw_mapping {
-	u64 start;
-	u64 end;
-	u64 bias;               /* runtime address - bias = object address */
-	u32 table_start;        /* index of its first row in unwind_rows */
-	u32 table_len;          /* 0: no table (frame pointers in auto mode) */
-};
-
-struct uw_process {
-	u32 count;
-	u32 pad;
-	struct uw_mapping mappings[MAX_MAPPINGS];  /* sorted by start */
-};
-
-struct uw_stack {
-	u64 hash;               /* of the frames: a different one under the same id is a collision */
-	u32 len;
-	u32 pad;
-	u64 ips[MAX_USER_FRAMES];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);         /* resized by user space */
-	__type(key, u32);
-	__type(value, struct uw_row);
-} unwind_rows SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 8192);
-	__type(key, u32);               /* tgid */
-	__type(value, struct uw_process);
-} unwind_processes SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 16384);     /* resized by user space */
-	__type(key, u32);
-	__type(value, struct uw_stack);
-} unwound_stacks SEC(".maps");
-
-/* When each process last asked user space to read its mappings again. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, u32);
-	__type(value, u64);
-} unwind_refreshes SEC(".maps");
-
+#if defined(__TARGET_ARCH_x86)
 /*
  * A walk reached code outside the process's known mappings: libraries
  * mapped after its tables were loaded (ld.so maps libc after the first
@@ -119,44 +35,13 @@ struct {
  */
 static __always_inline void request_refresh(u32 tgid)
 {
-	struct new_address_space event = { .tgid = tgid, .kind = ADDRESS_SPACE_CHANGED };
 	u64 now = bpf_ktime_get_ns(), *last = bpf_map_lookup_elem(&unwind_refreshes, &tgid);
 
 	if (last && now - *last < 1000000000ULL)
 		return;
-	event.address_space = (u64)bpf_get_current_task_btf()->mm;
-	if (bpf_ringbuf_output(&address_space_events, &event, sizeof(event), 0)) {
-		stat_inc(STAT_NOTIFY_LOST);
-		return;
-	}
-	bpf_map_update_elem(&unwind_refreshes, &tgid, &now, BPF_ANY);
+	if (send_address_space_event(tgid, ADDRESS_SPACE_CHANGED, (u64)bpf_get_current_task_btf()->mm))
+		bpf_map_update_elem(&unwind_refreshes, &tgid, &now, BPF_ANY);
 }
-
-/* Why a walk stopped. */
-enum uw_stop {
-	STOP_NONE = 0,
-	STOP_END,               /* reached the outermost frame: a complete stack */
-	STOP_NO_TABLE,          /* no table for the PC (tables mode) or no row */
-	STOP_UNSUPPORTED,       /* a CFA or RBP rule the unwinder does not handle */
-	STOP_READ_FAULT,        /* the stack could not be read */
-	STOP_DEPTH,             /* MAX_USER_FRAMES reached */
-	STOP_UNMAPPED,          /* PC outside any file mapping (JIT, anonymous code) */
-};
-
-struct uw_walk {
-	u64 ip, sp, bp;
-	u64 hash;
-	u32 tgid;
-	u32 stop;
-	struct uw_stack stack;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct uw_walk);
-} unwind_scratch SEC(".maps");
 
 /*
  * The searches are global functions: the verifier checks each once instead
@@ -393,5 +278,13 @@ static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
 		return id;
 	return capture_stack(ctx, BPF_F_USER_STACK);
 }
+
+#else
+/* The rules above are x86-64's: elsewhere user stacks are walked with frame pointers. */
+static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
+{
+	return capture_stack(ctx, BPF_F_USER_STACK);
+}
+#endif /* __TARGET_ARCH_x86 */
 
 #endif /* BPFSCOPE_UNWIND_H */

@@ -85,7 +85,7 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::core::process_maps::Module;
+    use crate::model::module::Module;
     use crate::model::profile::{ProfileKind, Sample};
 
     /// A frame whose address is derived from its names, so distinct frames differ.
@@ -166,6 +166,7 @@ pub(crate) mod tests {
             file_offset: 0,
             device: "fe:01".into(),
             inode: 456,
+            build_id: None,
         }));
         let mut missing = sample("a;b", vec![unknown, frame(FrameKind::User, &[])], vec![], 1);
         missing.kernel_missing = true;

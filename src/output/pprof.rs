@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use crate::core::process_maps::Module;
+use crate::model::module::Module;
 use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind};
 
 #[derive(Clone, PartialEq, Message)]
@@ -121,7 +121,6 @@ struct Builder {
     strings: HashMap<String, i64>,
     functions: HashMap<String, u64>,
     mappings: HashMap<Arc<Module>, u64>,
-    build_ids: HashMap<std::path::PathBuf, i64>,
     kernel_mapping: Option<u64>,
     locations: HashMap<(u64, u64, FrameKind), u64>,
 }
@@ -165,20 +164,6 @@ impl Builder {
         id
     }
 
-    fn build_id(&mut self, path: &Path) -> i64 {
-        if let Some(&index) = self.build_ids.get(path) {
-            return index;
-        }
-        let hex: String = blazesym::helper::read_elf_build_id(path)
-            .ok()
-            .flatten()
-            .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect())
-            .unwrap_or_default();
-        let index = self.string(&hex);
-        self.build_ids.insert(path.to_path_buf(), index);
-        index
-    }
-
     fn mapping(&mut self, frame: &Frame) -> u64 {
         if frame.kind == FrameKind::Kernel {
             if let Some(id) = self.kernel_mapping {
@@ -206,11 +191,7 @@ impl Builder {
         }
         let id = self.profile.mapping.len() as u64 + 1;
         let filename = self.string(&module.path.to_string_lossy());
-        let build_id = if module.is_file() {
-            self.build_id(&module.path)
-        } else {
-            0
-        };
+        let build_id = self.string(module.build_id.as_deref().unwrap_or(""));
         self.profile.mapping.push(Mapping {
             id,
             memory_start: module.start,

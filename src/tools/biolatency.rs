@@ -6,15 +6,19 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{
+use crate::bpf::decode::describe_block_flags;
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::histogram_maps;
+use crate::bpf::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
-use crate::core::stats::RunStats;
-use crate::core::target::Targets;
-use crate::core::target::{set_filter_flags, write_target_filters};
-use crate::core::{preflight, signals};
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::histogram;
+use crate::host::signals;
+use crate::host::target::Targets;
 use crate::model::histogram::HistogramKey;
+use crate::tools::flags::HistogramArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/biolatency.skel.rs"));
@@ -40,41 +44,17 @@ pub struct BiolatencyArgs {
     pub common: HistogramArgs,
 }
 
-/// BCC-style names of normalized flags (layout in biolatency.bpf.c).
-pub fn describe_flags(flags: u64) -> String {
-    let operation = match flags & 0xff {
-        0 => "Read",
-        1 => "Write",
-        2 => "Flush",
-        3 => "Discard",
-        5 => "SecureErase",
-        9 => "WriteZeroes",
-        _ => "Unknown",
-    };
-    let mut words: Vec<&str> = [
-        (1 << 8, "Sync"),
-        (1 << 9, "Metadata"),
-        (1 << 10, "ForcedUnitAccess"),
-        (1 << 11, "PreFlush"),
-        (1 << 12, "ReadAhead"),
-    ]
-    .iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, word)| *word)
-    .collect();
-    words.push(operation);
-    words.join("-")
-}
-
 /// Turns the BPF key (device and/or flags) into what users read.
 fn label(args: &BiolatencyArgs, key: HistogramKey) -> HistogramKey {
     let HistogramKey::Keyed { id, name } = key else {
         return key;
     };
     match (args.per_disk, args.per_flags) {
-        (true, true) => HistogramKey::Named(format!("{name} {}", describe_flags(id & 0xffff))),
+        (true, true) => {
+            HistogramKey::Named(format!("{name} {}", describe_block_flags(id & 0xffff)))
+        }
         (true, false) => HistogramKey::Named(name),
-        _ => HistogramKey::Named(describe_flags(id)),
+        _ => HistogramKey::Named(describe_block_flags(id)),
     }
 }
 
@@ -97,12 +77,12 @@ pub fn attach<'obj>(
         let mut open = BiolatencySkelBuilder::default()
             .open(storage)
             .context("opening the biolatency BPF object")?;
+        set_filter_flags!(open, filters);
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
-            .context("biolatency object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
+            .context("the BPF object has no .rodata")?;
         rodata.unit_ns = options.unit_ns;
         rodata.from_queue = options.queued;
         rodata.per_disk = options.per_disk;
@@ -145,7 +125,7 @@ pub fn attach<'obj>(
 
 pub fn run(args: BiolatencyArgs) -> Result<()> {
     let common = &args.common;
-    common.validate()?;
+    let report = common.report_options()?;
     preflight::check_all()?;
     let targets = common.target_spec(&[]).resolve()?;
     let mut storage = object_storage();
@@ -160,19 +140,19 @@ pub fn run(args: BiolatencyArgs) -> Result<()> {
     signals::install();
     eprintln!("bpfscope: tracing block device I/O... Hit Ctrl-C to end.");
     let key_name = if args.per_disk { "disk" } else { "flags" };
-    histograms::report_until_stopped(
+    histogram::report_until_stopped(
         "biolatency",
-        common,
+        &report,
         &targets,
         |clear, time| {
             let histograms =
-                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?
+                histogram_maps::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?
                     .into_iter()
                     .map(|(key, hist)| (label(&args, key), hist))
                     .collect();
-            Ok(histograms::render_histograms(
+            Ok(histogram::render_histograms(
                 "biolatency",
-                common,
+                &report,
                 key_name,
                 common.latency_unit(),
                 histograms,
@@ -191,12 +171,12 @@ mod tests {
 
     #[test]
     fn flags_read_like_bcc() {
-        assert_eq!(describe_flags(0), "Read");
-        assert_eq!(describe_flags(1 | 1 << 8), "Sync-Write");
+        assert_eq!(describe_block_flags(0), "Read");
+        assert_eq!(describe_block_flags(1 | 1 << 8), "Sync-Write");
         assert_eq!(
-            describe_flags(1 | 1 << 8 | 1 << 10),
+            describe_block_flags(1 | 1 << 8 | 1 << 10),
             "Sync-ForcedUnitAccess-Write"
         );
-        assert_eq!(describe_flags(2 | 1 << 11), "PreFlush-Flush");
+        assert_eq!(describe_block_flags(2 | 1 << 11), "PreFlush-Flush");
     }
 }

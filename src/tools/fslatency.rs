@@ -1,13 +1,15 @@
 //! `bpfscope fslatency` and `bpfscope fsslower`: latency of read, write,
 //! open and fsync on regular files, per operation and filesystem type.
 //!
-//! Method: the syscall boundary (`sys_enter` to `sys_exit`), not fentry on
-//! each filesystem's functions: fentry is refused on many kernels (this one
-//! included), and the syscall tracepoints exist everywhere. So the latency is
-//! what the application saw, including VFS and page-cache time; descriptors
-//! are resolved to their files in BPF and only regular files are counted,
-//! classified by their superblock's filesystem type. Asynchronous I/O
-//! (io_uring, aio) and mmap page faults are not seen.
+//! Method: fentry/fexit on the VFS entry points (`vfs_read`, `vfs_write`,
+//! `vfs_open`, `vfs_fsync_range`) where the kernel allows fentry; where it
+//! refuses it (as many kernels do, this development kernel included), the
+//! syscall boundary (`sys_enter` to `sys_exit`), whose tracepoints exist
+//! everywhere; the tool says which it uses. At the syscall boundary the
+//! latency is what the application saw, including VFS and page-cache time,
+//! and descriptors are resolved to their files in BPF. Either way only
+//! regular files are counted, classified by their superblock's filesystem
+//! type. Asynchronous I/O (io_uring, aio) and mmap page faults are not seen.
 
 use std::path::PathBuf;
 
@@ -15,15 +17,21 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
-use crate::core::histograms::{self, time_of_day, HistogramArgs};
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, ObjectStorage};
-use crate::core::stats::RunStats;
-use crate::core::target::{set_filter_flags, write_target_filters};
-use crate::core::target::{TargetSpec, Targets};
-use crate::core::{c_string, event_stream};
-use crate::core::{preflight, signals, syscall_table};
+use crate::bpf::decode::fs_operation_name;
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::histogram_maps;
+use crate::bpf::layouts::{self, c_string, fs_op, slow_op, syscall_class};
+use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, ObjectStorage};
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::events;
+use crate::engine::histogram;
+use crate::engine::run::time_of_day;
+use crate::host::signals;
+use crate::host::syscall_table;
+use crate::host::target::{TargetSpec, Targets};
 use crate::model::histogram::HistogramKey;
-use crate::output::histogram::json_string;
+use crate::tools::flags::HistogramArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/fslatency.skel.rs"));
@@ -69,28 +77,29 @@ pub struct FsslowerArgs {
     pub min_ms: f64,
 }
 
-/// `enum fs_op` in fslatency.bpf.c.
-pub const OPERATIONS: [&str; 5] = ["none", "read", "write", "open", "fsync"];
-
 /// The syscalls traced, by name: (operation, the 4th argument is the offset).
-fn classify(syscall: &str) -> Option<(u8, bool)> {
-    Some(match syscall {
-        "read" | "readv" => (1, false),
-        "pread64" | "preadv" | "preadv2" => (1, true),
-        "write" | "writev" => (2, false),
-        "pwrite64" | "pwritev" | "pwritev2" => (2, true),
-        "open" | "openat" | "openat2" | "creat" => (3, false),
-        "fsync" | "fdatasync" => (4, false),
+fn classify(syscall: &str) -> Option<syscall_class> {
+    let (op, positional) = match syscall {
+        "read" | "readv" => (fs_op::FS_OP_READ, false),
+        "pread64" | "preadv" | "preadv2" => (fs_op::FS_OP_READ, true),
+        "write" | "writev" => (fs_op::FS_OP_WRITE, false),
+        "pwrite64" | "pwritev" | "pwritev2" => (fs_op::FS_OP_WRITE, true),
+        "open" | "openat" | "openat2" | "creat" => (fs_op::FS_OP_OPEN, false),
+        "fsync" | "fdatasync" => (fs_op::FS_OP_FSYNC, false),
         _ => return None,
+    };
+    Some(syscall_class {
+        op: op.0 as u8,
+        positional: positional as u8,
     })
 }
 
 fn fill_syscall_classes(classes: &dyn MapCore) -> Result<()> {
     for (number, name) in syscall_table::X86_64.iter().enumerate() {
-        if let Some((op, positional)) = classify(name) {
+        if let Some(class) = classify(name) {
             classes.update(
                 &(number as u32).to_ne_bytes(),
-                &[op, positional as u8],
+                layouts::bytes_of(&class),
                 MapFlags::ANY,
             )?;
         }
@@ -136,12 +145,12 @@ pub fn load<'obj>(
         let mut open = FslatencySkelBuilder::default()
             .open(storage)
             .context("opening the fslatency BPF object")?;
+        set_filter_flags!(open, filters);
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
-            .context("fslatency object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
+            .context("the BPF object has no .rodata")?;
         rodata.unit_ns = setup.unit_ns;
         rodata.report_slow = setup.slow_ns.is_some();
         rodata.slow_ns = setup.slow_ns.unwrap_or(0);
@@ -207,7 +216,7 @@ pub fn load<'obj>(
 
 pub fn run_fslatency(args: FslatencyArgs) -> Result<()> {
     let common = &args.common;
-    common.validate()?;
+    let report = common.report_options()?;
     let fstype = fstype_bytes(&args.fstype)?;
     preflight::check_all()?;
     let targets = common.target_spec(&[]).resolve()?;
@@ -222,25 +231,25 @@ pub fn run_fslatency(args: FslatencyArgs) -> Result<()> {
 
     signals::install();
     eprintln!("bpfscope: tracing file system operations... Hit Ctrl-C to end.");
-    histograms::report_until_stopped(
+    histogram::report_until_stopped(
         "fslatency",
-        common,
+        &report,
         &targets,
         |clear, time| {
             let histograms =
-                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?
+                histogram_maps::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?
                     .into_iter()
                     .map(|(key, hist)| match key {
                         HistogramKey::Keyed { id, name } => {
-                            let operation = OPERATIONS.get(id as usize).unwrap_or(&"unknown");
+                            let operation = fs_operation_name(id);
                             (HistogramKey::Named(format!("{name} {operation}")), hist)
                         }
                         other => (other, hist),
                     })
                     .collect();
-            Ok(histograms::render_histograms(
+            Ok(histogram::render_histograms(
                 "fslatency",
-                common,
+                &report,
                 "operation",
                 common.latency_unit(),
                 histograms,
@@ -253,65 +262,38 @@ pub fn run_fslatency(args: FslatencyArgs) -> Result<()> {
     Ok(())
 }
 
-/// Mirrors `struct slow_op` in fslatency.bpf.c (112 bytes).
-struct SlowOp {
-    latency_ns: u64,
-    offset: u64,
-    bytes: i64,
-    tgid: u32,
-    op: u32,
-    comm: String,
-    fstype: String,
-    file_name: String,
-}
-
-impl SlowOp {
-    fn parse(raw: &[u8]) -> Option<Self> {
-        if raw.len() < 96 {
-            return None;
-        }
-        let u64_at = |at: usize| u64::from_ne_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-        Some(SlowOp {
-            latency_ns: u64_at(0),
-            offset: u64_at(8),
-            bytes: u64_at(16) as i64,
-            tgid: u32::from_ne_bytes(raw[24..28].try_into().expect("4 bytes")),
-            op: u32::from_ne_bytes(raw[28..32].try_into().expect("4 bytes")),
-            comm: c_string(&raw[32..48]),
-            fstype: c_string(&raw[48..64]),
-            file_name: c_string(&raw[64..96]),
-        })
+/// One line (text or JSON) for a `struct slow_op`.
+fn render_slow_op(raw: &[u8], json: bool) -> Option<String> {
+    let op = layouts::read::<slow_op>(raw)?;
+    let operation = fs_operation_name(op.op as u64);
+    let (comm, fstype, file_name) = (
+        c_string(&op.comm),
+        c_string(&op.fstype),
+        c_string(&op.file_name),
+    );
+    if json {
+        let line = serde_json::json!({
+            "time": time_of_day(),
+            "comm": comm,
+            "pid": op.tgid,
+            "op": operation,
+            "fstype": fstype,
+            "bytes": op.bytes,
+            "offset": op.offset,
+            "latency_ns": op.latency_ns,
+            "file": file_name,
+        });
+        return Some(format!("{line}\n"));
     }
-
-    fn render(&self, json: bool) -> String {
-        let operation = OPERATIONS.get(self.op as usize).unwrap_or(&"unknown");
-        if json {
-            return format!(
-                "{{\"time\":{},\"comm\":{},\"pid\":{},\"op\":{},\"fstype\":{},\"bytes\":{},\"offset\":{},\"latency_ns\":{},\"file\":{}}}\n",
-                json_string(&time_of_day()),
-                json_string(&self.comm),
-                self.tgid,
-                json_string(operation),
-                json_string(&self.fstype),
-                self.bytes,
-                self.offset,
-                self.latency_ns,
-                json_string(&self.file_name)
-            );
-        }
-        let letter = operation.chars().next().unwrap_or('?').to_ascii_uppercase();
-        format!(
-            "{:<8} {:<14} {:<7} {letter} {:<7} {:<6} {:<8} {:>8.2} {}\n",
-            time_of_day(),
-            self.comm,
-            self.tgid,
-            self.fstype,
-            self.bytes,
-            self.offset / 1024,
-            self.latency_ns as f64 / 1e6,
-            self.file_name
-        )
-    }
+    let letter = operation.chars().next().unwrap_or('?').to_ascii_uppercase();
+    Some(format!(
+        "{:<8} {comm:<14} {:<7} {letter} {fstype:<7} {:<6} {:<8} {:>8.2} {file_name}\n",
+        time_of_day(),
+        op.tgid,
+        op.bytes,
+        op.offset / 1024,
+        op.latency_ns as f64 / 1e6,
+    ))
 }
 
 pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
@@ -344,7 +326,7 @@ pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
         "{:<8} {:<14} {:<7} T {:<7} {:<6} {:<8} {:>8} FILENAME",
         "TIME", "COMM", "PID", "FSTYPE", "BYTES", "OFF_KB", "LAT(ms)"
     );
-    event_stream::EventStream {
+    events::EventStream {
         tool: "fsslower",
         what: "operations on regular files",
         events: &skel.maps.slow_ops,
@@ -353,7 +335,7 @@ pub fn run_fsslower(args: FsslowerArgs) -> Result<()> {
         header: (!args.json).then_some(header.as_str()),
     }
     .run(
-        |raw| SlowOp::parse(raw).map(|op| op.render(args.json)),
+        |raw| render_slow_op(raw, args.json),
         || RunStats::read(&skel.maps.stats),
     )?;
     drop(links);
@@ -366,11 +348,12 @@ mod tests {
 
     #[test]
     fn classifies_file_syscalls() {
-        assert_eq!(classify("pread64"), Some((1, true)));
-        assert_eq!(classify("write"), Some((2, false)));
-        assert_eq!(classify("openat"), Some((3, false)));
-        assert_eq!(classify("fdatasync"), Some((4, false)));
-        assert_eq!(classify("getppid"), None);
+        let class = |name| classify(name).map(|class| (class.op, class.positional));
+        assert_eq!(class("pread64"), Some((fs_op::FS_OP_READ.0 as u8, 1)));
+        assert_eq!(class("write"), Some((fs_op::FS_OP_WRITE.0 as u8, 0)));
+        assert_eq!(class("openat"), Some((fs_op::FS_OP_OPEN.0 as u8, 0)));
+        assert_eq!(class("fdatasync"), Some((fs_op::FS_OP_FSYNC.0 as u8, 0)));
+        assert_eq!(class("getppid"), None);
     }
 
     #[test]

@@ -9,10 +9,13 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::UprobeOpts;
 
-use crate::core::histograms::{self, HistogramArgs};
-use crate::core::stats::RunStats;
-use crate::core::target::{set_filter_flags, write_target_filters};
-use crate::core::{preflight, signals};
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::histogram_maps;
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::histogram;
+use crate::host::signals;
+use crate::tools::flags::HistogramArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/funclatency.skel.rs"));
@@ -107,7 +110,7 @@ fn probe_target(target: &str, pids: &[u32]) -> Result<ProbeTarget> {
 
 pub fn run(args: FunclatencyArgs) -> Result<()> {
     let common = &args.common;
-    common.validate()?;
+    let report = common.report_options()?;
     preflight::check_all()?;
     let targets = common.target_spec(&[]).resolve()?;
     let probe = probe_target(&args.target, &common.pids)?;
@@ -117,18 +120,18 @@ pub fn run(args: FunclatencyArgs) -> Result<()> {
     let mut open = FunclatencySkelBuilder::default()
         .open(&mut storage)
         .context("opening the funclatency BPF object")?;
+    set_filter_flags!(open, filters);
     let rodata = open
         .maps
         .rodata_data
         .as_deref_mut()
-        .context("funclatency object has no .rodata")?;
-    set_filter_flags!(&mut *rodata, filters);
+        .context("the BPF object has no .rodata")?;
     rodata.unit_ns = common.unit_ns();
     rodata.per_process = args.per_process;
     let skel = open
         .load()
         .context("loading the funclatency BPF programs")?;
-    write_target_filters!(targets, skel)?;
+    write_target_filters!(&targets, skel)?;
 
     // One PID can be filtered by the kernel at attach time; more use the BPF filter.
     let attach_pid = match common.pids.as_slice() {
@@ -162,16 +165,16 @@ pub fn run(args: FunclatencyArgs) -> Result<()> {
         probe.function,
         probe.binary.display()
     );
-    histograms::report_until_stopped(
+    histogram::report_until_stopped(
         "funclatency",
-        common,
+        &report,
         &targets,
         |clear, time| {
             let histograms =
-                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
-            let (mut text, events) = histograms::render_histograms(
+                histogram_maps::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
+            let (mut text, events) = histogram::render_histograms(
                 "funclatency",
-                common,
+                &report,
                 "pid",
                 common.latency_unit(),
                 histograms,

@@ -1,7 +1,9 @@
-//! One module per tool: its command-line flags, how it sets up its BPF
-//! program, and how it turns the kernel's summary into the model.
+//! The command line and its wiring, one module per tool: its flags, how it
+//! loads and attaches its BPF object, and which engine runs it. Flags
+//! several tools share are in `flags`.
 
 pub mod biolatency;
+pub mod flags;
 pub mod fslatency;
 pub mod funclatency;
 pub mod offcpu;

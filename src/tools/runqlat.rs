@@ -7,15 +7,18 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::histogram_maps;
+use crate::bpf::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
-use crate::core::preflight::KernelField;
-use crate::core::stats::RunStats;
-use crate::core::target::Targets;
-use crate::core::target::{set_filter_flags, write_target_filters};
-use crate::core::{preflight, signals};
+use crate::bpf::preflight;
+use crate::bpf::preflight::KernelField;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::histogram;
+use crate::host::signals;
+use crate::host::target::Targets;
+use crate::tools::flags::HistogramArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/runqlat.skel.rs"));
@@ -72,12 +75,12 @@ pub fn attach<'obj>(
         let mut open = RunqlatSkelBuilder::default()
             .open(storage)
             .context("opening the runqlat BPF object")?;
+        set_filter_flags!(open, filters);
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
-            .context("runqlat object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
+            .context("the BPF object has no .rodata")?;
         rodata.unit_ns = options.unit_ns;
         rodata.per_process = options.per_process;
         rodata.per_thread = options.per_thread;
@@ -104,7 +107,7 @@ pub fn attach<'obj>(
 
 pub fn run(args: RunqlatArgs) -> Result<()> {
     let common = &args.common;
-    common.validate()?;
+    let report = common.report_options()?;
     preflight::check_all()?;
     let targets = common.target_spec(&[]).resolve()?;
     let mut storage = object_storage();
@@ -119,16 +122,16 @@ pub fn run(args: RunqlatArgs) -> Result<()> {
     signals::install();
     eprintln!("bpfscope: tracing run-queue latency... Hit Ctrl-C to end.");
     let key_name = if args.per_thread { "tid" } else { "pid" };
-    histograms::report_until_stopped(
+    histogram::report_until_stopped(
         "runqlat",
-        common,
+        &report,
         &targets,
         |clear, time| {
             let histograms =
-                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
-            Ok(histograms::render_histograms(
+                histogram_maps::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
+            Ok(histogram::render_histograms(
                 "runqlat",
-                common,
+                &report,
                 key_name,
                 common.latency_unit(),
                 histograms,

@@ -8,10 +8,15 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::histograms::{self, HistogramArgs};
-use crate::core::stats::RunStats;
-use crate::core::{cpus, perf_event, preflight, signals};
+use crate::bpf::histogram_maps;
+use crate::bpf::perf_event;
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::histogram;
+use crate::host::cpus;
+use crate::host::signals;
 use crate::model::histogram::Scale;
+use crate::tools::flags::HistogramArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/runqlen.skel.rs"));
@@ -41,7 +46,7 @@ pub struct RunqlenArgs {
 
 pub fn run(args: RunqlenArgs) -> Result<()> {
     let common = &args.common;
-    common.validate()?;
+    let report = common.report_options()?;
     if !common.pids.is_empty() || common.cgroup.is_some() {
         bail!("runqlen samples CPUs, not processes: -p and --cgroup do not apply");
     }
@@ -73,16 +78,16 @@ pub fn run(args: RunqlenArgs) -> Result<()> {
 
     signals::install();
     eprintln!("bpfscope: sampling run-queue length... Hit Ctrl-C to end.");
-    histograms::report_until_stopped(
+    histogram::report_until_stopped(
         "runqlen",
-        common,
+        &report,
         &targets,
         |clear, time| {
             let histograms =
-                histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
-            Ok(histograms::render_histograms(
+                histogram_maps::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
+            Ok(histogram::render_histograms(
                 "runqlen",
-                common,
+                &report,
                 "cpu",
                 ("runqlen", Scale::Linear),
                 histograms,

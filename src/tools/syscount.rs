@@ -8,14 +8,18 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
-use crate::core::histograms::{self, HistogramArgs};
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
-use crate::core::stats::RunStats;
-use crate::core::syscall_table;
-use crate::core::target::{set_filter_flags, write_target_filters};
-use crate::core::{preflight, signals};
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::histogram_maps;
+use crate::bpf::layouts::{self, c_string, hist_key, syscall_total};
+use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::histogram;
+use crate::host::signals;
+use crate::host::syscall_table;
 use crate::model::histogram::HistogramKey;
 use crate::output::histogram::json_string;
+use crate::tools::flags::HistogramArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/syscount.skel.rs"));
@@ -64,11 +68,7 @@ struct Row {
     total_ns: u64,
 }
 
-fn word(bytes: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// Per-process totals (`totals`, keyed by tgid and comm).
+/// Per-process totals (`totals`, keyed by `struct hist_key`: tgid and comm).
 fn read_process_rows(totals: &dyn MapCore, clear: bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for key in totals.keys().collect::<Vec<_>>() {
@@ -77,18 +77,17 @@ fn read_process_rows(totals: &dyn MapCore, clear: bool) -> Result<Vec<Row>> {
         } else {
             totals.lookup(&key, MapFlags::ANY)?
         };
-        let (Some(value), true) = (value, key.len() >= histograms::KEY_SIZE) else {
-            continue;
-        };
-        // `totals` is keyed by struct hist_key: the tgid and the comm.
-        let HistogramKey::Keyed { id, name } = histograms::parse_key(&key) else {
+        let (Some(key), Some(total)) = (
+            layouts::read::<hist_key>(&key),
+            value.and_then(|value| layouts::read::<syscall_total>(&value)),
+        ) else {
             continue;
         };
         rows.push(Row {
-            id,
-            name,
-            count: word(&value, 0),
-            total_ns: word(&value, 8),
+            id: key.id,
+            name: c_string(&key.name),
+            count: total.count,
+            total_ns: total.total_ns,
         });
     }
     Ok(rows)
@@ -102,19 +101,23 @@ fn read_syscall_rows(syscall_totals: &dyn MapCore, clear: bool) -> Result<Vec<Ro
         let Some(per_cpu) = syscall_totals.lookup_percpu(&key, MapFlags::ANY)? else {
             continue;
         };
-        let count: u64 = per_cpu.iter().map(|bytes| word(bytes, 0)).sum();
+        let totals: Vec<syscall_total> = per_cpu
+            .iter()
+            .filter_map(|bytes| layouts::read::<syscall_total>(bytes))
+            .collect();
+        let count: u64 = totals.iter().map(|total| total.count).sum();
         if count == 0 {
             continue;
         }
         if clear {
-            let zeros = vec![vec![0u8; 16]; per_cpu.len()];
+            let zeros = vec![layouts::bytes_of(&syscall_total::default()).to_vec(); per_cpu.len()];
             syscall_totals.update_percpu(&key, &zeros, MapFlags::ANY)?;
         }
         rows.push(Row {
             id: number as u64,
             name: syscall_name(number as u64),
             count,
-            total_ns: per_cpu.iter().map(|bytes| word(bytes, 8)).sum(),
+            total_ns: totals.iter().map(|total| total.total_ns).sum(),
         });
     }
     Ok(rows)
@@ -199,7 +202,7 @@ fn render_rows(args: &SyscountArgs, mut rows: Vec<Row>, time: Option<&str>) -> (
 
 pub fn run(args: SyscountArgs) -> Result<()> {
     let common = &args.common;
-    common.validate()?;
+    let report = common.report_options()?;
     if args.top == 0 {
         bail!("bad --top 0: give a number of rows greater than 0");
     }
@@ -214,12 +217,12 @@ pub fn run(args: SyscountArgs) -> Result<()> {
             let mut open = SyscountSkelBuilder::default()
                 .open(storage)
                 .context("opening the syscount BPF object")?;
+            set_filter_flags!(open, filters);
             let rodata = open
                 .maps
                 .rodata_data
                 .as_deref_mut()
-                .context("syscount object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
+                .context("the BPF object has no .rodata")?;
             rodata.measure_latency = measure_latency;
             rodata.per_process = args.per_process;
             rodata.histogram_per_syscall = args.histogram;
@@ -235,7 +238,7 @@ pub fn run(args: SyscountArgs) -> Result<()> {
             }
             open.load().context("loading the syscount BPF programs")
         })?;
-    write_target_filters!(targets, skel)?;
+    write_target_filters!(&targets, skel)?;
     let (enter, exit) = if flavor == HookFlavor::Raw {
         (&skel.progs.enter_raw, &skel.progs.exit_raw)
     } else {
@@ -249,22 +252,25 @@ pub fn run(args: SyscountArgs) -> Result<()> {
 
     signals::install();
     eprintln!("bpfscope: tracing syscalls... Hit Ctrl-C to end.");
-    histograms::report_until_stopped(
+    histogram::report_until_stopped(
         "syscount",
-        common,
+        &report,
         &targets,
         |clear, time| {
             if args.histogram {
-                let mut histograms =
-                    histograms::read_histograms(&skel.maps.hists, &skel.maps.total_hist, clear)?;
+                let mut histograms = histogram_maps::read_histograms(
+                    &skel.maps.hists,
+                    &skel.maps.total_hist,
+                    clear,
+                )?;
                 for (key, _) in &mut histograms {
                     if let HistogramKey::Keyed { id, name } = key {
                         *name = syscall_name(*id);
                     }
                 }
-                Ok(histograms::render_histograms(
+                Ok(histogram::render_histograms(
                     "syslat",
-                    common,
+                    &report,
                     "syscall",
                     common.latency_unit(),
                     histograms,

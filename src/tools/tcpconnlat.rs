@@ -6,19 +6,22 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
-use crate::core::c_string;
-use crate::core::event_stream::{self, EventArgs};
-use crate::core::histograms::{read_histograms, time_of_day};
-use crate::core::loader::{
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::histogram_maps::read_histograms;
+use crate::bpf::layouts::{self, c_string, connect_event, decode_connection};
+use crate::bpf::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
-use crate::core::net::{Connection, CONNECTION_SIZE};
-use crate::core::stats::RunStats;
-use crate::core::target::{set_filter_flags, write_target_filters, Targets};
-use crate::core::{preflight, signals};
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::events;
+use crate::engine::run::time_of_day;
+use crate::host::signals;
+use crate::host::target::Targets;
 use crate::model::histogram::{HistogramReport, Scale};
-use crate::output::histogram::{json_string, render_json, render_text};
+use crate::output::histogram::{render_json, render_text};
 use crate::output::write_stdout;
+use crate::tools::flags::EventArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpconnlat.skel.rs"));
@@ -39,26 +42,25 @@ pub struct TcpconnlatArgs {
     pub common: EventArgs,
 }
 
-/// `struct connect_event` in tcpconnlat.bpf.c.
+/// One line (text or JSON) for a `struct connect_event`.
 fn render_event(raw: &[u8], json: bool) -> Option<String> {
-    if raw.len() < CONNECTION_SIZE + 32 {
-        return None;
-    }
-    let conn = Connection::parse(raw)?;
-    let latency_ns = u64::from_ne_bytes(raw[40..48].try_into().ok()?);
-    let pid = u32::from_ne_bytes(raw[48..52].try_into().ok()?);
-    let comm = c_string(&raw[56..72]);
+    let event = layouts::read::<connect_event>(raw)?;
+    let conn = decode_connection(&event.conn);
+    let comm = c_string(&event.comm);
+    let (pid, latency_ns) = (event.tgid, event.latency_ns);
     Some(if json {
-        format!(
-            "{{\"time\":{},\"pid\":{pid},\"comm\":{},\"ip\":{},\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},\"latency_ns\":{latency_ns}}}\n",
-            json_string(&time_of_day()),
-            json_string(&comm),
-            conn.ip_version(),
-            conn.local,
-            conn.local_port,
-            conn.remote,
-            conn.remote_port
-        )
+        let line = serde_json::json!({
+            "time": time_of_day(),
+            "pid": pid,
+            "comm": comm,
+            "ip": conn.ip_version().to_digit(10),
+            "saddr": conn.local.to_string(),
+            "sport": conn.local_port,
+            "daddr": conn.remote.to_string(),
+            "dport": conn.remote_port,
+            "latency_ns": latency_ns,
+        });
+        format!("{line}\n")
     } else {
         format!(
             "{pid:<6} {comm:<12} {} {:<16} {:<16} {:<5} {:.2}\n",
@@ -71,8 +73,7 @@ fn render_event(raw: &[u8], json: bool) -> Option<String> {
     })
 }
 
-/// Loads tcpconnlat.bpf.c and attaches it (also used by `serve`): events per
-/// connection, or only the in-kernel histogram, keyed by cgroup where asked.
+/// Loads tcpconnlat.bpf.c and attaches it (also used by `serve`).
 pub fn attach<'obj>(
     storage: &'obj mut ObjectStorage,
     targets: &Targets,
@@ -84,12 +85,12 @@ pub fn attach<'obj>(
         let mut open = TcpconnlatSkelBuilder::default()
             .open(storage)
             .context("opening the tcpconnlat BPF object")?;
+        set_filter_flags!(open, filters);
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
-            .context("tcpconnlat object has no .rodata")?;
-        set_filter_flags!(&mut *rodata, filters);
+            .context("the BPF object has no .rodata")?;
         rodata.histogram_only = histogram_only;
         rodata.key_by_cgroup = key_by_cgroup;
         open.progs
@@ -113,7 +114,7 @@ pub fn attach<'obj>(
 pub fn run(args: TcpconnlatArgs) -> Result<()> {
     let common = &args.common;
     preflight::check_all()?;
-    let targets = common.resolve_targets()?;
+    let targets = common.target_spec()?.resolve()?;
     let mut storage = object_storage();
     let (skel, link) = attach(&mut storage, &targets, args.histogram, false)?;
 
@@ -121,12 +122,12 @@ pub fn run(args: TcpconnlatArgs) -> Result<()> {
     eprintln!("bpfscope: tracing TCP connects... Hit Ctrl-C to end.");
     let header = (!common.json && !args.histogram)
         .then_some("PID    COMM         IP SADDR            DADDR            DPORT LAT(ms)");
-    event_stream::EventStream {
+    events::EventStream {
         tool: "tcpconnlat",
         what: "connections",
         events: &skel.maps.connect_events,
         targets: &targets,
-        duration: common.duration,
+        duration: common.run_duration(),
         header,
     }
     .run(

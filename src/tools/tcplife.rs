@@ -4,15 +4,15 @@
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
-use crate::core::c_string;
-use crate::core::event_stream::{self, EventArgs};
-use crate::core::histograms::time_of_day;
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
-use crate::core::net::{Connection, CONNECTION_SIZE};
-use crate::core::stats::RunStats;
-use crate::core::target::{set_filter_flags, write_target_filters};
-use crate::core::{preflight, signals};
-use crate::output::histogram::json_string;
+use crate::bpf::filters::{set_filter_flags, write_target_filters};
+use crate::bpf::layouts::{self, c_string, decode_connection, session_event};
+use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::events;
+use crate::engine::run::time_of_day;
+use crate::host::signals;
+use crate::tools::flags::EventArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcplife.skel.rs"));
@@ -30,27 +30,32 @@ pub struct TcplifeArgs {
     pub common: EventArgs,
 }
 
-/// `struct session_event` in tcplife.bpf.c.
+/// One line (text or JSON) for a `struct session_event`.
 fn render_event(raw: &[u8], json: bool) -> Option<String> {
-    if raw.len() < CONNECTION_SIZE + 48 {
-        return None;
-    }
-    let conn = Connection::parse(raw)?;
-    let u64_at = |at: usize| u64::from_ne_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-    let (duration_ns, sent, received) = (u64_at(40), u64_at(48), u64_at(56));
-    let pid = u32::from_ne_bytes(raw[64..68].try_into().ok()?);
-    let comm = c_string(&raw[72..88]);
+    let event = layouts::read::<session_event>(raw)?;
+    let conn = decode_connection(&event.conn);
+    let comm = c_string(&event.comm);
+    let (pid, sent, received, duration_ns) = (
+        event.tgid,
+        event.bytes_sent,
+        event.bytes_received,
+        event.duration_ns,
+    );
     Some(if json {
-        format!(
-            "{{\"time\":{},\"pid\":{pid},\"comm\":{},\"ip\":{},\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"tx_bytes\":{sent},\"rx_bytes\":{received},\"duration_ns\":{duration_ns}}}\n",
-            json_string(&time_of_day()),
-            json_string(&comm),
-            conn.ip_version(),
-            conn.local,
-            conn.local_port,
-            conn.remote,
-            conn.remote_port
-        )
+        let line = serde_json::json!({
+            "time": time_of_day(),
+            "pid": pid,
+            "comm": comm,
+            "ip": conn.ip_version().to_digit(10),
+            "laddr": conn.local.to_string(),
+            "lport": conn.local_port,
+            "raddr": conn.remote.to_string(),
+            "rport": conn.remote_port,
+            "tx_bytes": sent,
+            "rx_bytes": received,
+            "duration_ns": duration_ns,
+        });
+        format!("{line}\n")
     } else {
         format!(
             "{pid:<5} {comm:<10.10} {:<15} {:<5} {:<15} {:<5} {:>5} {:>5} {:.2}\n",
@@ -68,7 +73,7 @@ fn render_event(raw: &[u8], json: bool) -> Option<String> {
 pub fn run(args: TcplifeArgs) -> Result<()> {
     let common = &args.common;
     preflight::check_all()?;
-    let targets = common.resolve_targets()?;
+    let targets = common.target_spec()?.resolve()?;
     let filters = targets.filter_flags();
     let mut storage = object_storage();
     let (skel, flavor) =
@@ -76,19 +81,14 @@ pub fn run(args: TcplifeArgs) -> Result<()> {
             let mut open = TcplifeSkelBuilder::default()
                 .open(storage)
                 .context("opening the tcplife BPF object")?;
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("tcplife object has no .rodata")?;
-            set_filter_flags!(&mut *rodata, filters);
+            set_filter_flags!(open, filters);
             open.progs
                 .state_btf
                 .set_autoload(flavor == HookFlavor::BtfTyped);
             open.progs.state_raw.set_autoload(flavor == HookFlavor::Raw);
             open.load().context("loading the tcplife BPF programs")
         })?;
-    write_target_filters!(targets, skel)?;
+    write_target_filters!(&targets, skel)?;
     let program = if flavor == HookFlavor::Raw {
         &skel.progs.state_raw
     } else {
@@ -102,12 +102,12 @@ pub fn run(args: TcplifeArgs) -> Result<()> {
     eprintln!("bpfscope: tracing TCP sessions... Hit Ctrl-C to end.");
     let header = (!common.json)
         .then_some("PID   COMM       LADDR           LPORT RADDR           RPORT TX_KB RX_KB MS");
-    event_stream::EventStream {
+    events::EventStream {
         tool: "tcplife",
         what: "sessions",
         events: &skel.maps.session_events,
         targets: &targets,
-        duration: common.duration,
+        duration: common.run_duration(),
         header,
     }
     .run(

@@ -4,13 +4,15 @@
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
-use crate::core::event_stream::{self, EventArgs};
-use crate::core::histograms::time_of_day;
-use crate::core::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
-use crate::core::net::{tcp_state_name, Connection, CONNECTION_SIZE};
-use crate::core::stats::RunStats;
-use crate::core::{preflight, signals};
-use crate::output::histogram::json_string;
+use crate::bpf::layouts::{self, decode_connection, retransmit_event};
+use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
+use crate::bpf::preflight;
+use crate::bpf::run_stats::RunStats;
+use crate::engine::events;
+use crate::engine::run::time_of_day;
+use crate::host::signals;
+use crate::model::connection::tcp_state_name;
+use crate::tools::flags::EventArgs;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpretrans.skel.rs"));
@@ -28,24 +30,24 @@ pub struct TcpretransArgs {
     pub common: EventArgs,
 }
 
-/// `struct retransmit_event` in tcpretrans.bpf.c.
+/// One line (text or JSON) for a `struct retransmit_event`.
 fn render_event(raw: &[u8], json: bool) -> Option<String> {
-    if raw.len() < CONNECTION_SIZE + 8 {
-        return None;
-    }
-    let conn = Connection::parse(raw)?;
-    let state = tcp_state_name(u32::from_ne_bytes(raw[40..44].try_into().ok()?));
-    let pid = u32::from_ne_bytes(raw[44..48].try_into().ok()?);
+    let event = layouts::read::<retransmit_event>(raw)?;
+    let conn = decode_connection(&event.conn);
+    let state = tcp_state_name(event.state);
+    let pid = event.tgid;
     Some(if json {
-        format!(
-            "{{\"time\":{},\"pid\":{pid},\"ip\":{},\"laddr\":\"{}\",\"lport\":{},\"raddr\":\"{}\",\"rport\":{},\"state\":\"{state}\"}}\n",
-            json_string(&time_of_day()),
-            conn.ip_version(),
-            conn.local,
-            conn.local_port,
-            conn.remote,
-            conn.remote_port
-        )
+        let line = serde_json::json!({
+            "time": time_of_day(),
+            "pid": pid,
+            "ip": conn.ip_version().to_digit(10),
+            "laddr": conn.local.to_string(),
+            "lport": conn.local_port,
+            "raddr": conn.remote.to_string(),
+            "rport": conn.remote_port,
+            "state": state,
+        });
+        format!("{line}\n")
     } else {
         format!(
             "{:<8} {pid:<6} {:<2} {:<22} R> {:<22} {state}\n",
@@ -63,7 +65,7 @@ pub fn run(args: TcpretransArgs) -> Result<()> {
         bail!("tcpretrans cannot filter by process: retransmits run from timers and softirqs");
     }
     preflight::check_all()?;
-    let targets = common.resolve_targets()?;
+    let targets = common.target_spec()?.resolve()?;
     let mut storage = object_storage();
     let (skel, flavor) =
         load_with_fallback(&mut storage, TRACEPOINT_FLAVORS, |storage, flavor| {
@@ -91,12 +93,12 @@ pub fn run(args: TcpretransArgs) -> Result<()> {
     eprintln!("bpfscope: tracing TCP retransmits... Hit Ctrl-C to end.");
     let header = (!common.json)
         .then_some("TIME     PID    IP LADDR:LPORT              RADDR:RPORT            STATE");
-    event_stream::EventStream {
+    events::EventStream {
         tool: "tcpretrans",
         what: "retransmits",
         events: &skel.maps.retransmit_events,
         targets: &targets,
-        duration: common.duration,
+        duration: common.run_duration(),
         header,
     }
     .run(

@@ -8,9 +8,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::bpf::layouts::uw_cfa_rule;
+use crate::host::object_files::ObjectFile;
 use crate::output::write_stdout;
-
-use crate::core::unwind_table::{self, TableCache, CFA_END, CFA_NONE, CFA_PLT, CFA_UNSUPPORTED};
+use crate::unwind::cache::TableCache;
+use crate::unwind::manager::table_for_object;
+use crate::unwind::table::{count_rule, BuildLimits};
 
 /// Build the unwind table of an ELF file and print its size.
 #[derive(Debug, clap::Args)]
@@ -27,12 +30,14 @@ pub fn run(args: UnwindTableArgs) -> Result<()> {
     let cache = if args.no_cache {
         TableCache::disabled()
     } else {
-        TableCache::new()
+        TableCache::at_default()
     };
+    let object = ObjectFile::open_named(&args.file)?;
     let started = Instant::now();
-    let (elf, rows, cached) = unwind_table::rows_for_file(&args.file, &cache)?;
+    let (image, rows, cached) = table_for_object(&object, &cache, &BuildLimits::default())
+        .map_err(|error| anyhow::anyhow!("{}: {error:#}", args.file.display()))?;
     let elapsed = started.elapsed();
-    let count = |rule: u8| rows.iter().filter(|row| row.cfa_rule == rule).count();
+    let count = |rule| count_rule(&rows, rule);
     let summary = format!(
         "{}: {} rows, {} KiB in the kernel, {} in {:.1} ms; build ID {}\nrules: {} gaps, {} PLT, {} outermost, {} unsupported\n",
         args.file.display(),
@@ -40,11 +45,11 @@ pub fn run(args: UnwindTableArgs) -> Result<()> {
         rows.len() * 16 / 1024,
         if cached { "loaded from cache" } else { "built" },
         elapsed.as_secs_f64() * 1e3,
-        elf.build_id.as_deref().unwrap_or("none"),
-        count(CFA_NONE),
-        count(CFA_PLT),
-        count(CFA_END),
-        count(CFA_UNSUPPORTED)
+        image.build_id.as_deref().unwrap_or("none"),
+        count(uw_cfa_rule::CFA_NONE),
+        count(uw_cfa_rule::CFA_PLT),
+        count(uw_cfa_rule::CFA_END),
+        count(uw_cfa_rule::CFA_UNSUPPORTED)
     );
     write_stdout(summary.as_bytes())
 }

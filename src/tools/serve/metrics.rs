@@ -3,23 +3,21 @@
 //! (per cgroup with `--cgroup-labels`) and capped at `--max-series` series
 //! per family, plus off-CPU time and the agent's own health.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::core::bpf_stats;
-use crate::core::cgroup_names::CgroupNames;
-use crate::core::histograms::{delete_cgroup_keys, read_histograms, read_histograms_by_cgroup};
-use crate::core::stats::{RunStats, UnwindStats};
-use crate::core::unwinder::Unwinder;
+use crate::bpf::decode::{describe_block_flags, fs_operation_name};
+use crate::bpf::histogram_maps::{delete_cgroup_keys, read_histograms, read_histograms_by_cgroup};
+use crate::bpf::layouts::{self, hist_key, uw_row};
+use crate::bpf::program_stats;
+use crate::bpf::run_stats::{RunStats, UnwindStats};
+use crate::host::cgroup_names::CgroupNames;
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::render_text;
 use crate::output::prometheus::{Exposition, Sample, Series};
-use crate::tools::biolatency;
-use crate::tools::fslatency::OPERATIONS;
 
 /// A histogram tool's maps: keyed histograms and the per-CPU total.
 pub struct HistogramMaps<'a> {
@@ -40,8 +38,6 @@ pub struct Sources<'a> {
     pub stats: Vec<&'a dyn MapCore>,
     /// (tool, program, descriptor) of every loaded program.
     pub programs: Vec<(&'static str, String, OwnedFd)>,
-    /// The table unwinders of the CPU and off-CPU profiles.
-    pub unwinders: Vec<&'a RefCell<Unwinder<'a>>>,
 }
 
 /// One histogram family as read now.
@@ -123,7 +119,7 @@ fn block_series(histograms: Vec<(HistogramKey, Histogram)>) -> Vec<Series> {
         let HistogramKey::Keyed { id, name } = key else {
             continue;
         };
-        let operation = biolatency::describe_flags(id & 0xff).to_lowercase();
+        let operation = describe_block_flags(id & 0xff).to_lowercase();
         by_labels
             .entry(labels(&[("disk", &name), ("operation", &operation)]))
             .or_default()
@@ -165,13 +161,13 @@ impl Metrics {
     }
 
     /// Names the cgroups of `ids`; histograms and totals of cgroups that no
-    /// longer exist are deleted from `map` (keyed with the cgroup id at
-    /// `offset`), so the maps stay bounded under container churn.
+    /// longer exist are deleted from `map` (whose keys' cgroup id
+    /// `cgroup_of` reads), so the maps stay bounded under container churn.
     fn cgroup_names(
         &mut self,
         ids: impl IntoIterator<Item = u64>,
         map: &dyn MapCore,
-        offset: usize,
+        cgroup_of: fn(&[u8]) -> Option<u64>,
     ) -> Result<HashMap<u64, String>> {
         let resolved = self.names.resolve(ids);
         let gone: HashSet<u64> = resolved
@@ -180,7 +176,7 @@ impl Metrics {
             .map(|(id, _)| *id)
             .collect();
         if !gone.is_empty() {
-            delete_cgroup_keys(map, offset, &gone);
+            delete_cgroup_keys(map, cgroup_of, &gone);
         }
         Ok(resolved
             .into_iter()
@@ -197,7 +193,9 @@ impl Metrics {
     ) -> Result<Vec<Series>> {
         let raw = read_histograms_by_cgroup(maps.hists, maps.total, false)?;
         let names = if self.cgroup_labels {
-            self.cgroup_names(raw.iter().map(|(id, _, _)| *id), maps.hists, 8)?
+            self.cgroup_names(raw.iter().map(|(id, _, _)| *id), maps.hists, |key| {
+                layouts::read::<hist_key>(key).map(|key| key.cgroup)
+            })?
         } else {
             HashMap::new()
         };
@@ -260,13 +258,9 @@ impl Metrics {
         }
         if let Some(maps) = &sources.filesystem {
             let series = self.series(maps, |key| match key {
-                HistogramKey::Keyed { id, name } => labels(&[
-                    ("fstype", name),
-                    (
-                        "operation",
-                        OPERATIONS.get(*id as usize).unwrap_or(&"unknown"),
-                    ),
-                ]),
+                HistogramKey::Keyed { id, name } => {
+                    labels(&[("fstype", name), ("operation", fs_operation_name(*id))])
+                }
                 _ => Vec::new(),
             })?;
             families.push(self.family(
@@ -293,18 +287,19 @@ impl Metrics {
         let mut by_id: Vec<(u64, u64)> = Vec::new();
         for key in map.keys() {
             let value = map.lookup(&key, MapFlags::ANY)?;
-            if let (Ok(id), Some(Ok(ns))) = (
-                <[u8; 8]>::try_from(key.as_slice()),
-                value.map(|v| <[u8; 8]>::try_from(v.as_slice())),
+            if let (Some(id), Some(ns)) = (
+                layouts::read::<u64>(&key),
+                value.and_then(|value| layouts::read::<u64>(&value)),
             ) {
-                by_id.push((u64::from_ne_bytes(id), u64::from_ne_bytes(ns)));
+                by_id.push((id, ns));
             }
         }
         if !self.cgroup_labels {
             let total: u64 = by_id.iter().map(|(_, ns)| ns).sum();
             return Ok((vec![(Vec::new(), total as f64 / 1e9)], 0));
         }
-        let names = self.cgroup_names(by_id.iter().map(|(id, _)| *id), map, 0)?;
+        let names =
+            self.cgroup_names(by_id.iter().map(|(id, _)| *id), map, layouts::read::<u64>)?;
         let mut samples: Vec<(String, u64)> = by_id
             .into_iter()
             .filter_map(|(id, ns)| Some((names.get(&id)?.clone(), ns)))
@@ -326,7 +321,8 @@ impl Metrics {
     }
 
     /// The `/metrics` exposition, read from the kernel now.
-    pub fn scrape(&mut self, sources: &Sources) -> Result<String> {
+    /// The exposition; `unwind_rows` is the rows the profiles' table unwinders hold.
+    pub fn scrape(&mut self, sources: &Sources, unwind_rows: u64) -> Result<String> {
         let mut exposition = Exposition::default();
         let mut folded: Vec<Sample> = Vec::new();
         for family in self.families(sources)? {
@@ -373,7 +369,7 @@ impl Metrics {
             let mut seconds = Vec::new();
             let mut runs = Vec::new();
             for (tool, program, fd) in &sources.programs {
-                let (ns, count) = bpf_stats::run_time(fd.as_fd())?;
+                let (ns, count) = program_stats::run_time(fd.as_fd())?;
                 let labels = labels(&[("tool", tool), ("program", program)]);
                 seconds.push((labels.clone(), ns as f64 / 1e9));
                 runs.push((labels, count as f64));
@@ -406,15 +402,10 @@ impl Metrics {
             "counter",
             &walks,
         );
-        let rows: u64 = sources
-            .unwinders
-            .iter()
-            .map(|unwinder| unwinder.borrow().rows_in_use())
-            .sum();
         exposition.gauge(
             "bpfscope_unwind_table_bytes",
             "Kernel memory holding unwind tables in use (16 bytes per row).",
-            (rows * 16) as f64,
+            (unwind_rows * std::mem::size_of::<uw_row>() as u64) as f64,
         );
         let (rss, cpu) = own_usage();
         exposition.gauge(

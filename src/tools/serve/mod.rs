@@ -15,20 +15,21 @@ mod windows;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use libbpf_rs::skel::Skel;
 
-use crate::core::loader::object_storage;
-use crate::core::process_maps::AddressSpaces;
-use crate::core::stack_collection;
-use crate::core::stacks::StackMaps;
-use crate::core::symbolize::Symbolizer;
-use crate::core::target::TargetSpec;
-use crate::core::unwinder::UnwindArgs;
-use crate::core::{bpf_stats, cpus, perf_event, preflight, signals};
+use crate::bpf::loader::object_storage;
+use crate::bpf::{perf_event, preflight, program_stats};
+use crate::engine::stack::{hostname, StackCapture, StackObject};
+use crate::host::process_maps::AddressSpaces;
+use crate::host::target::TargetSpec;
+use crate::host::{cpus, signals};
+use crate::symbolize::Symbolizer;
 use crate::tools::biolatency::{self, BiolatencyOptions};
+use crate::tools::flags::UnwindArgs;
 use crate::tools::fslatency;
 use crate::tools::offcpu::{self, BlockState, OffcpuOptions};
 use crate::tools::profile::{self, SamplerOptions};
@@ -40,7 +41,7 @@ use windows::{Profiles, StackSource, Window, ENDPOINTS};
 /// What `/metrics` measures, besides the continuous CPU profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricSource {
-    /// Run-queue latency (sched_wakeup, sched_switch).
+    /// Run-queue latency (sched_switch, from the scheduler's enqueue times).
     Runqlat,
     /// Block I/O latency per disk and operation (block_rq_issue/complete).
     Biolatency,
@@ -187,66 +188,59 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let connect = enabled(MetricSource::Tcp)
         .then(|| tcpconnlat::attach(tcp_storage, &targets, true, args.cgroup_labels))
         .transpose()?;
+    let capture = StackCapture {
+        user: true,
+        kernel: true,
+        unwind: args.unwind.options(),
+        stack_storage_size: STACK_STORAGE,
+        max_stacks: MAX_STACKS,
+    };
     let offcpu = enabled(MetricSource::Offcpu)
         .then(|| {
             let options = OffcpuOptions {
-                capture_user: true,
-                capture_kernel: true,
                 user_threads_only: false,
                 kernel_threads_only: false,
                 state: BlockState::All,
                 min_block_ns: 1000,
                 max_block_ns: u64::MAX,
-                stack_storage_size: STACK_STORAGE,
-                max_stacks: MAX_STACKS,
                 total_by_cgroup: true,
-                unwind: args.unwind,
             };
-            offcpu::attach(offcpu_storage, &targets, &options)
+            offcpu::attach(offcpu_storage, &targets, &capture, &options)
         })
         .transpose()?;
     let sampler_options = SamplerOptions {
         frequency: args.hz,
         cpus: cpus::online_cpus()?,
-        capture_user: true,
-        capture_kernel: true,
         include_idle: false,
         per_thread: false,
-        stack_storage_size: STACK_STORAGE,
-        max_stacks: MAX_STACKS,
-        unwind: args.unwind,
     };
-    let (sampler, sampler_links) = profile::attach(sampler_storage, &targets, &sampler_options)?;
+    let sampler = profile::attach(sampler_storage, &targets, &capture, &sampler_options)?;
 
-    let stats_enabled = args.bpf_stats.then(bpf_stats::enable).transpose()?;
+    let stats_enabled = args.bpf_stats.then(program_stats::enable).transpose()?;
     let mut metrics = Metrics::new(
         args.cgroup_labels,
         args.max_series,
-        stats_enabled.is_some() || bpf_stats::enabled_by_sysctl(),
+        stats_enabled.is_some() || program_stats::enabled_by_sysctl(),
     );
-    let sampler_unwinder = stack_collection::table_unwinder(
-        args.unwind,
-        &sampler.maps.unwind_rows,
-        &sampler.maps.unwind_processes,
-        &targets,
-    )?;
-    let offcpu_unwinder = match &offcpu {
-        Some(attached) => stack_collection::table_unwinder(
-            args.unwind,
-            &attached.skel.maps.unwind_rows,
-            &attached.skel.maps.unwind_processes,
-            &targets,
-        )?,
-        None => None,
+    // One set of snapshots serves both profiles.
+    let spaces = Rc::new(RefCell::new(AddressSpaces::default()));
+    let profiles = Profiles {
+        symbolizer: RefCell::new((Symbolizer::new(), Instant::now())),
+        cpu: StackSource::new(&sampler, &targets, capture.unwind, &spaces, MAX_STACKS)?,
+        offcpu: offcpu
+            .as_ref()
+            .map(|tracer| StackSource::new(tracer, &targets, capture.unwind, &spaces, MAX_STACKS))
+            .transpose()?,
+        hz: args.hz,
     };
     let mut sources = Sources::default();
     let mut add_programs = |tool: &'static str, object: &libbpf_rs::Object| -> Result<()> {
-        for (name, fd) in bpf_stats::loaded_programs(object)? {
+        for (name, fd) in program_stats::loaded_programs(object)? {
             sources.programs.push((tool, name, fd));
         }
         Ok(())
     };
-    add_programs("profile", sampler.object())?;
+    add_programs("profile", sampler.skel.object())?;
     if let Some((skel, _)) = &runqueue {
         add_programs("runqlat", skel.object())?;
     }
@@ -259,14 +253,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some((skel, _)) = &connect {
         add_programs("tcpconnlat", skel.object())?;
     }
-    if let Some(attached) = &offcpu {
-        add_programs("offcpu", attached.skel.object())?;
+    if let Some(tracer) = &offcpu {
+        add_programs("offcpu", tracer.skel.object())?;
     }
-    sources.stats.push(&sampler.maps.stats);
-    sources.unwinders = [&sampler_unwinder, &offcpu_unwinder]
-        .into_iter()
-        .flatten()
-        .collect();
+    sources.stats.push(&sampler.skel.maps.stats);
     // Every histogram tool's object has the same `hists`, `total_hist` and `stats` maps.
     macro_rules! histogram_source {
         ($attached:expr, $field:ident) => {
@@ -283,69 +273,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
     histogram_source!(block, block);
     histogram_source!(filesystem, filesystem);
     histogram_source!(connect, connect);
-    if let Some(attached) = &offcpu {
-        sources.offcpu_by_cgroup = Some(&attached.skel.maps.cgroup_totals);
-        sources.stats.push(&attached.skel.maps.stats);
+    if let Some(tracer) = &offcpu {
+        sources.offcpu_by_cgroup = Some(&tracer.skel.maps.cgroup_totals);
+        sources.stats.push(&tracer.skel.maps.stats);
     }
-
-    let spaces = RefCell::new(AddressSpaces::default());
-    let sampler_ring = stack_collection::address_space_ring(
-        &sampler.maps.address_space_events,
-        &spaces,
-        sampler_unwinder.as_ref(),
-    )?;
-    let offcpu_ring = offcpu
-        .as_ref()
-        .map(|attached| {
-            stack_collection::address_space_ring(
-                &attached.skel.maps.address_space_events,
-                &spaces,
-                offcpu_unwinder.as_ref(),
-            )
-        })
-        .transpose()?;
-    let profiles = Profiles {
-        symbolizer: RefCell::new((Symbolizer::new(), Instant::now())),
-        spaces: &spaces,
-        cpu: StackSource {
-            counts: &sampler.maps.counts,
-            stacks: StackMaps {
-                traces: &sampler.maps.stacks,
-                unwound: &sampler.maps.unwound_stacks,
-            },
-            max_stacks: MAX_STACKS,
-            flush: None,
-        },
-        offcpu: offcpu.as_ref().map(|attached| StackSource {
-            counts: &attached.skel.maps.counts,
-            stacks: StackMaps {
-                traces: &attached.skel.maps.stacks,
-                unwound: &attached.skel.maps.unwound_stacks,
-            },
-            max_stacks: MAX_STACKS,
-            flush: attached.exit_hook.as_ref().map(|_| {
-                Box::new(|| offcpu::flush_all_threads(&attached.skel.progs.flush_all))
-                    as Box<dyn Fn() -> Result<()>>
-            }),
-        }),
-        hz: args.hz,
-    };
 
     signals::install();
     eprintln!(
         "bpfscope: serving on http://{} (/, /metrics, /debug/pprof/profile, /flamegraph.svg)",
         args.listen
     );
-    let host = stack_collection::hostname();
+    let host = hostname();
     let mut windows: Vec<Window> = Vec::new();
     let mut last_reset_check = Instant::now();
     while !signals::stop_requested() {
-        sampler_ring.consume_raw();
-        if let Some(ring) = &offcpu_ring {
-            ring.consume_raw();
-        }
-        for unwinder in [&sampler_unwinder, &offcpu_unwinder].into_iter().flatten() {
-            unwinder.borrow_mut().poll();
+        for source in profiles.sources() {
+            source.collector.consume();
+            source.collector.poll_unwinder();
         }
         // Answer the windows that have ended.
         let (done, waiting): (Vec<Window>, Vec<Window>) =
@@ -365,11 +309,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
             // No window is open, so no snapshot of an exited process can still be needed.
-            spaces.borrow_mut().forget_exited();
-            for unwinder in [&sampler_unwinder, &offcpu_unwinder].into_iter().flatten() {
-                unwinder.borrow_mut().forget_exited();
-            }
-            profiles.reset_if_full();
+            profiles.tidy();
             last_reset_check = Instant::now();
         }
 
@@ -389,7 +329,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         let response = match path {
             "/metrics" => http_result(
-                metrics.scrape(&sources).map(String::into_bytes),
+                metrics
+                    .scrape(
+                        &sources,
+                        profiles
+                            .sources()
+                            .map(|source| source.collector.unwind_rows_in_use())
+                            .sum(),
+                    )
+                    .map(String::into_bytes),
                 "text/plain; version=0.0.4; charset=utf-8",
                 "reading the kernel maps",
             ),
@@ -411,13 +359,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let _ = request.respond(response);
     }
     // Detach everything before saying so; what borrows the objects goes first.
-    drop((profiles, sampler_ring, offcpu_ring, sources));
-    drop(sampler_links);
+    drop((profiles, sources));
+    sampler.stop()?;
+    if let Some(tracer) = &offcpu {
+        tracer.stop()?;
+    }
     drop(runqueue.map(|(_, links)| links));
     drop(block.map(|(_, links)| links));
     drop(filesystem.map(|(_, links)| links));
     drop(connect.map(|(_, link)| link));
-    drop(offcpu.map(|attached| (attached.links, attached.exit_hook)));
     eprintln!("bpfscope: stopping");
     Ok(())
 }

@@ -6,18 +6,20 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use libbpf_rs::MapCore;
 
-use crate::core::process_maps::AddressSpaces;
-use crate::core::stack_collection;
-use crate::core::stacks::{self, StackKey, StackMaps};
-use crate::core::symbolize::Symbolizer;
+use crate::bpf::stack_maps::StackKey;
+use crate::engine::stack::{hostname, shown_value, StackCollector, StackObject};
+use crate::host::process_maps::AddressSpaces;
+use crate::host::target::Targets;
 use crate::model::profile::ProfileKind;
 use crate::output::folded::FoldOptions;
 use crate::output::{pprof, svg};
+use crate::symbolize::Symbolizer;
+use crate::unwind::UnwindOptions;
 
 /// Longest profile window a request may ask for.
 const MAX_WINDOW_SECONDS: u64 = 300;
@@ -96,34 +98,32 @@ pub fn window_seconds(url: &str, default: u64) -> Result<u64, String> {
     }
 }
 
-/// One in-kernel stack count: its maps and how to bring it up to date.
+/// One in-kernel stack count: its object, and the engine's collector around it.
 pub struct StackSource<'a> {
-    pub counts: &'a dyn MapCore,
-    pub stacks: StackMaps<'a>,
+    pub object: &'a dyn StackObject,
+    pub collector: StackCollector<'a>,
     pub max_stacks: u32,
-    /// Off-CPU: adds the time threads accumulated in task storage to `counts`.
-    pub flush: Option<Box<dyn Fn() -> Result<()> + 'a>>,
 }
 
-impl StackSource<'_> {
-    fn snapshot(&self) -> Result<HashMap<StackKey, u64>> {
-        if let Some(flush) = &self.flush {
-            flush()?;
-        }
-        Ok(stacks::read_counts(self.counts)?.into_iter().collect())
+impl<'a> StackSource<'a> {
+    /// A source around an attached stack object; sources share `spaces`.
+    pub fn new(
+        object: &'a dyn StackObject,
+        targets: &Targets,
+        unwind: UnwindOptions,
+        spaces: &Rc<RefCell<AddressSpaces>>,
+        max_stacks: u32,
+    ) -> Result<Self> {
+        Ok(StackSource {
+            collector: StackCollector::new(object.maps(), targets, unwind, Rc::clone(spaces))?,
+            object,
+            max_stacks,
+        })
     }
 
-    /// Empties the maps when nearly full (only between windows, so no
-    /// window's baseline is lost): kernel memory stays flat.
-    fn reset_if_full(&self) {
-        let keys: Vec<Vec<u8>> = self.counts.keys().collect();
-        if (keys.len() as f64) < RESET_FILL * self.max_stacks as f64 {
-            return;
-        }
-        for key in keys {
-            self.counts.delete(&key).ok();
-        }
-        self.stacks.clear();
+    fn snapshot(&self) -> Result<HashMap<StackKey, u64>> {
+        self.object.flush()?;
+        self.collector.snapshot()
     }
 }
 
@@ -133,18 +133,22 @@ pub struct Profiles<'a> {
     /// Kept across windows for a while: its caches (kernel symbols, ELF
     /// files) are loaded once per lifetime (`SYMBOLIZER_LIFETIME`).
     pub symbolizer: RefCell<(Symbolizer, Instant)>,
-    pub spaces: &'a RefCell<AddressSpaces>,
     pub cpu: StackSource<'a>,
     pub offcpu: Option<StackSource<'a>>,
     pub hz: u64,
 }
 
-impl Profiles<'_> {
-    fn source(&self, kind: StackKind) -> Option<&StackSource<'_>> {
+impl<'a> Profiles<'a> {
+    fn source(&self, kind: StackKind) -> Option<&StackSource<'a>> {
         match kind {
             StackKind::Cpu => Some(&self.cpu),
             StackKind::OffCpu => self.offcpu.as_ref(),
         }
+    }
+
+    /// Every attached source (the CPU sampler first).
+    pub fn sources(&self) -> impl Iterator<Item = &StackSource<'a>> {
+        std::iter::once(&self.cpu).chain(self.offcpu.as_ref())
     }
 
     /// Opens a window for `request`, or says why not (status, message).
@@ -177,29 +181,23 @@ impl Profiles<'_> {
         let source = self
             .source(window.kind)
             .expect("windows open only on attached sources");
+        let kind = match window.kind {
+            StackKind::Cpu => ProfileKind::Cpu { hz: self.hz },
+            StackKind::OffCpu => ProfileKind::OffCpu,
+        };
         let counted: Vec<(StackKey, u64)> = source
             .snapshot()?
             .into_iter()
             .filter_map(|(key, now)| {
                 let then = window.baseline.get(&key).copied().unwrap_or(0);
-                let value = match window.kind {
-                    StackKind::Cpu => now.saturating_sub(then),
-                    // Counted in ns, shown in us.
-                    StackKind::OffCpu => (now.saturating_sub(then) + 500) / 1000,
-                };
+                let value = shown_value(kind, now.saturating_sub(then));
                 (value > 0).then_some((key, value))
             })
             .collect();
         let duration = window.started.elapsed();
-        let kind = match window.kind {
-            StackKind::Cpu => ProfileKind::Cpu { hz: self.hz },
-            StackKind::OffCpu => ProfileKind::OffCpu,
-        };
-        let profile = stack_collection::profile_from_counts(
+        let profile = source.collector.profile(
             &mut self.symbolizer.borrow_mut().0,
             counted,
-            &source.stacks,
-            &mut self.spaces.borrow_mut(),
             kind,
             duration,
         )?;
@@ -213,7 +211,7 @@ impl Profiles<'_> {
                 let subtitle = format!(
                     "{:.1} s{rate} on {}, from bpfscope serve",
                     duration.as_secs_f64(),
-                    stack_collection::hostname()
+                    hostname()
                 );
                 svg::render(&profile, FoldOptions::default(), &subtitle)?
             }
@@ -227,10 +225,16 @@ impl Profiles<'_> {
         }
     }
 
-    /// Between windows: empties nearly full stack maps, and starts the
-    /// symbolizer afresh when it is old or its caches are large, so memory
-    /// stays bounded.
-    pub fn reset_if_full(&self) {
+    /// Between windows: forgets exited processes, empties nearly full stack
+    /// maps, and starts the symbolizer afresh when it is old or its caches
+    /// are large, so memory stays bounded.
+    pub fn tidy(&self) {
+        for source in self.sources() {
+            source.collector.forget_exited();
+            source
+                .collector
+                .reset_if_full(source.max_stacks, RESET_FILL);
+        }
         let mut symbolizer = self.symbolizer.borrow_mut();
         if symbolizer.1.elapsed() > SYMBOLIZER_LIFETIME
             || symbolizer.0.cached_addresses() > SYMBOL_CACHE_LIMIT
@@ -239,10 +243,6 @@ impl Profiles<'_> {
             drop(symbolizer);
             // SAFETY: malloc_trim only releases free heap memory.
             unsafe { libc::malloc_trim(0) };
-        }
-        self.cpu.reset_if_full();
-        if let Some(offcpu) = &self.offcpu {
-            offcpu.reset_if_full();
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Feeds the BPF unwinder (src/bpf/unwind.h): when a process image is first
-//! seen, its executable mappings get unwind tables (built from `.eh_frame`
-//! by `unwind_table`, once per object: objects are shared by device and
-//! inode, and cached on disk by build ID), copied into the `unwind_rows`
+//! seen, its executable mappings get unwind tables (built by `table` from
+//! each object's `.eh_frame`, once per object: objects are shared by device
+//! and inode, read through the process's own /proc/PID/map_files, and
+//! cached on disk by content in `cache`), copied into the `unwind_rows`
 //! array through a shared memory mapping, and the process's mapping list
 //! goes into `unwind_processes`. Tables are built on a background thread,
 //! so a large binary never holds up the event loop; a process's entry is
@@ -11,72 +12,22 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::core::process_maps::{AddressSpace, Module};
-use crate::core::target::process_alive;
-use crate::core::unwind_table::{self, load_bias, Row, TableCache};
+use crate::bpf::layouts::{self, uw_mapping, uw_process, MAX_MAPPINGS};
+use crate::host::object_files::ObjectFile;
+use crate::host::process_maps::AddressSpace;
+use crate::host::target::process_alive;
+use crate::model::module::Module;
+use crate::unwind::cache::{content_key, TableCache};
+use crate::unwind::table::{build_rows, load_bias, BuildLimits, ElfImage, Row};
 
-/// `--unwind`: how user stacks are walked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum UnwindMode {
-    /// Unwind tables where a process's are loaded, frame pointers elsewhere.
-    Auto,
-    /// Frame pointers only (what the kernel's bpf_get_stackid does).
-    Fp,
-    /// Unwind tables only: no frame-pointer guesses.
-    Dwarf,
-}
-
-impl UnwindMode {
-    /// `enum uw_mode` in unwind.h.
-    pub fn bpf_value(self) -> i32 {
-        match self {
-            UnwindMode::Fp => 0,
-            UnwindMode::Auto => 1,
-            UnwindMode::Dwarf => 2,
-        }
-    }
-}
-
-/// The unwinding flags of profile, offcpu and serve.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct UnwindArgs {
-    /// How user stacks are walked: `auto` uses unwind tables from .eh_frame
-    /// where a process's are loaded (right without frame pointers) and frame
-    /// pointers elsewhere; `fp` frame pointers only; `dwarf` tables only.
-    #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
-    pub unwind: UnwindMode,
-    /// Unwind-table rows the kernel array holds, 16 bytes each (libc needs
-    /// about 28 000, LLVM's shared library 1.4 million).
-    #[arg(long, default_value_t = DEFAULT_ROW_CAPACITY, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
-    pub unwind_rows: u32,
-}
-
-impl UnwindArgs {
-    /// Entries to create `unwind_rows` with: one when tables go unused.
-    pub fn array_entries(&self) -> u32 {
-        if self.unwind == UnwindMode::Fp {
-            1
-        } else {
-            self.unwind_rows
-        }
-    }
-}
-
-/// `MAX_MAPPINGS` and the layout of `struct uw_process` in unwind.h.
-const MAX_MAPPINGS: usize = 256;
-const MAPPING_SIZE: usize = 32;
-/// Stride of `unwind_rows` elements (12-byte rows, 8-byte aligned).
-const ROW_STRIDE: usize = 16;
-/// Rows `unwind_rows` holds by default (16 MiB).
-pub const DEFAULT_ROW_CAPACITY: u32 = 1 << 20;
+/// Bytes per `unwind_rows` element.
+const ROW_STRIDE: usize = std::mem::size_of::<Row>();
 
 /// How long an object whose table could not be loaded is left alone.
 const RETRY_UNLOADABLE: Duration = Duration::from_secs(60);
@@ -107,6 +58,9 @@ pub struct TableStats {
     pub mappings_dropped: u64,
     /// Processes left out because `unwind_processes` was full.
     pub processes_dropped: u64,
+    /// Objects whose file was refused (not regular, replaced, too large,
+    /// unreadable) or whose table was over a build limit.
+    pub objects_refused: u64,
 }
 
 /// The `unwind_rows` array, written through a shared mapping of just the
@@ -155,9 +109,13 @@ impl RowArray {
         let base: *mut u8 = base.cast();
         for (index, row) in rows.iter().enumerate() {
             let at = first_byte - offset + index * ROW_STRIDE;
-            // SAFETY: `at + 12 <= length`: the mapping covers every row.
+            // SAFETY: `at + ROW_STRIDE <= length`: the mapping covers every row.
             unsafe {
-                std::ptr::copy_nonoverlapping(row.to_bytes().as_ptr(), base.add(at), Row::SIZE)
+                std::ptr::copy_nonoverlapping(
+                    layouts::bytes_of(row).as_ptr(),
+                    base.add(at),
+                    ROW_STRIDE,
+                )
             };
         }
         // SAFETY: unmaps exactly what was mapped above.
@@ -239,14 +197,12 @@ fn object_key(module: &Module) -> Option<ObjectKey> {
     }
 }
 
-/// Where to read a mapping's file: /proc/PID/map_files/START-END works for
-/// files in other mount namespaces and deleted ones (the kernel names them
-/// in unpadded hex, unlike /proc/PID/maps).
-fn mapped_file(tgid: u32, module: &Module) -> PathBuf {
-    PathBuf::from(format!(
-        "/proc/{tgid}/map_files/{:x}-{:x}",
-        module.start, module.end
-    ))
+/// The table of an ELF image in memory (the vDSO).
+fn rows_for_image(data: &[u8]) -> Result<(ElfImage, Vec<Row>)> {
+    let limits = BuildLimits::default();
+    let image = ElfImage::read(data, &limits)?;
+    let rows = build_rows(&image, &limits)?;
+    Ok((image, rows))
 }
 
 /// The vDSO image of this process: the kernel maps the same one into every
@@ -264,8 +220,8 @@ fn own_vdso() -> Option<Vec<u8>> {
 }
 
 /// What the builder thread made of one object: its PT_LOAD segments and
-/// rows and whether they came from the disk cache, or None (not an ELF file
-/// with usable CFI, or gone before it could be read).
+/// rows and whether they came from the disk cache, or None (not an ELF
+/// file with usable CFI, over a build limit, or unreadable).
 struct BuiltTable {
     key: ObjectKey,
     table: Option<ObjectTable>,
@@ -275,17 +231,33 @@ struct BuiltTable {
 /// An object's PT_LOAD segments, its rows, and whether they were cached.
 type ObjectTable = (Vec<(u64, u64, u64)>, Vec<Row>, bool);
 
+/// The table of an opened object, from the disk cache when it is there.
+pub fn table_for_object(
+    object: &ObjectFile,
+    cache: &TableCache,
+    limits: &BuildLimits,
+) -> Result<(ElfImage, Vec<Row>, bool)> {
+    let image = ElfImage::read_file(object, limits)?;
+    let key = content_key(&image);
+    if let Some(rows) = cache.load(&key) {
+        return Ok((image, rows, true));
+    }
+    let rows = build_rows(&image, limits)?;
+    cache.store(&key, &rows);
+    Ok((image, rows, false))
+}
+
 /// Builds tables on a thread of its own until the unwinder hangs up.
-fn start_builder() -> (Sender<(ObjectKey, PathBuf)>, Receiver<BuiltTable>) {
-    let (request_sender, requests) = channel::<(ObjectKey, PathBuf)>();
+fn start_builder(limits: BuildLimits) -> (Sender<(ObjectKey, ObjectFile)>, Receiver<BuiltTable>) {
+    let (request_sender, requests) = channel::<(ObjectKey, ObjectFile)>();
     let (result_sender, results) = channel();
     std::thread::spawn(move || {
-        let cache = TableCache::new();
-        for (key, source) in requests {
+        let cache = TableCache::at_default();
+        for (key, object) in requests {
             let started = Instant::now();
-            let table = unwind_table::rows_for_file(&source, &cache)
+            let table = table_for_object(&object, &cache, &limits)
                 .ok()
-                .map(|(elf, rows, cached)| (elf.loads, rows, cached));
+                .map(|(image, rows, cached)| (image.loads, rows, cached));
             let built = BuiltTable {
                 key,
                 table,
@@ -302,7 +274,7 @@ fn start_builder() -> (Sender<(ObjectKey, PathBuf)>, Receiver<BuiltTable>) {
 pub struct Unwinder<'a> {
     rows: RowArray,
     processes: &'a dyn MapCore,
-    requests: Sender<(ObjectKey, PathBuf)>,
+    requests: Sender<(ObjectKey, ObjectFile)>,
     results: Receiver<BuiltTable>,
     /// Objects the builder is working on, and processes waiting for them.
     building: HashSet<ObjectKey>,
@@ -322,7 +294,11 @@ impl<'a> Unwinder<'a> {
     /// Takes the loaded `unwind_rows` (created with `capacity` entries) and
     /// `unwind_processes` maps.
     pub fn new(rows: &dyn MapCore, capacity: u32, processes: &'a dyn MapCore) -> Result<Self> {
-        let (requests, results) = start_builder();
+        let limits = BuildLimits {
+            max_rows: capacity as usize,
+            ..BuildLimits::default()
+        };
+        let (requests, results) = start_builder(limits);
         Ok(Unwinder {
             rows: RowArray::new(rows, capacity)?,
             processes,
@@ -372,7 +348,7 @@ impl<'a> Unwinder<'a> {
 
     /// Asks for an object's table unless it is loaded or being built; the
     /// vDSO (a few rows, from this process's own copy) is built at once.
-    fn request(&mut self, key: &ObjectKey, source: impl FnOnce() -> PathBuf) {
+    fn request(&mut self, key: &ObjectKey, tgid: u32, module: &Module) {
         if self.objects.contains_key(key) || self.building.contains(key) {
             return;
         }
@@ -384,17 +360,23 @@ impl<'a> Unwinder<'a> {
         }
         if key.0 == "[vdso]" {
             let started = Instant::now();
-            if let Some((elf, rows)) =
-                own_vdso().and_then(|image| unwind_table::rows_for_image(&image).ok())
-            {
+            if let Some((image, rows)) = own_vdso().and_then(|image| rows_for_image(&image).ok()) {
                 self.stats.build_time += started.elapsed();
                 self.stats.objects_built += 1;
-                self.load_object(key.clone(), elf.loads, rows);
+                self.load_object(key.clone(), image.loads, rows);
             }
             return;
         }
-        if self.requests.send((key.clone(), source())).is_ok() {
-            self.building.insert(key.clone());
+        match ObjectFile::open_mapped(tgid, module) {
+            Ok(object) => {
+                if self.requests.send((key.clone(), object)).is_ok() {
+                    self.building.insert(key.clone());
+                }
+            }
+            Err(_) => {
+                self.stats.objects_refused += 1;
+                self.unloadable.insert(key.clone(), Instant::now());
+            }
         }
     }
 
@@ -424,8 +406,9 @@ impl<'a> Unwinder<'a> {
                     }
                     self.load_object(built.key, loads, rows);
                 }
-                // Not a usable ELF file, or gone before it could be read.
+                // Not a usable ELF file, over a limit, or gone before it could be read.
                 None => {
+                    self.stats.objects_refused += 1;
                     self.unloadable.insert(built.key, Instant::now());
                 }
             }
@@ -466,12 +449,12 @@ impl<'a> Unwinder<'a> {
         }
         let previous = previous.unwrap_or_default();
         let mut used: Vec<ObjectKey> = Vec::new();
-        let mut entries: Vec<[u8; MAPPING_SIZE]> = Vec::new();
+        let mut entries: Vec<uw_mapping> = Vec::new();
         for module in space.modules() {
             let Some(key) = object_key(module) else {
                 continue; // no entry: a walk stops there as at JIT code
             };
-            self.request(&key, || mapped_file(tgid, module));
+            self.request(&key, tgid, module);
             // Until its table arrives a mapping has none: frame pointers (auto)
             // or a stop there (dwarf), rather than "unmapped code".
             let (bias, table_start, table_len) = match self.objects.get_mut(&key) {
@@ -492,13 +475,13 @@ impl<'a> Unwinder<'a> {
                     (0, 0, 0)
                 }
             };
-            let mut entry = [0u8; MAPPING_SIZE];
-            entry[0..8].copy_from_slice(&module.start.to_ne_bytes());
-            entry[8..16].copy_from_slice(&module.end.to_ne_bytes());
-            entry[16..24].copy_from_slice(&bias.to_ne_bytes());
-            entry[24..28].copy_from_slice(&table_start.to_ne_bytes());
-            entry[28..32].copy_from_slice(&table_len.to_ne_bytes());
-            entries.push(entry);
+            entries.push(uw_mapping {
+                start: module.start,
+                end: module.end,
+                bias,
+                table_start,
+                table_len,
+            });
         }
         self.process_objects.insert(tgid, used);
         self.release(previous);
@@ -506,14 +489,18 @@ impl<'a> Unwinder<'a> {
             self.stats.mappings_dropped += (entries.len() - MAX_MAPPINGS) as u64;
             entries.truncate(MAX_MAPPINGS);
         }
-        let mut value = vec![0u8; 8 + MAX_MAPPINGS * MAPPING_SIZE];
-        value[0..4].copy_from_slice(&(entries.len() as u32).to_ne_bytes());
-        for (index, entry) in entries.iter().enumerate() {
-            value[8 + index * MAPPING_SIZE..8 + (index + 1) * MAPPING_SIZE].copy_from_slice(entry);
-        }
+        let mut value = uw_process {
+            count: entries.len() as u32,
+            ..Default::default()
+        };
+        value.mappings[..entries.len()].copy_from_slice(&entries);
         if self
             .processes
-            .update(&tgid.to_ne_bytes(), &value, MapFlags::ANY)
+            .update(
+                &tgid.to_ne_bytes(),
+                layouts::bytes_of(&value),
+                MapFlags::ANY,
+            )
             .is_err()
         {
             self.stats.processes_dropped += 1;
@@ -589,16 +576,8 @@ mod tests {
             .collect();
         assert!(keys.iter().any(|key| key.0 == "[vdso]"));
         assert!(keys.iter().any(|key| key.1 != 0));
-        let executable = space.modules().iter().find(|m| m.inode != 0).unwrap();
-        let through_map_files = mapped_file(me, executable);
-        assert_eq!(
-            fs::read(&through_map_files).unwrap()[..4],
-            *b"\x7fELF",
-            "{} is readable",
-            through_map_files.display()
-        );
         let image = own_vdso().unwrap();
-        let (_, rows) = unwind_table::rows_for_image(&image).unwrap();
+        let (_, rows) = rows_for_image(&image).unwrap();
         assert!(!rows.is_empty(), "the vDSO has .eh_frame");
     }
 }

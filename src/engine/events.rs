@@ -1,51 +1,19 @@
-//! What the per-event tools (tcpconnlat, tcplife, tcpretrans, fsslower)
-//! share: a ring buffer of events rendered one line each (text or JSON) as
-//! they arrive, until Ctrl-C, the duration, or the -p processes exiting; then
-//! the loss summary.
+//! The event stream the per-event tools (tcpconnlat, tcplife, tcpretrans,
+//! fsslower) run on: a ring buffer of events rendered one line each (text or
+//! JSON) as they arrive, until Ctrl-C, the duration, or the -p processes
+//! exiting; then the loss summary.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, RingBufferBuilder};
 
-use crate::core::run::Collection;
-use crate::core::stats::RunStats;
-use crate::core::target::{TargetSpec, Targets};
+use crate::bpf::run_stats::{LossWords, RunStats};
+use crate::engine::run::Collection;
+use crate::host::target::Targets;
 use crate::output::write_stdout;
-
-/// Flags the per-event tools share.
-#[derive(Debug, clap::Args)]
-pub struct EventArgs {
-    /// Only these processes (comma-separated PIDs); stops when they have all exited.
-    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
-    pub pids: Vec<u32>,
-    /// Only tasks in this cgroup v2 directory (and below it).
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// Print JSON, one object per event.
-    #[arg(long)]
-    pub json: bool,
-    /// Stop after this many seconds (default: at Ctrl-C).
-    #[arg(short = 'd', long = "duration", value_name = "SECONDS")]
-    pub duration: Option<u64>,
-}
-
-impl EventArgs {
-    pub fn resolve_targets(&self) -> Result<Targets> {
-        if self.duration == Some(0) {
-            bail!("bad duration 0: give a number of seconds greater than 0");
-        }
-        TargetSpec {
-            pids: self.pids.clone(),
-            cgroup: self.cgroup.clone(),
-            ..Default::default()
-        }
-        .resolve()
-    }
-}
 
 /// A stream of events to print until the run ends.
 pub struct EventStream<'a> {
@@ -56,7 +24,7 @@ pub struct EventStream<'a> {
     /// The ring buffer the BPF program writes events to.
     pub events: &'a dyn MapCore,
     pub targets: &'a Targets,
-    pub duration: Option<u64>,
+    pub duration: Option<Duration>,
     /// Printed first in text mode.
     pub header: Option<&'a str>,
 }
@@ -99,7 +67,7 @@ impl EventStream<'_> {
             write_stdout(format!("{header}\n").as_bytes())?;
         }
         let stop = Collection {
-            duration: duration.map(Duration::from_secs),
+            duration,
             command: None,
             targets,
             ring: Some(&ring),
@@ -119,7 +87,7 @@ impl EventStream<'_> {
         eprintln!(
             "bpfscope: {tool}: {} {what}{}",
             stats.events,
-            stats.loss_summary()
+            stats.loss_summary(&LossWords::NO_SIZE_FLAGS)
         );
         Ok(())
     }

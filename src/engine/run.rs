@@ -7,8 +7,22 @@ use std::time::{Duration, Instant};
 
 use libbpf_rs::RingBuffer;
 
-use crate::core::signals;
-use crate::core::target::{RunningCommand, Targets};
+use crate::host::signals;
+use crate::host::target::{RunningCommand, Targets};
+
+/// The wall-clock time of day, "HH:MM:SS" (local time), for -T and event lines.
+pub fn time_of_day() -> String {
+    // SAFETY: time and localtime_r only fill the structures they are given.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut parts: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut parts);
+        format!(
+            "{:02}:{:02}:{:02}",
+            parts.tm_hour, parts.tm_min, parts.tm_sec
+        )
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {

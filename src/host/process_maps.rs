@@ -1,38 +1,20 @@
 //! Snapshots of processes' executable mappings, taken when BPF first sees a
-//! process image (see `announce_address_space()` in common.h). Symbolizing
-//! from these snapshots, rather than from /proc at the end, is what lets
-//! stacks of processes that exited mid-run keep their names.
+//! process image (see `announce_address_space()` in stacks.h), with the
+//! object files they map opened at once through the process's own
+//! /proc/PID/map_files (host::object_files). Symbolizing from these
+//! snapshots, rather than from /proc at the end, is what lets stacks of
+//! processes that exited mid-run keep their names, and reading the files
+//! the processes map, rather than the paths they name, keeps names right
+//! when a path leads elsewhere (another mount namespace, a replaced file).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// One executable mapping of a file (or a pseudo-file such as `[vdso]`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Module {
-    pub path: PathBuf,
-    pub start: u64,
-    pub end: u64,
-    pub file_offset: u64,
-    /// The file's device ("fe:00") and inode; inode 0 for pseudo-files.
-    pub device: String,
-    pub inode: u64,
-}
-
-impl Module {
-    /// A real file that symbols can be read from (not `[vdso]`, not deleted).
-    pub fn is_file(&self) -> bool {
-        self.path.is_absolute()
-    }
-
-    pub fn file_name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.path.to_string_lossy().into_owned())
-    }
-}
+use crate::host::object_files::{module_identity, ObjectFile, Refusal};
+use crate::host::target::process_alive;
+use crate::model::module::Module;
 
 /// The executable mappings of one process image, sorted by address.
 #[derive(Debug, Default, Clone)]
@@ -100,6 +82,7 @@ fn parse_line(line: &str) -> Option<Module> {
         file_offset: u64::from_str_radix(offset, 16).ok()?,
         device: device.to_string(),
         inode: inode.parse().ok()?,
+        build_id: None,
     })
 }
 
@@ -109,18 +92,25 @@ pub struct AddressSpaces {
     spaces: HashMap<(u32, u64), AddressSpace>,
     /// The address space each process announced last: its current image.
     current: HashMap<u32, u64>,
+    /// The object files the snapshots refer to, by (device, inode).
+    objects: HashMap<(u64, u64), Arc<ObjectFile>>,
     /// Processes that were gone before their mappings could be read.
     pub missed: u64,
+    /// Object files not opened, by why.
+    pub refused: HashMap<Refusal, u64>,
 }
 
 impl AddressSpaces {
-    /// Reads /proc/TGID/maps now, while the process lives; returns what
-    /// was read (the snapshot itself also keeps earlier mappings).
+    /// Reads /proc/TGID/maps now, while the process lives, and opens the
+    /// files it maps; returns what was read (the snapshot itself also keeps
+    /// earlier mappings).
     pub fn snapshot(&mut self, tgid: u32, address_space: u64) -> Option<AddressSpace> {
         let Some(space) = AddressSpace::read(tgid) else {
             self.missed += 1;
             return None;
         };
+        self.open_objects(tgid, &space);
+        let space = self.with_build_ids(space);
         self.spaces
             .entry((tgid, address_space))
             .or_default()
@@ -129,29 +119,89 @@ impl AddressSpaces {
         Some(space)
     }
 
+    /// Opens the files of `space` not opened yet.
+    fn open_objects(&mut self, tgid: u32, space: &AddressSpace) {
+        for module in space.modules() {
+            let Some(identity) = module_identity(module).filter(|(_, inode)| *inode != 0) else {
+                continue;
+            };
+            if self.objects.contains_key(&identity) {
+                continue;
+            }
+            match ObjectFile::open_mapped(tgid, module) {
+                Ok(object) => {
+                    self.objects.insert(identity, Arc::new(object));
+                }
+                Err(refusal) => *self.refused.entry(refusal).or_default() += 1,
+            }
+        }
+    }
+
+    /// The space with each module's build ID, from the file opened for it.
+    fn with_build_ids(&self, space: AddressSpace) -> AddressSpace {
+        let modules = space
+            .modules
+            .into_iter()
+            .map(
+                |module| match self.object(&module).and_then(|o| o.build_id()) {
+                    Some(id) => Arc::new(Module {
+                        build_id: Some(id),
+                        ..(*module).clone()
+                    }),
+                    None => module,
+                },
+            )
+            .collect();
+        AddressSpace { modules }
+    }
+
     /// Re-reads the current image of processes still alive, to catch
     /// late-loaded libraries (never into a snapshot from before an exec).
     pub fn refresh_living(&mut self) {
-        for (&tgid, &address_space) in &self.current {
-            if let (Some(fresh), Some(space)) = (
-                AddressSpace::read(tgid),
-                self.spaces.get_mut(&(tgid, address_space)),
-            ) {
+        let current: Vec<(u32, u64)> = self.current.iter().map(|(&t, &a)| (t, a)).collect();
+        for (tgid, address_space) in current {
+            let Some(fresh) = AddressSpace::read(tgid) else {
+                continue;
+            };
+            self.open_objects(tgid, &fresh);
+            let fresh = self.with_build_ids(fresh);
+            if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
                 space.merge(fresh);
             }
         }
     }
 
-    /// Drops the snapshots of processes that have exited (for long-running
-    /// agents, once no counted stack refers to them any more).
+    /// Drops the snapshots of processes that have exited, and the files
+    /// only they mapped (for long-running agents, once no counted stack
+    /// refers to them any more).
     pub fn forget_exited(&mut self) {
-        use crate::core::target::process_alive;
         self.spaces.retain(|(tgid, _), _| process_alive(*tgid));
         self.current.retain(|tgid, _| process_alive(*tgid));
+        let used: HashSet<(u64, u64)> = self
+            .spaces
+            .values()
+            .flat_map(|space| space.modules().iter().filter_map(|m| module_identity(m)))
+            .collect();
+        self.objects.retain(|identity, _| used.contains(identity));
     }
 
     pub fn get(&self, tgid: u32, address_space: u64) -> Option<&AddressSpace> {
         self.spaces.get(&(tgid, address_space))
+    }
+
+    /// The file a module maps, as opened while its process lived.
+    pub fn object(&self, module: &Module) -> Option<&Arc<ObjectFile>> {
+        self.objects.get(&module_identity(module)?)
+    }
+
+    /// "N unreadable, M not a regular file" or None when every file opened.
+    pub fn refusal_summary(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(refusal, count)| format!("{count} {}", refusal.describe()))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 }
 
@@ -194,7 +244,7 @@ mod tests {
         assert_eq!(offset, 0x28010);
         assert_eq!((libc.device.as_str(), libc.inode), ("fe:01", 456));
         let (vdso, _) = space.resolve(0x7ffd3a5fe100).unwrap();
-        assert!(!vdso.is_file());
+        assert_eq!(vdso.inode, 0, "a pseudo-file");
         assert!(
             space.resolve(0x55d0c0a00010).is_none(),
             "non-executable mapping"

@@ -1,11 +1,13 @@
-//! Run statistics counted in BPF (the per-CPU `stats` array in common.h):
+//! Run statistics counted in BPF (the per-CPU `stats` array of every object):
 //! how many events were seen and every way data was lost, so that a loss is
 //! always reported and never silent.
 
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
-/// Mirrors `enum run_stat` in src/bpf/common.h.
+use crate::bpf::layouts::{self, run_stat};
+
+/// The counters of `enum run_stat` (layouts.h), summed over CPUs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunStats {
     pub events: u64,
@@ -76,8 +78,6 @@ impl UnwindStats {
     }
 }
 
-const STAT_COUNT: u32 = 16;
-
 /// offcpu walks a thread's cached stacks again after this many blocks
 /// (`revalidate_every` in offcpu.bpf.c).
 pub const STACK_REVALIDATE_EVERY: u32 = 16;
@@ -85,42 +85,39 @@ pub const STACK_REVALIDATE_EVERY: u32 = 16;
 impl RunStats {
     /// Sums the per-CPU counters of a loaded object's `stats` map.
     pub fn read(map: &dyn MapCore) -> Result<Self> {
-        let mut totals = [0u64; STAT_COUNT as usize];
-        for (index, total) in totals.iter_mut().enumerate() {
-            let per_cpu = map.lookup_percpu(&(index as u32).to_ne_bytes(), MapFlags::ANY)?;
-            *total = per_cpu
+        let total = |stat: run_stat| -> Result<u64> {
+            let per_cpu = map.lookup_percpu(&stat.0.to_ne_bytes(), MapFlags::ANY)?;
+            Ok(per_cpu
                 .unwrap_or_default()
                 .iter()
-                .map(|bytes| u64::from_ne_bytes(bytes[..8].try_into().expect("u64 per-CPU value")))
-                .sum();
-        }
-        let [events, counts_full, stack_map_full, stack_collisions, user_stacks_missing, notifications_lost, followed_children_lost, stacks_reused, stacks_revalidated, stacks_stale, complete, no_table, unsupported_rule, read_fault, depth_limit, unmapped] =
-            totals;
+                .filter_map(|bytes| layouts::read::<u64>(bytes))
+                .sum())
+        };
         Ok(RunStats {
-            events,
-            counts_full,
-            stack_map_full,
-            stack_collisions,
-            user_stacks_missing,
-            notifications_lost,
-            followed_children_lost,
-            stacks_reused,
-            stacks_revalidated,
-            stacks_stale,
+            events: total(run_stat::STAT_EVENTS)?,
+            counts_full: total(run_stat::STAT_COUNTS_FULL)?,
+            stack_map_full: total(run_stat::STAT_STACK_MAP_FULL)?,
+            stack_collisions: total(run_stat::STAT_STACK_COLLISION)?,
+            user_stacks_missing: total(run_stat::STAT_USER_STACK_MISSING)?,
+            notifications_lost: total(run_stat::STAT_NOTIFY_LOST)?,
+            followed_children_lost: total(run_stat::STAT_TARGETS_FULL)?,
+            stacks_reused: total(run_stat::STAT_STACK_REUSED)?,
+            stacks_revalidated: total(run_stat::STAT_STACK_REVALIDATED)?,
+            stacks_stale: total(run_stat::STAT_STACK_STALE)?,
             unwind: UnwindStats {
-                complete,
-                no_table,
-                unsupported_rule,
-                read_fault,
-                depth_limit,
-                unmapped,
+                complete: total(run_stat::STAT_UNWIND_COMPLETE)?,
+                no_table: total(run_stat::STAT_UNWIND_NO_TABLE)?,
+                unsupported_rule: total(run_stat::STAT_UNWIND_UNSUPPORTED)?,
+                read_fault: total(run_stat::STAT_UNWIND_READ_FAULT)?,
+                depth_limit: total(run_stat::STAT_UNWIND_DEPTH)?,
+                unmapped: total(run_stat::STAT_UNWIND_UNMAPPED)?,
             },
         })
     }
 
     /// The end of a tool's summary line: ", none lost" or "; lost: ...".
-    pub fn loss_summary(&self) -> String {
-        let losses = self.losses();
+    pub fn loss_summary(&self, words: &LossWords) -> String {
+        let losses = self.losses(words);
         if losses.is_empty() {
             ", none lost".to_string()
         } else {
@@ -129,33 +126,40 @@ impl RunStats {
     }
 
     /// One phrase per kind of loss that happened, for the summary line.
-    pub fn losses(&self) -> Vec<String> {
+    pub fn losses(&self, words: &LossWords) -> Vec<String> {
         let mut losses = Vec::new();
-        let mut note = |count: u64, what: &str| {
+        let mut note = |count: u64, what: String| {
             if count > 0 {
                 losses.push(format!("{count} {what}"));
             }
         };
+        let remedy = |flag: Option<&str>| {
+            flag.map(|flag| format!("; raise {flag}"))
+                .unwrap_or_default()
+        };
         note(
             self.counts_full,
-            "events dropped (counts map full; raise --max-stacks)",
+            format!("events dropped (map full{})", remedy(words.counts_flag)),
         );
         note(
             self.stack_map_full,
-            "stacks lost (stack map full; raise --stack-storage-size)",
+            format!("stacks lost (stack map full{})", remedy(words.stack_flag)),
         );
         note(
             self.stack_collisions,
-            "stacks lost to stack-map hash collisions (raise --stack-storage-size)",
+            format!(
+                "stacks lost to stack-map hash collisions{}",
+                words
+                    .stack_flag
+                    .map(|flag| format!(" (raise {flag})"))
+                    .unwrap_or_default()
+            ),
         );
-        note(self.user_stacks_missing, "user stacks not readable");
-        note(
-            self.notifications_lost,
-            "new-process notifications lost (those may show [unknown] frames)",
-        );
+        note(self.user_stacks_missing, "user stacks not readable".into());
+        note(self.notifications_lost, words.ring_record.into());
         note(
             self.followed_children_lost,
-            "child processes not followed (target map full)",
+            "child processes not followed (target map full)".into(),
         );
         if self.stacks_stale > 0 {
             losses.push(format!(
@@ -165,6 +169,25 @@ impl RunStats {
         }
         losses
     }
+}
+
+/// How a tool words its losses: which of its flags makes each map larger
+/// (None where it has no such flag), and what a record lost to a full ring
+/// buffer was.
+pub struct LossWords {
+    pub counts_flag: Option<&'static str>,
+    pub stack_flag: Option<&'static str>,
+    pub ring_record: &'static str,
+}
+
+impl LossWords {
+    /// Histogram and event tools: no flag sizes their maps; events go
+    /// through a ring buffer where they are not summed in kernel.
+    pub const NO_SIZE_FLAGS: LossWords = LossWords {
+        counts_flag: None,
+        stack_flag: None,
+        ring_record: "events lost (ring buffer full)",
+    };
 }
 
 #[cfg(test)]
@@ -178,9 +201,25 @@ mod tests {
             stack_collisions: 2,
             ..Default::default()
         };
-        let losses = stats.losses();
-        assert_eq!(losses.len(), 1);
-        assert!(losses[0].starts_with("2 stacks lost to stack-map hash collisions"));
-        assert!(RunStats::default().losses().is_empty());
+        let words = LossWords {
+            counts_flag: Some("--max-stacks"),
+            stack_flag: Some("--stack-storage-size"),
+            ring_record: "notifications lost",
+        };
+        let losses = stats.losses(&words);
+        assert_eq!(
+            losses,
+            ["2 stacks lost to stack-map hash collisions (raise --stack-storage-size)"]
+        );
+        assert!(RunStats::default().losses(&words).is_empty());
+        let full = RunStats {
+            counts_full: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            full.losses(&LossWords::NO_SIZE_FLAGS),
+            ["3 events dropped (map full)"],
+            "a tool without a flag for it names none"
+        );
     }
 }

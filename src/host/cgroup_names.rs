@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::core::target::cgroup2_mount;
+use crate::host::target::cgroup2_mount;
 
 #[derive(Default)]
 pub struct CgroupNames {

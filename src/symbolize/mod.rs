@@ -1,18 +1,22 @@
 //! Turns instruction pointers into function names with blazesym: kernel
-//! addresses through kallsyms, user addresses through the mapped ELF file
-//! (file offsets from the snapshots in `process_maps`), demangled, with
-//! inlined functions. Lookups are batched per file and cached.
+//! addresses through kallsyms, user addresses through the ELF file the
+//! process mapped (file offsets from the snapshots in `process_maps`, the
+//! file itself as opened then, through a path no user can redirect or
+//! truncate: `ObjectFile::stable_path`), demangled, with inlined functions.
+//! Lookups are batched per file and cached by the file's identity (device
+//! and inode), never by its path.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blazesym};
 use blazesym::MaybeDefault;
 
-use crate::core::process_maps::{AddressSpaces, Module};
-use crate::core::stacks::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED};
+use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED};
+use crate::host::object_files::{module_identity, ObjectFile};
+use crate::host::process_maps::AddressSpaces;
+use crate::model::module::Module;
 use crate::model::profile::{Frame, FrameKind, Sample};
 
 /// Names of the function at an address and those inlined into it, outermost first.
@@ -21,29 +25,28 @@ type Names = Vec<String>;
 pub struct Symbolizer {
     blazesym: Blazesym,
     kernel: HashMap<u64, Names>,
-    /// By file, then file offset.
-    user: HashMap<PathBuf, HashMap<u64, Names>>,
+    /// By file identity (device, inode), then file offset.
+    user: HashMap<(u64, u64), HashMap<u64, Names>>,
 }
 
 /// Collects every address a profile needs so each source is read once.
 #[derive(Default)]
-pub struct Wanted {
+struct Wanted {
     kernel: HashSet<u64>,
-    user: HashMap<PathBuf, HashSet<u64>>,
+    user: HashMap<(u64, u64), (Arc<ObjectFile>, HashSet<u64>)>,
 }
 
 impl Wanted {
-    pub fn kernel(&mut self, address: u64) {
+    fn kernel(&mut self, address: u64) {
         self.kernel.insert(address);
     }
 
-    pub fn user(&mut self, module: &Module, file_offset: u64) {
-        if module.is_file() {
-            self.user
-                .entry(module.path.clone())
-                .or_default()
-                .insert(file_offset);
-        }
+    fn user(&mut self, object: &Arc<ObjectFile>, file_offset: u64) {
+        self.user
+            .entry((object.device, object.inode))
+            .or_insert_with(|| (Arc::clone(object), HashSet::new()))
+            .1
+            .insert(file_offset);
     }
 }
 
@@ -71,7 +74,7 @@ impl Symbolizer {
 
     /// Symbolizes everything in `wanted` that is not cached yet. Sources that
     /// cannot be read leave their addresses unnamed (rendered `[unknown]`).
-    pub fn resolve(&mut self, wanted: Wanted) {
+    fn resolve(&mut self, wanted: Wanted) {
         let kernel: Vec<u64> = wanted
             .kernel
             .into_iter()
@@ -91,8 +94,8 @@ impl Symbolizer {
                 self.kernel.insert(*address, names);
             }
         }
-        for (path, offsets) in wanted.user {
-            let known = self.user.entry(path.clone()).or_default();
+        for (identity, (object, offsets)) in wanted.user {
+            let known = self.user.entry(identity).or_default();
             let offsets: Vec<u64> = offsets
                 .into_iter()
                 .filter(|offset| !known.contains_key(offset))
@@ -100,12 +103,18 @@ impl Symbolizer {
             if offsets.is_empty() {
                 continue;
             }
-            let source = Source::Elf(Elf::new(&path));
-            let results = self
-                .blazesym
-                .symbolize(&source, Input::FileOffset(&offsets))
+            // Unreadable files leave their addresses unnamed.
+            let results = object
+                .stable_path()
+                .ok()
+                .and_then(|path| {
+                    let source = Source::Elf(Elf::new(path));
+                    self.blazesym
+                        .symbolize(&source, Input::FileOffset(&offsets))
+                        .ok()
+                })
                 .unwrap_or_default();
-            let known = self.user.entry(path).or_default();
+            let known = self.user.entry(identity).or_default();
             for (index, offset) in offsets.iter().enumerate() {
                 known.insert(
                     *offset,
@@ -120,7 +129,7 @@ impl Symbolizer {
         self.kernel.len() + self.user.values().map(HashMap::len).sum::<usize>()
     }
 
-    pub fn kernel_frame(&self, address: u64) -> Frame {
+    fn kernel_frame(&self, address: u64) -> Frame {
         Frame {
             kind: FrameKind::Kernel,
             address,
@@ -129,10 +138,15 @@ impl Symbolizer {
         }
     }
 
-    pub fn user_frame(&self, address: u64, location: Option<(Arc<Module>, u64)>) -> Frame {
+    fn user_frame(&self, address: u64, location: Option<(Arc<Module>, u64)>) -> Frame {
         let functions = location
             .as_ref()
-            .and_then(|(module, offset)| self.user.get(&module.path)?.get(offset).cloned())
+            .and_then(|(module, offset)| {
+                self.user
+                    .get(&module_identity(module)?)?
+                    .get(offset)
+                    .cloned()
+            })
             .unwrap_or_default();
         Frame {
             kind: FrameKind::User,
@@ -192,7 +206,9 @@ pub fn symbolize_counts(
         }
         for (index, &address) in stack_of(key.user_stack_id).iter().enumerate() {
             if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
-                wanted.user(&module, offset);
+                if let Some(object) = spaces.object(&module) {
+                    wanted.user(object, offset);
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! What a run observes: PIDs, TIDs, a cgroup v2 subtree, or a command that
 //! bpfscope starts itself. User input is validated here, before any BPF is
-//! loaded, and then written into the filter maps every program shares
-//! (see `task_selected()` in src/bpf/common.h).
+//! loaded; `bpf::filters` then writes the selection into the filter maps
+//! (see `task_selected()` in src/bpf/task_filter.h).
 
 use std::ffi::CString;
 use std::fs;
@@ -11,7 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{MapCore, MapFlags};
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -28,15 +27,15 @@ pub struct TargetSpec {
 pub struct Targets {
     pub pids: Vec<u32>,
     pub tids: Vec<u32>,
-    cgroup: Option<CgroupTarget>,
+    pub cgroup: Option<CgroupTarget>,
     pub command: Option<PendingCommand>,
 }
 
 /// A cgroup v2 directory to observe. Programs check the current task with
 /// the open descriptor (`bpf_current_task_under_cgroup`), and other tasks
 /// (runqlat's task being switched in) by their ancestor at the target's depth.
-struct CgroupTarget {
-    fd: OwnedFd,
+pub struct CgroupTarget {
+    pub fd: OwnedFd,
     id: u64,
     /// Depth below the root of the whole hierarchy; unknown inside a cgroup
     /// namespace, whose root is not the hierarchy's.
@@ -99,34 +98,6 @@ impl Targets {
             cgroup_level: self.cgroup.as_ref().and_then(|cgroup| cgroup.level),
             follow_children: self.command.is_some(),
         }
-    }
-
-    /// Writes the selection into the shared filter maps of a loaded object.
-    pub fn write_filters(
-        &self,
-        target_tgids: &dyn MapCore,
-        target_tids: &dyn MapCore,
-        target_cgroup: &dyn MapCore,
-    ) -> Result<()> {
-        let one = [1u8];
-        let tgids = self
-            .pids
-            .iter()
-            .chain(self.command.as_ref().map(|c| &c.pid));
-        for tgid in tgids {
-            target_tgids.update(&tgid.to_ne_bytes(), &one, MapFlags::ANY)?;
-        }
-        for tid in &self.tids {
-            target_tids.update(&tid.to_ne_bytes(), &one, MapFlags::ANY)?;
-        }
-        if let Some(cgroup) = &self.cgroup {
-            target_cgroup.update(
-                &0u32.to_ne_bytes(),
-                &cgroup.fd.as_raw_fd().to_ne_bytes(),
-                MapFlags::ANY,
-            )?;
-        }
-        Ok(())
     }
 
     /// Are all processes given with -p gone? (Then a run has nothing left to observe.)
@@ -384,66 +355,3 @@ impl RunningCommand {
         })
     }
 }
-
-/// Sets the `filter_*` flags of common.h in any tool's `.rodata` (each
-/// skeleton has its own rodata type, hence a macro).
-macro_rules! set_filter_flags {
-    ($rodata:expr, $flags:expr) => {{
-        let rodata = $rodata;
-        let flags = &$flags;
-        rodata.filter_tgids = flags.tgids;
-        rodata.filter_tids = flags.tids;
-        rodata.filter_cgroup = flags.cgroup;
-        rodata.target_cgroup_id = flags.cgroup_id;
-        // An unknown depth selects no task (see task_in_target_cgroup()).
-        rodata.target_cgroup_level = flags.cgroup_level.unwrap_or(u32::MAX);
-        rodata.follow_children = flags.follow_children;
-    }};
-}
-pub(crate) use set_filter_flags;
-
-/// COMMAND mode follows forks with common.h's `follow_fork_btf` or
-/// `follow_fork_raw`: loads the one of the flavor in use, and only in that mode.
-macro_rules! autoload_fork_follower {
-    ($open:expr, $filters:expr, $flavor:expr) => {{
-        let btf = $flavor == $crate::core::loader::HookFlavor::BtfTyped;
-        $open
-            .progs
-            .follow_fork_btf
-            .set_autoload($filters.follow_children && btf);
-        $open
-            .progs
-            .follow_fork_raw
-            .set_autoload($filters.follow_children && !btf);
-    }};
-}
-pub(crate) use autoload_fork_follower;
-
-/// Attaches the fork follower loaded by `autoload_fork_follower!`, in COMMAND mode.
-macro_rules! attach_fork_follower {
-    ($skel:expr, $filters:expr, $flavor:expr) => {{
-        let follower = if $flavor == $crate::core::loader::HookFlavor::BtfTyped {
-            &$skel.progs.follow_fork_btf
-        } else {
-            &$skel.progs.follow_fork_raw
-        };
-        if $filters.follow_children {
-            anyhow::Context::context(follower.attach(), "attaching the fork follower").map(Some)
-        } else {
-            anyhow::Ok(None)
-        }
-    }};
-}
-pub(crate) use attach_fork_follower;
-
-/// Writes the selection into a loaded skeleton's shared filter maps.
-macro_rules! write_target_filters {
-    ($targets:expr, $skel:expr) => {
-        $targets.write_filters(
-            &$skel.maps.target_tgids,
-            &$skel.maps.target_tids,
-            &$skel.maps.target_cgroup,
-        )
-    };
-}
-pub(crate) use write_target_filters;

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Kernel and user memory of bpfscope's tools (issue: architecture).
+
+  python3 bench/memory.py [--seconds S]
+
+For each configuration, starts the tool, lets it run S seconds (default 10)
+on a host busy with a small process-churn workload, and prints:
+- BPF map memory: the sum of `memlock` over every BPF map the process holds
+  a descriptor to (/proc/PID/fdinfo), i.e. the maps it created;
+- the number of those maps and the largest three;
+- peak RSS (VmHWM) of the tool.
+Goal: `serve` with its default sources <= 48 MiB of map memory, <= 40 MB RSS.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from common import BPFSCOPE, ensure_release_build
+
+PORT = 19517
+
+CONFIGURATIONS = [
+    ("serve (default sources)", ["serve", "--listen", f"127.0.0.1:{PORT}"], True),
+    ("serve (every source)", ["serve", "--listen", f"127.0.0.1:{PORT}",
+                              "--metrics", "runqlat,biolatency,fslatency,tcp,offcpu"], True),
+    ("profile", ["profile", "-o", "/dev/null", "-f", "folded"], False),
+    ("offcpu", ["offcpu", "-o", "/dev/null", "-f", "folded"], False),
+    ("runqlat", ["runqlat"], False),
+]
+
+
+def bpf_maps(pid):
+    """(name, memlock bytes) of every BPF map `pid` holds a descriptor to."""
+    maps = {}
+    fd_dir = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(fd_dir):
+        try:
+            text = open(os.path.join(fd_dir, fd)).read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "map_type" not in fields or "map_id" not in fields:
+            continue
+        map_id = int(fields["map_id"])
+        name = subprocess.run(["bpftool", "map", "show", "id", str(map_id)],
+                              capture_output=True, text=True).stdout.split()
+        label = name[3] if len(name) > 3 and name[2] == "name" else f"id {map_id}"
+        maps[map_id] = (label, int(fields["memlock"]))
+    return list(maps.values())
+
+
+def peak_rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def churn():
+    """A process-churn workload: short-lived shells, so tools see new processes."""
+    return subprocess.Popen(["sh", "-c", "while :; do /bin/true; sleep 0.02; done"])
+
+
+def wait_for_listener(deadline):
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=5).read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("serve did not answer /metrics")
+
+
+def measure(name, argv, is_server, seconds):
+    tool = subprocess.Popen([BPFSCOPE] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    workload = churn()
+    try:
+        if is_server:
+            wait_for_listener(time.time() + 60)
+            # One profile window, as a continuous profiler would ask for.
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{PORT}/debug/pprof/profile?seconds={max(1, seconds - 2)}",
+                timeout=seconds + 60).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=30).read()
+        else:
+            time.sleep(seconds)
+        maps = bpf_maps(tool.pid)
+        rss = peak_rss_mb(tool.pid)
+    finally:
+        workload.kill()
+        workload.wait()
+        tool.send_signal(signal.SIGINT)
+        try:
+            _, stderr = tool.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            tool.kill()
+            _, stderr = tool.communicate()
+    if tool.returncode != 0:
+        raise RuntimeError(f"{name} exited {tool.returncode}: {stderr.strip()}")
+    total = sum(size for _, size in maps)
+    largest = sorted(maps, key=lambda item: -item[1])[:3]
+    return total, len(maps), largest, rss
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    ensure_release_build()
+    print(f"{'configuration':<26} {'BPF maps':>10} {'maps':>5} {'peak RSS':>9}  largest maps")
+    for name, argv, is_server in CONFIGURATIONS:
+        total, count, largest, rss = measure(name, argv, is_server, args.seconds)
+        shown = ", ".join(f"{label} {size / 2**20:.1f}" for label, size in largest)
+        print(f"{name:<26} {total / 2**20:>6.1f} MiB {count:>5} {rss:>6.1f} MB  {shown}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Every struct and enum that BPF programs share with user space, declared
+ * once. Rust reads and writes them through the types libbpf-cargo generates
+ * from layouts.bpf.c (src/bpf/layouts.rs), never at hand-counted offsets.
+ * Each size is asserted here and again in src/bpf/layouts.rs, so a change
+ * to a struct fails the build until both sides agree on it.
+ */
+#ifndef BPFSCOPE_LAYOUTS_H
+#define BPFSCOPE_LAYOUTS_H
+
+#define TASK_COMM_LEN 16
+
+/* Indexes into the per-CPU `stats` array of every object. */
+enum run_stat {
+	STAT_EVENTS = 0,           /* events that passed the filters */
+	STAT_COUNTS_FULL,          /* event dropped: the counts map was full */
+	STAT_STACK_MAP_FULL,       /* a stack was lost: stack map full */
+	STAT_STACK_COLLISION,      /* a stack was lost: stack map hash collision */
+	STAT_USER_STACK_MISSING,   /* a user task whose user stack could not be read */
+	STAT_NOTIFY_LOST,          /* event or notification lost (ring buffer full) */
+	STAT_TARGETS_FULL,         /* a followed child could not be added */
+	STAT_STACK_REUSED,         /* offcpu: stacks reused from the per-thread cache */
+	STAT_STACK_REVALIDATED,    /* offcpu: cached stacks walked again to check them */
+	STAT_STACK_STALE,          /* offcpu: ... and found different */
+	STAT_UNWIND_COMPLETE,      /* table unwinding reached the outermost frame */
+	STAT_UNWIND_NO_TABLE,      /* ... stopped: no table or row for a PC */
+	STAT_UNWIND_UNSUPPORTED,   /* ... stopped: an unsupported CFA or RBP rule */
+	STAT_UNWIND_READ_FAULT,    /* ... stopped: the user stack could not be read */
+	STAT_UNWIND_DEPTH,         /* ... stopped: the frame limit */
+	STAT_UNWIND_UNMAPPED,      /* ... stopped: a PC in no file mapping (JIT, anonymous) */
+	STAT_MAX,
+};
+
+/* --- stack tools ------------------------------------------------------- */
+
+/* Counts are summed in kernel under this key; stacks are interned by id. */
+struct stack_key {
+	u32 tgid;
+	u32 tid;            /* 0 unless per-thread keys were asked for */
+	u64 address_space;  /* identifies the process image (mm pointer); 0 for kernel threads */
+	s32 user_stack_id;  /* < 0: no user stack */
+	s32 kernel_stack_id;/* < 0: no kernel stack */
+	char comm[TASK_COMM_LEN];
+};
+_Static_assert(sizeof(struct stack_key) == 40, "struct stack_key: update src/bpf/layouts.rs");
+
+enum address_space_event_kind {
+	ADDRESS_SPACE_NEW = 0,     /* a process image seen for the first time */
+	ADDRESS_SPACE_CHANGED = 1, /* a walk met code outside the known mappings */
+};
+
+/* Ring-buffer notification: snapshot this process's mappings now. */
+struct address_space_event {
+	u32 tgid;
+	u32 kind;               /* enum address_space_event_kind */
+	u64 address_space;
+};
+_Static_assert(sizeof(struct address_space_event) == 16, "struct address_space_event: update src/bpf/layouts.rs");
+
+/* --- table-driven unwinding (unwind.h) ---------------------------------- */
+
+#define MAX_USER_FRAMES 127
+#define MAX_MAPPINGS 256
+
+enum uw_mode {
+	UNWIND_FP = 0,
+	UNWIND_AUTO = 1,
+	UNWIND_TABLES = 2,
+};
+
+enum uw_cfa_rule {
+	CFA_NONE = 0,           /* no information (between functions) */
+	CFA_RSP = 1,
+	CFA_RBP = 2,
+	CFA_PLT = 3,            /* rsp + 8, + 8 more past byte 11 of the 16-byte stub */
+	CFA_END = 4,            /* the return address is undefined: outermost frame */
+	CFA_UNSUPPORTED = 5,
+};
+
+enum uw_rbp_rule {
+	RBP_SAME = 0,
+	RBP_AT_CFA_OFFSET = 1,
+	RBP_UNSUPPORTED = 2,
+};
+
+/* From this object-relative PC on: how to find the CFA and the caller's RBP. */
+struct uw_row {
+	u32 pc;
+	s32 cfa_offset;
+	s16 rbp_offset;
+	u8 cfa_rule;            /* enum uw_cfa_rule */
+	u8 rbp_rule;            /* enum uw_rbp_rule */
+	u32 pad;                /* array elements are 8-byte aligned anyway */
+};
+_Static_assert(sizeof(struct uw_row) == 16, "struct uw_row: update src/bpf/layouts.rs");
+
+struct uw_mapping {
+	u64 start;
+	u64 end;
+	u64 bias;               /* runtime address - bias = object address */
+	u32 table_start;        /* index of its first row in unwind_rows */
+	u32 table_len;          /* 0: no table (frame pointers in auto mode) */
+};
+_Static_assert(sizeof(struct uw_mapping) == 32, "struct uw_mapping: update src/bpf/layouts.rs");
+
+struct uw_process {
+	u32 count;
+	u32 pad;
+	struct uw_mapping mappings[MAX_MAPPINGS];  /* sorted by start */
+};
+_Static_assert(sizeof(struct uw_process) == 8 + 32 * MAX_MAPPINGS, "struct uw_process: update src/bpf/layouts.rs");
+
+struct uw_stack {
+	u64 hash;               /* of the frames: a different one under the same id is a collision */
+	u32 len;
+	u32 pad;
+	u64 ips[MAX_USER_FRAMES];
+};
+_Static_assert(sizeof(struct uw_stack) == 16 + 8 * MAX_USER_FRAMES, "struct uw_stack: update src/bpf/layouts.rs");
+
+/* --- histograms (histogram.h) -------------------------------------------- */
+
+/*
+ * Log2 histograms: slot 0 counts values 0 and 1, slot i (i >= 1) values in
+ * [2^i, 2^(i+1) - 1], as BCC and libbpf-tools print them. Linear ones: slot
+ * n counts the value n.
+ */
+#define HIST_SLOTS 40
+
+struct hist {
+	u64 slots[HIST_SLOTS];
+	u64 count;
+	u64 sum;
+};
+_Static_assert(sizeof(struct hist) == 8 * HIST_SLOTS + 16, "struct hist: update src/bpf/layouts.rs");
+
+struct hist_key {
+	u64 id;                 /* pid, tid, device, syscall number... per tool */
+	u64 cgroup;             /* cgroup v2 id where key_by_cgroup, else 0 */
+	char name[TASK_COMM_LEN];
+};
+_Static_assert(sizeof(struct hist_key) == 32, "struct hist_key: update src/bpf/layouts.rs");
+
+/* syscount: calls and their summed latency. */
+struct syscall_total {
+	u64 count;
+	u64 total_ns;
+};
+_Static_assert(sizeof(struct syscall_total) == 16, "struct syscall_total: update src/bpf/layouts.rs");
+
+/* biolatency -F: the request operation (low 8 bits) with these flags. */
+enum block_flag {
+	BLOCK_FLAG_SYNC = 1 << 8,
+	BLOCK_FLAG_META = 1 << 9,
+	BLOCK_FLAG_FUA = 1 << 10,
+	BLOCK_FLAG_PREFLUSH = 1 << 11,
+	BLOCK_FLAG_RAHEAD = 1 << 12,
+};
+
+/* --- file systems (fslatency.bpf.c) --------------------------------------- */
+
+#define FSTYPE_LEN 16
+#define FILE_NAME_LEN 32
+
+/* Operation classes, set per syscall number by user space (0: not traced). */
+enum fs_op {
+	FS_OP_NONE = 0,
+	FS_OP_READ,
+	FS_OP_WRITE,
+	FS_OP_OPEN,
+	FS_OP_FSYNC,
+};
+
+/* How a syscall's arguments locate the file and offset. */
+struct syscall_class {
+	u8 op;                  /* enum fs_op */
+	u8 positional;          /* the 4th argument is the file offset (pread, pwrite) */
+};
+_Static_assert(sizeof(struct syscall_class) == 2, "struct syscall_class: update src/bpf/layouts.rs");
+
+/* fsslower: one slow operation. */
+struct slow_op {
+	u64 latency_ns;
+	u64 offset;
+	s64 bytes;
+	u32 tgid;
+	u32 op;                 /* enum fs_op */
+	char comm[TASK_COMM_LEN];
+	char fstype[FSTYPE_LEN];
+	char file_name[FILE_NAME_LEN];
+};
+_Static_assert(sizeof(struct slow_op) == 96, "struct slow_op: update src/bpf/layouts.rs");
+
+/* --- TCP (sock.h) ----------------------------------------------------------- */
+
+struct connection {
+	u16 family;
+	u16 local_port;         /* host order */
+	u16 remote_port;        /* host order */
+	u16 pad;
+	u8 local_addr[16];      /* IPv4: first 4 bytes */
+	u8 remote_addr[16];
+};
+_Static_assert(sizeof(struct connection) == 40, "struct connection: update src/bpf/layouts.rs");
+
+struct connect_event {
+	struct connection conn;
+	u64 latency_ns;
+	u32 tgid;
+	u32 pad;
+	char comm[TASK_COMM_LEN];
+};
+_Static_assert(sizeof(struct connect_event) == 72, "struct connect_event: update src/bpf/layouts.rs");
+
+struct session_event {
+	struct connection conn;
+	u64 duration_ns;
+	u64 bytes_sent;
+	u64 bytes_received;
+	u32 tgid;
+	u32 pad;
+	char comm[TASK_COMM_LEN];
+};
+_Static_assert(sizeof(struct session_event) == 88, "struct session_event: update src/bpf/layouts.rs");
+
+struct retransmit_event {
+	struct connection conn;
+	u32 state;
+	u32 tgid;
+};
+_Static_assert(sizeof(struct retransmit_event) == 48, "struct retransmit_event: update src/bpf/layouts.rs");
+
+#endif /* BPFSCOPE_LAYOUTS_H */

@@ -1,0 +1,496 @@
+//! The stack engine that every stack tool (profile, offcpu, serve's
+//! profiles, and tools to come) plugs into. A tool supplies its BPF
+//! object's attach step, through `StackObject`, and says what it measures
+//! (`StackTool`); the engine does the rest: resolving targets, snapshotting
+//! new processes' mappings as BPF announces them, feeding the table
+//! unwinder, collecting until the run ends, reading the in-kernel summary,
+//! symbolizing it into a profile, writing the output, and the summary.
+//!
+//! Counts keys are `struct stack_key` and every stack object declares the
+//! maps of common.h's STACK_TRACE_MAP, ADDRESS_SPACE_MAPS, UNWIND_MAPS and
+//! RUN_STATS_MAP, plus a `counts` hash.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
+
+use crate::bpf::layouts::{self, address_space_event};
+use crate::bpf::loader::ObjectStorage;
+use crate::bpf::preflight;
+use crate::bpf::run_stats::{LossWords, RunStats};
+use crate::bpf::stack_maps::{self, StackKey, StackMaps};
+use crate::engine::run::Collection;
+use crate::host::process_maps::{AddressSpace, AddressSpaces};
+use crate::host::signals;
+use crate::host::target::{TargetSpec, Targets};
+use crate::model::profile::{Profile, ProfileKind};
+use crate::output::folded::{self, FoldOptions};
+use crate::output::{self, pprof, svg, ProfileFormat};
+use crate::symbolize::{self, Symbolizer};
+use crate::unwind::manager::Unwinder;
+use crate::unwind::{UnwindMode, UnwindOptions};
+
+/// Which stacks a stack object captures and how much it can hold.
+pub struct StackCapture {
+    pub user: bool,
+    pub kernel: bool,
+    pub unwind: UnwindOptions,
+    /// Entries of the stack-trace maps.
+    pub stack_storage_size: u32,
+    /// Entries of the counts map.
+    pub max_stacks: u32,
+}
+
+/// What a stack tool's run collects and writes (from its flags).
+pub struct StackOptions {
+    pub targets: TargetSpec,
+    /// None: until Ctrl-C, the command exits, or every -p process has.
+    pub duration: Option<Duration>,
+    pub capture: StackCapture,
+    /// A "-" frame between user and kernel stacks.
+    pub delimited: bool,
+    pub format: ProfileFormat,
+    /// None: stdout.
+    pub output: Option<PathBuf>,
+}
+
+impl StackOptions {
+    /// ", command ..." / ", PID [..]" for progress and subtitles.
+    pub fn describe_scope(&self) -> String {
+        let targets = &self.targets;
+        if !targets.command.is_empty() {
+            format!(", command {:?} and its children", targets.command.join(" "))
+        } else if !targets.pids.is_empty() {
+            format!(", PID {:?}", targets.pids)
+        } else if let Some(cgroup) = &targets.cgroup {
+            format!(", cgroup {}", cgroup.display())
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// The maps the engine reads from any stack object.
+pub struct StackObjectMaps<'a> {
+    pub counts: &'a dyn MapCore,
+    pub stacks: &'a dyn MapCore,
+    pub unwound_stacks: &'a dyn MapCore,
+    pub unwind_rows: &'a dyn MapCore,
+    pub unwind_processes: &'a dyn MapCore,
+    pub address_space_events: &'a dyn MapCore,
+    pub stats: &'a dyn MapCore,
+}
+
+/// The engine's maps of a loaded stack skeleton (each skeleton has its own
+/// type, with the same map names).
+macro_rules! stack_object_maps {
+    ($skel:expr) => {
+        $crate::engine::stack::StackObjectMaps {
+            counts: &$skel.maps.counts,
+            stacks: &$skel.maps.stacks,
+            unwound_stacks: &$skel.maps.unwound_stacks,
+            unwind_rows: &$skel.maps.unwind_rows,
+            unwind_processes: &$skel.maps.unwind_processes,
+            address_space_events: &$skel.maps.address_space_events,
+            stats: &$skel.maps.stats,
+        }
+    };
+}
+pub(crate) use stack_object_maps;
+
+/// Sets a stack tool's unwinding mode and sizes its stack maps (the
+/// kernel's stack-trace map, the unwinder's interned stacks and row array,
+/// the counts map) in an opened skeleton.
+macro_rules! size_stack_maps {
+    ($open:expr, $options:expr) => {{
+        let open = &mut $open;
+        let options: &$crate::engine::stack::StackCapture = $options;
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.unwind_mode = options.unwind.mode.bpf_value();
+        }
+        open.maps
+            .stacks
+            .set_max_entries(options.stack_storage_size)?;
+        open.maps
+            .unwound_stacks
+            .set_max_entries(options.stack_storage_size)?;
+        open.maps
+            .unwind_rows
+            .set_max_entries(options.unwind.array_entries())?;
+        open.maps.counts.set_max_entries(options.max_stacks)?;
+    }};
+}
+pub(crate) use size_stack_maps;
+
+/// A stack tool's attached BPF object, as the engine drives it.
+pub trait StackObject {
+    fn maps(&self) -> StackObjectMaps<'_>;
+    /// Brings the counts map up to date without stopping (what a tool keeps
+    /// per thread in kernel, as offcpu does, is added to it).
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Stops counting (detaches), after a last flush: the counts are then a
+    /// consistent snapshot.
+    fn stop(&self) -> Result<()>;
+}
+
+/// What a stack tool measures, for the engine's messages and output.
+pub struct StackTool {
+    pub kind: ProfileKind,
+    /// The start line, e.g. "sampling 2 CPU(s) at 99 Hz".
+    pub start_line: String,
+    /// The progress line, e.g. "profiling".
+    pub activity: &'static str,
+    /// The subtitle's rate after the duration (" at 99 Hz"), if any.
+    pub rate: String,
+    /// The subtitle's last words (", blocks of 1 us or more"), if any.
+    pub qualifier: String,
+}
+
+/// The summary line's "what was collected", from the profile and counters.
+fn collected(tool: &StackTool, profile: &Profile, stats: &RunStats) -> String {
+    match tool.kind {
+        ProfileKind::Cpu { .. } => format!("{} samples", profile.total()),
+        ProfileKind::OffCpu => format!(
+            "{:.3} s off-CPU in {} blocks",
+            profile.total() as f64 / 1e6,
+            stats.events
+        ),
+    }
+}
+
+/// Counted values as profiles show them: off-CPU time is counted in ns
+/// and shown in us.
+pub fn shown_value(kind: ProfileKind, counted: u64) -> u64 {
+    match kind {
+        ProfileKind::Cpu { .. } => counted,
+        ProfileKind::OffCpu => (counted + 500) / 1000,
+    }
+}
+
+/// Losses of the command-line stack tools name the flags that avoid them.
+const STACK_TOOL_LOSSES: LossWords = LossWords {
+    counts_flag: Some("--max-stacks"),
+    stack_flag: Some("--stack-storage-size"),
+    ring_record: "new-process notifications lost (those may show [unknown] frames)",
+};
+
+/// Runs a stack tool from start to written output: `attach` loads and
+/// attaches its BPF object for the resolved targets.
+pub fn run<'obj, O: StackObject>(
+    options: &StackOptions,
+    tool: &StackTool,
+    storage: &'obj mut ObjectStorage,
+    attach: impl FnOnce(&'obj mut ObjectStorage, &Targets) -> Result<O>,
+) -> Result<()> {
+    if let Some(path) = &options.output {
+        output::check_writable(path)?;
+    }
+    if cfg!(not(target_arch = "x86_64")) && options.capture.unwind.mode != UnwindMode::Fp {
+        eprintln!("bpfscope: note: unwind tables are x86-64 only; walking frame pointers");
+    }
+    preflight::check_all()?;
+    let started = Instant::now();
+    let mut targets = options.targets.resolve()?;
+    let object = attach(storage, &targets)?;
+    let spaces = Rc::new(RefCell::new(AddressSpaces::default()));
+    let collector = StackCollector::new(object.maps(), &targets, options.capture.unwind, spaces)?;
+
+    signals::install();
+    let command = targets
+        .command
+        .take()
+        .map(|pending| pending.release())
+        .transpose()?;
+    eprintln!(
+        "bpfscope: {}{} (attached in {} ms)",
+        tool.start_line,
+        options.describe_scope(),
+        started.elapsed().as_millis()
+    );
+    let collect_started = Instant::now();
+    let stop = Collection {
+        duration: options.duration,
+        command: command.as_ref(),
+        targets: &targets,
+        ring: Some(collector.ring()),
+        activity: tool.activity,
+        after_poll: Some(&|| collector.poll_unwinder()),
+    }
+    .run();
+    let duration = collect_started.elapsed();
+    object.stop()?;
+    collector.consume();
+    if let Some(message) = stop.describe() {
+        eprintln!("bpfscope: {message}");
+    }
+
+    let stats = collector.stats()?;
+    let counted = collector
+        .snapshot()?
+        .into_iter()
+        .map(|(key, value)| (key, shown_value(tool.kind, value)))
+        .filter(|(_, value)| *value > 0)
+        .collect();
+    let profile = collector.profile(&mut Symbolizer::new(), counted, tool.kind, duration)?;
+    let subtitle = format!(
+        "{:.1} s{} on {}{}{}",
+        duration.as_secs_f64(),
+        tool.rate,
+        hostname(),
+        options.describe_scope(),
+        tool.qualifier
+    );
+    write_profile(options, &profile, &subtitle)?;
+    print_summary(
+        &profile,
+        &collected(tool, &profile, &stats),
+        &stats,
+        &collector.spaces.borrow(),
+        options.output.as_ref(),
+    );
+    collector.print_unwind_summary(&stats);
+    Ok(())
+}
+
+/// What the engine keeps around one attached stack object while it counts:
+/// the ring buffer whose announcements snapshot new processes' mappings
+/// (and load their unwind tables), the table unwinder, and the snapshots.
+/// serve keeps one per profile source for its whole life.
+pub struct StackCollector<'a> {
+    maps: StackObjectMaps<'a>,
+    unwinder: Option<Rc<RefCell<Unwinder<'a>>>>,
+    spaces: Rc<RefCell<AddressSpaces>>,
+    ring: RingBuffer<'a>,
+}
+
+impl<'a> StackCollector<'a> {
+    /// Starts serving `maps`' announcements; with a table unwinder, loads
+    /// the target processes' tables first so their first samples have them.
+    pub fn new(
+        maps: StackObjectMaps<'a>,
+        targets: &Targets,
+        unwind: UnwindOptions,
+        spaces: Rc<RefCell<AddressSpaces>>,
+    ) -> Result<Self> {
+        let unwinder = if unwind.mode == UnwindMode::Fp || cfg!(not(target_arch = "x86_64")) {
+            None
+        } else {
+            let mut unwinder = Unwinder::new(maps.unwind_rows, unwind.rows, maps.unwind_processes)?;
+            for &pid in &targets.pids {
+                if let Some(space) = AddressSpace::read(pid) {
+                    unwinder.add_process(pid, &space);
+                }
+            }
+            unwinder.wait_for_tables(Duration::from_secs(10));
+            Some(Rc::new(RefCell::new(unwinder)))
+        };
+        let ring = address_space_ring(maps.address_space_events, &spaces, unwinder.as_ref())?;
+        Ok(StackCollector {
+            maps,
+            unwinder,
+            spaces,
+            ring,
+        })
+    }
+
+    pub fn ring(&self) -> &RingBuffer<'a> {
+        &self.ring
+    }
+
+    /// Handles every announcement waiting in the ring buffer.
+    pub fn consume(&self) {
+        self.ring.consume_raw();
+    }
+
+    /// Takes the tables the builder has finished (call after every poll).
+    pub fn poll_unwinder(&self) {
+        if let Some(unwinder) = &self.unwinder {
+            unwinder.borrow_mut().poll();
+        }
+    }
+
+    pub fn stats(&self) -> Result<RunStats> {
+        RunStats::read(self.maps.stats)
+    }
+
+    /// The counts now, as the kernel summed them.
+    pub fn snapshot(&self) -> Result<HashMap<StackKey, u64>> {
+        Ok(stack_maps::read_counts(self.maps.counts)?
+            .into_iter()
+            .collect())
+    }
+
+    fn stack_maps(&self) -> StackMaps<'a> {
+        StackMaps {
+            traces: self.maps.stacks,
+            unwound: self.maps.unwound_stacks,
+        }
+    }
+
+    /// Symbolizes counted stacks into a profile; a symbolizer kept across
+    /// calls keeps its caches.
+    pub fn profile(
+        &self,
+        symbolizer: &mut Symbolizer,
+        counted: Vec<(StackKey, u64)>,
+        kind: ProfileKind,
+        duration: Duration,
+    ) -> Result<Profile> {
+        let stack_ids = counted
+            .iter()
+            .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id]);
+        let stack_table = self.stack_maps().read(stack_ids)?;
+        let mut spaces = self.spaces.borrow_mut();
+        spaces.refresh_living();
+        Ok(Profile {
+            kind,
+            duration,
+            samples: symbolize::symbolize_counts(symbolizer, counted, &stack_table, &spaces),
+        })
+    }
+
+    /// Drops what only exited processes needed: snapshots and unwind tables
+    /// (long-running agents, once no counted stack refers to them).
+    pub fn forget_exited(&self) {
+        self.spaces.borrow_mut().forget_exited();
+        if let Some(unwinder) = &self.unwinder {
+            unwinder.borrow_mut().forget_exited();
+        }
+    }
+
+    /// Empties the counts and stack maps once `fill` of `max_stacks` is
+    /// used (only between windows, so no window's baseline is lost).
+    pub fn reset_if_full(&self, max_stacks: u32, fill: f64) {
+        let keys: Vec<Vec<u8>> = self.maps.counts.keys().collect();
+        if (keys.len() as f64) < fill * max_stacks as f64 {
+            return;
+        }
+        for key in keys {
+            self.maps.counts.delete(&key).ok();
+        }
+        self.stack_maps().clear();
+    }
+
+    /// Unwind-table rows in the kernel array now (0 without tables).
+    pub fn unwind_rows_in_use(&self) -> u64 {
+        self.unwinder
+            .as_ref()
+            .map_or(0, |unwinder| unwinder.borrow().rows_in_use())
+    }
+
+    /// How the table unwinder fared, for the stderr summary.
+    pub fn print_unwind_summary(&self, stats: &RunStats) {
+        let Some(unwinder) = &self.unwinder else {
+            return;
+        };
+        let tables = &unwinder.borrow().stats;
+        eprintln!(
+            "bpfscope: unwind tables: {} processes, {} objects ({} built in {:.0} ms, {} from cache, {} without .eh_frame), {} rows",
+            tables.processes,
+            tables.objects_built + tables.objects_from_cache,
+            tables.objects_built,
+            tables.build_time.as_secs_f64() * 1e3,
+            tables.objects_from_cache,
+            tables.objects_without_table,
+            tables.rows_loaded
+        );
+        if let Some(line) = stats.unwind.summary() {
+            eprintln!("bpfscope: {line}");
+        }
+        if tables.table_space_full + tables.mappings_dropped + tables.processes_dropped > 0 {
+            eprintln!(
+                "bpfscope: warning: unwind tables left out: {} objects (table array full), {} mappings (over 256 per process), {} processes (process map full); frame pointers were used there",
+                tables.table_space_full, tables.mappings_dropped, tables.processes_dropped
+            );
+        }
+    }
+}
+
+/// Snapshots a process's mappings as soon as BPF announces its address
+/// space, and loads its unwind tables where a table unwinder runs. The
+/// table unwinder announces an image again when a walk meets code outside
+/// its known mappings.
+fn address_space_ring<'a>(
+    events: &'a dyn MapCore,
+    spaces: &Rc<RefCell<AddressSpaces>>,
+    unwinder: Option<&Rc<RefCell<Unwinder<'a>>>>,
+) -> Result<RingBuffer<'a>> {
+    let spaces = Rc::clone(spaces);
+    let unwinder = unwinder.cloned();
+    let mut builder = RingBufferBuilder::new();
+    builder.add(events, move |raw: &[u8]| {
+        if let Some(event) = layouts::read::<address_space_event>(raw) {
+            let space = spaces
+                .borrow_mut()
+                .snapshot(event.tgid, event.address_space);
+            if let (Some(unwinder), Some(space)) = (&unwinder, space) {
+                unwinder.borrow_mut().add_process(event.tgid, &space);
+            }
+        }
+        0
+    })?;
+    Ok(builder.build()?)
+}
+
+/// Renders and writes the profile (atomically to -o, else stdout).
+fn write_profile(options: &StackOptions, profile: &Profile, subtitle: &str) -> Result<()> {
+    let fold_options = FoldOptions {
+        delimiter: options.delimited,
+    };
+    let bytes = match options.format {
+        ProfileFormat::Folded => folded::render(profile, fold_options).into_bytes(),
+        ProfileFormat::Svg => svg::render(profile, fold_options, subtitle)?,
+        ProfileFormat::Pprof => pprof::render(profile)?,
+    };
+    output::write_output(options.output.as_deref(), &bytes)
+}
+
+/// The stderr summary: what was collected, then every kind of loss.
+fn print_summary(
+    profile: &Profile,
+    collected: &str,
+    stats: &RunStats,
+    spaces: &AddressSpaces,
+    output: Option<&PathBuf>,
+) {
+    let processes: HashSet<u32> = profile.samples.iter().map(|s| s.pid).collect();
+    let mut line = format!(
+        "bpfscope: {collected}, {} unique stacks, {} processes",
+        profile.samples.len(),
+        processes.len()
+    );
+    if let Some(path) = output {
+        line.push_str(&format!(", written to {}", path.display()));
+    }
+    eprintln!("{line}");
+    let mut losses = stats.losses(&STACK_TOOL_LOSSES);
+    if spaces.missed > 0 {
+        losses.push(format!(
+            "{} processes exited before their mappings could be read ([unknown] frames)",
+            spaces.missed
+        ));
+    }
+    if let Some(refused) = spaces.refusal_summary() {
+        losses.push(format!(
+            "object files not read ({refused}; their frames show [unknown])"
+        ));
+    }
+    if !losses.is_empty() {
+        eprintln!("bpfscope: warning: {}", losses.join("; "));
+    }
+}
+
+/// "host" for subtitles.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

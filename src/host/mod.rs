@@ -1,0 +1,12 @@
+//! Host access: what bpfscope reads from /proc and cgroupfs and does with
+//! processes. Which targets a run observes (PIDs, TIDs, cgroups, a command
+//! it starts), snapshots of processes' mappings, cgroup names, CPUs,
+//! syscall names and signals.
+
+pub mod cgroup_names;
+pub mod cpus;
+pub mod object_files;
+pub mod process_maps;
+pub mod signals;
+pub mod syscall_table;
+pub mod target;

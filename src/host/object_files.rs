@@ -1,0 +1,249 @@
+//! Opening the object files that processes map, when any unprivileged user
+//! may control them. bpfscope runs as root, so a file, path or process a
+//! user owns is hostile input:
+//! - a path can be swapped for a FIFO (an open() that never returns) or a
+//!   symlink to a root-only file: objects are opened through
+//!   /proc/PID/map_files (the file the process really maps, also in another
+//!   mount namespace or deleted) without blocking, and must be a regular
+//!   file with the device and inode the mapping shows;
+//! - a file its owner truncates while it is memory-mapped kills the reader
+//!   with SIGBUS: reads are bounded `pread`s into owned buffers, and code
+//!   that maps files (the symbolizer) gets a sealed private copy of any file
+//!   that someone other than root could change.
+//! Refusals are counted by reason, never silent.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::model::module::Module;
+
+/// The largest object bpfscope reads or copies (a crafted file larger than
+/// any real executable is refused, not read).
+pub const MAX_OBJECT_SIZE: u64 = 1 << 30;
+
+/// Why an object was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Gone, or not readable.
+    Unreadable,
+    /// A FIFO, device, directory or anything but a regular file.
+    NotRegular,
+    /// Not the file the mapping shows (device or inode differ).
+    Replaced,
+    /// Larger than MAX_OBJECT_SIZE.
+    TooLarge,
+}
+
+impl Refusal {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Unreadable => "unreadable",
+            Refusal::NotRegular => "not a regular file",
+            Refusal::Replaced => "replaced since it was mapped",
+            Refusal::TooLarge => "larger than 1 GiB",
+        }
+    }
+}
+
+/// A regular file opened for reading, checked and bounded.
+#[derive(Debug)]
+pub struct ObjectFile {
+    file: File,
+    pub size: u64,
+    pub device: u64,
+    pub inode: u64,
+    /// Owned by root and writable by nobody else: no user can change it.
+    trusted: bool,
+    /// A sealed private copy, made once for code that maps the file.
+    sealed_copy: OnceLock<io::Result<OwnedFd>>,
+    build_id: OnceLock<Option<String>>,
+}
+
+/// Opens `path` read-only without blocking on FIFOs or following a final
+/// symlink unless `follow` (a path the user named on the command line).
+fn open_nonblocking(path: &Path, follow: bool) -> io::Result<File> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // SAFETY: c_path is a valid NUL-terminated path.
+    let fd = unsafe { libc::open(c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open just returned this descriptor.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+impl ObjectFile {
+    fn checked(file: File) -> Result<ObjectFile, Refusal> {
+        let metadata = file.metadata().map_err(|_| Refusal::Unreadable)?;
+        if !metadata.file_type().is_file() {
+            return Err(Refusal::NotRegular);
+        }
+        if metadata.size() > MAX_OBJECT_SIZE {
+            return Err(Refusal::TooLarge);
+        }
+        Ok(ObjectFile {
+            size: metadata.size(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            trusted: metadata.uid() == 0 && metadata.mode() & 0o022 == 0,
+            file,
+            sealed_copy: OnceLock::new(),
+            build_id: OnceLock::new(),
+        })
+    }
+
+    /// The file a process maps at `module`, through the process's own
+    /// /proc/PID/map_files entry.
+    pub fn open_mapped(tgid: u32, module: &Module) -> Result<ObjectFile, Refusal> {
+        let path = format!("/proc/{tgid}/map_files/{:x}-{:x}", module.start, module.end);
+        // map_files entries are magic links to the mapped file itself: following them is the point.
+        let file = open_nonblocking(Path::new(&path), true).map_err(|_| Refusal::Unreadable)?;
+        let object = ObjectFile::checked(file)?;
+        if Some((object.device, object.inode)) != module_identity(module) {
+            return Err(Refusal::Replaced);
+        }
+        Ok(object)
+    }
+
+    /// A file the user named (e.g. `unwind-table FILE`): one-line errors.
+    pub fn open_named(path: &Path) -> anyhow::Result<ObjectFile> {
+        let file = open_nonblocking(path, true)
+            .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+        ObjectFile::checked(file).map_err(|refusal| {
+            anyhow::anyhow!("cannot read {}: {}", path.display(), refusal.describe())
+        })
+    }
+
+    /// The GNU build ID (hex), read once with bounded reads; None without one.
+    pub fn build_id(&self) -> Option<String> {
+        self.build_id
+            .get_or_init(|| {
+                let data = object::ReadCache::new(&self.file);
+                let elf = object::File::parse(&data).ok()?;
+                let id = object::Object::build_id(&elf).ok()??;
+                Some(id.iter().map(|byte| format!("{byte:02x}")).collect())
+            })
+            .clone()
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// A path to the same contents that code which memory-maps files may
+    /// open: this descriptor itself where no user can change the file,
+    /// else a sealed private copy (which nobody can truncate).
+    pub fn stable_path(&self) -> io::Result<PathBuf> {
+        if self.trusted {
+            return Ok(PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                self.file.as_raw_fd()
+            )));
+        }
+        match self.sealed_copy.get_or_init(|| self.copy_sealed()) {
+            Ok(copy) => Ok(PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()))),
+            Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+        }
+    }
+
+    /// Copies the file into a memfd and seals it against any change.
+    fn copy_sealed(&self) -> io::Result<OwnedFd> {
+        let name = CString::new("bpfscope-object").expect("no NUL");
+        // SAFETY: name is a valid C string; the flags are memfd_create's.
+        let fd = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create just returned this descriptor.
+        let copy = unsafe { OwnedFd::from_raw_fd(fd) };
+        let target = File::from(copy.try_clone()?);
+        let mut offset = 0u64;
+        let mut chunk = vec![0u8; 1 << 20];
+        while offset < self.size {
+            let len = chunk.len().min((self.size - offset) as usize);
+            self.file.read_exact_at(&mut chunk[..len], offset)?;
+            target.write_all_at(&chunk[..len], offset)?;
+            offset += len as u64;
+        }
+        let seals =
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: adds seals to our own memfd.
+        if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(copy)
+    }
+}
+
+/// The (device, inode) a /proc/PID/maps line shows for a module.
+pub fn module_identity(module: &Module) -> Option<(u64, u64)> {
+    let (major, minor) = module.device.split_once(':')?;
+    let major = u32::from_str_radix(major, 16).ok()?;
+    let minor = u32::from_str_radix(minor, 16).ok()?;
+    Some((libc::makedev(major, minor), module.inode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::process_maps::AddressSpace;
+
+    #[test]
+    fn opens_own_mappings_and_checks_their_identity() {
+        let me = std::process::id();
+        let space = AddressSpace::read(me).unwrap();
+        let executable = space.modules().iter().find(|m| m.inode != 0).unwrap();
+        let object = ObjectFile::open_mapped(me, executable).unwrap();
+        let mut magic = [0u8; 4];
+        object.file().read_exact_at(&mut magic, 0).unwrap();
+        assert_eq!(&magic, b"\x7fELF");
+        assert!(object.build_id().is_some(), "rustc links a build ID");
+        let mut moved = (**executable).clone();
+        moved.inode += 1;
+        assert_eq!(
+            ObjectFile::open_mapped(me, &moved).unwrap_err(),
+            Refusal::Replaced
+        );
+    }
+
+    #[test]
+    fn refuses_fifos_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("bpfscope-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("object");
+        let c_path = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: creates a FIFO at a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = ObjectFile::open_named(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn untrusted_files_are_read_through_a_sealed_copy() {
+        let dir = std::env::temp_dir().join(format!("bpfscope-seal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("object");
+        std::fs::write(&path, b"contents").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let object = ObjectFile::open_named(&path).unwrap();
+        let stable = object.stable_path().unwrap();
+        std::fs::write(&path, b"").unwrap(); // truncated by its "owner"
+        assert_eq!(std::fs::read(&stable).unwrap(), b"contents");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

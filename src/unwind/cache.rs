@@ -1,0 +1,338 @@
+//! Unwind tables cached on disk, so a restart does not parse CFI again.
+//!
+//! The cache is shared by every run on the host and its inputs come from
+//! files any user may write, so:
+//! - entries are keyed by content: a SHA-256 of everything the table was
+//!   built from (`.eh_frame` and the addresses that place it), never by a
+//!   build ID, which anyone can forge to plant a table under another
+//!   program's ID;
+//! - the directory is created 0700 and must be a real directory owned by
+//!   this user; entries are opened without following symlinks, and written
+//!   through unpredictable temporary names created exclusively, then renamed;
+//! - the whole cache is bounded (least recently used entries are pruned).
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use crate::bpf::layouts;
+use crate::unwind::table::{ElfImage, Row};
+
+/// Entry files start with this (the row layout's version).
+const CACHE_MAGIC: &[u8; 8] = b"BPFSUW02";
+/// The most the cache directory holds before old entries are pruned.
+pub const MAX_CACHE_BYTES: u64 = 256 << 20;
+
+/// Unwind tables cached on disk, one file per table content key.
+pub struct TableCache {
+    dir: Option<OwnedFd>,
+    max_bytes: u64,
+}
+
+/// `$BPFSCOPE_CACHE_DIR`, else /var/cache/bpfscope/unwind.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("BPFSCOPE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/bpfscope/unwind"))
+}
+
+/// The content key of a table: hex SHA-256 of what it is built from.
+pub fn content_key(image: &ElfImage) -> String {
+    let (addresses, contents) = image.table_source();
+    let mut hash = Sha256::new();
+    hash.update(CACHE_MAGIC);
+    for address in addresses {
+        hash.update(address.to_le_bytes());
+    }
+    hash.update(contents);
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn c_name(name: &str) -> CString {
+    CString::new(name).expect("cache names have no NUL")
+}
+
+impl TableCache {
+    /// Opens (creating it 0700) the cache directory; a path that is not a
+    /// directory owned by this user, or is a symlink, leaves the cache off.
+    pub fn open(dir: &Path) -> Result<TableCache, String> {
+        if let Some(parent) = dir.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .ok();
+        }
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(format!("cannot create {}: {error}", dir.display())),
+        }
+        let c_dir = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| "the cache path contains NUL".to_string())?;
+        // SAFETY: c_dir is a valid path; O_NOFOLLOW refuses a symlink planted in its place.
+        let fd = unsafe {
+            libc::open(
+                c_dir.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(format!(
+                "cannot use {} as the unwind cache: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: open just returned this descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let metadata = File::from(fd.try_clone().map_err(|e| e.to_string())?)
+            .metadata()
+            .map_err(|e| e.to_string())?;
+        // SAFETY: geteuid has no preconditions.
+        if metadata.uid() != unsafe { libc::geteuid() } || metadata.mode() & 0o022 != 0 {
+            return Err(format!(
+                "not using {} as the unwind cache: owned by another user or writable by others",
+                dir.display()
+            ));
+        }
+        Ok(TableCache {
+            dir: Some(fd),
+            max_bytes: MAX_CACHE_BYTES,
+        })
+    }
+
+    /// The cache at the default place, or none (said once on stderr).
+    pub fn at_default() -> TableCache {
+        TableCache::open(&default_dir()).unwrap_or_else(|reason| {
+            eprintln!("bpfscope: note: {reason}; unwind tables are not cached");
+            TableCache::disabled()
+        })
+    }
+
+    /// A cache that never has anything and stores nothing.
+    pub fn disabled() -> TableCache {
+        TableCache {
+            dir: None,
+            max_bytes: 0,
+        }
+    }
+
+    /// Opens an entry in the directory without following symlinks.
+    fn open_entry(&self, name: &str, flags: libc::c_int, mode: libc::mode_t) -> Option<File> {
+        let dir = self.dir.as_ref()?;
+        let name = c_name(name);
+        // SAFETY: openat on our directory with a plain file name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                mode as libc::c_uint,
+            )
+        };
+        // SAFETY: openat just returned this descriptor.
+        (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+    }
+
+    pub fn load(&self, key: &str) -> Option<Vec<Row>> {
+        let mut file = self.open_entry(&format!("{key}.rows"), libc::O_RDONLY, 0)?;
+        let metadata = file.metadata().ok()?;
+        if !metadata.file_type().is_file() || metadata.size() > self.max_bytes {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(metadata.size() as usize);
+        file.read_to_end(&mut bytes).ok()?;
+        let body = bytes.strip_prefix(CACHE_MAGIC.as_slice())?;
+        let row_size = std::mem::size_of::<Row>();
+        if body.len() % row_size != 0 {
+            return None;
+        }
+        // Used now: pruning keeps the most recently used entries.
+        file.set_modified(SystemTime::now()).ok();
+        Some(
+            body.chunks_exact(row_size)
+                .filter_map(layouts::read::<Row>)
+                .collect(),
+        )
+    }
+
+    /// Writes an entry through an exclusively created temporary file, renamed into place.
+    pub fn store(&self, key: &str, rows: &[Row]) {
+        let Some(dir) = self.dir.as_ref() else {
+            return;
+        };
+        let mut bytes = CACHE_MAGIC.to_vec();
+        for row in rows {
+            bytes.extend_from_slice(layouts::bytes_of(row));
+        }
+        if bytes.len() as u64 > self.max_bytes / 4 {
+            return; // one table may not take over the cache
+        }
+        let temporary = format!(".{key}.{:016x}.tmp", random_u64());
+        let Some(mut file) = self.open_entry(
+            &temporary,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        ) else {
+            return;
+        };
+        let written = file.write_all(&bytes).is_ok();
+        drop(file);
+        let (from, to) = (c_name(&temporary), c_name(&format!("{key}.rows")));
+        // SAFETY: renames within our own directory descriptor.
+        let renamed = written
+            && unsafe {
+                libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr())
+            } == 0;
+        if !renamed {
+            // SAFETY: removes the temporary entry we created.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), from.as_ptr(), 0) };
+        }
+        self.prune();
+    }
+
+    /// Deletes the least recently used entries while the cache is over its bound.
+    fn prune(&self) {
+        let Some(dir) = self.dir.as_ref() else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, u64, String)> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let metadata = entry.metadata().ok()?;
+                let name = entry.file_name().into_string().ok()?;
+                let modified = metadata.modified().ok()?;
+                (metadata.file_type().is_file() && name.ends_with(".rows")).then_some((
+                    modified,
+                    metadata.size(),
+                    name,
+                ))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, size, _)| size).sum();
+        files.sort();
+        for (_, size, name) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            let name = c_name(&name);
+            // SAFETY: removes an entry of our own directory.
+            if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
+                total -= size;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+}
+
+/// 64 unpredictable bits for temporary names.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom fills the buffer it is given.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
+        // Never predictable from outside: the address of a stack variable and the time.
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return now ^ (&bytes as *const _ as u64).rotate_left(32);
+    }
+    u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("bpfscope-cache-{name}-{}", std::process::id()));
+        fs::remove_dir_all(&dir).ok();
+        dir
+    }
+
+    fn rows(count: u32) -> Vec<Row> {
+        (0..count)
+            .map(|pc| Row {
+                pc,
+                cfa_offset: 8,
+                cfa_rule: 1,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stores_loads_and_is_private() {
+        let dir = scratch("private");
+        let cache = TableCache::open(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        cache.store("abc", &rows(3));
+        assert_eq!(cache.load("abc").unwrap().len(), 3);
+        assert!(cache.load("missing").is_none());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_planted_symlinks() {
+        let dir = scratch("symlink");
+        let target = scratch("symlink-target");
+        fs::create_dir_all(&target).unwrap();
+        std::os::unix::fs::symlink(&target, &dir).unwrap();
+        assert!(
+            TableCache::open(&dir).is_err(),
+            "the directory is a symlink"
+        );
+        fs::remove_file(&dir).unwrap();
+        let cache = TableCache::open(&dir).unwrap();
+        let victim = target.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("abc.rows")).unwrap();
+        assert!(
+            cache.load("abc").is_none(),
+            "an entry that is a symlink is not read"
+        );
+        cache.store("abc", &rows(2));
+        assert_eq!(fs::read(&victim).unwrap(), b"keep", "nor written through");
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&target).unwrap();
+    }
+
+    #[test]
+    fn stays_within_its_bound() {
+        let dir = scratch("bound");
+        let cache = TableCache::open(&dir).unwrap().with_max_bytes(64 << 10);
+        for key in 0..20 {
+            cache.store(&format!("k{key}"), &rows(256)); // 4 KiB each
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let total: u64 = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().size())
+            .sum();
+        assert!(total <= 64 << 10, "{total} bytes");
+        assert!(cache.load("k19").is_some(), "the newest entry is kept");
+        assert!(cache.load("k0").is_none(), "the oldest was pruned");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
