@@ -19,16 +19,19 @@ import sys
 import time
 import urllib.request
 
-from common import BPFSCOPE, ensure_release_build
+from common import BPFSCOPE, BUILD, ensure_release_build
 
 PORT = 19517
+# Where the stack tools write (never a device: bpfscope before the hardening
+# issue replaced a non-regular -o target with a regular file).
+OUTPUT = os.path.join(BUILD, "memory.folded")
 
 CONFIGURATIONS = [
     ("serve (default sources)", ["serve", "--listen", f"127.0.0.1:{PORT}"], True),
     ("serve (every source)", ["serve", "--listen", f"127.0.0.1:{PORT}",
                               "--metrics", "runqlat,biolatency,fslatency,tcp,offcpu"], True),
-    ("profile", ["profile", "-o", "/dev/null", "-f", "folded"], False),
-    ("offcpu", ["offcpu", "-o", "/dev/null", "-f", "folded"], False),
+    ("profile", ["profile", "-o", OUTPUT, "-f", "folded"], False),
+    ("offcpu", ["offcpu", "-o", OUTPUT, "-f", "folded"], False),
     ("runqlat", ["runqlat"], False),
 ]
 

@@ -1,6 +1,11 @@
 //! bpfscope: Linux performance analysis on eBPF. This file is only the
-//! command line: it parses arguments, dispatches to a tool, and turns any
+//! command line: the table of tools, parsing, dispatch, and turning any
 //! error into one line on stderr and a non-zero exit.
+//!
+//! Layers, each importing only those below it: `tools` (the command line
+//! and its wiring), `engine` (stack engine, histogram runner, event
+//! stream), then `bpf` (kernel access), `host` (/proc, cgroups, processes),
+//! `unwind` and `symbolize`, then `model` and `output`.
 
 mod bpf;
 mod engine;
@@ -24,58 +29,95 @@ struct Cli {
     tool: Tool,
 }
 
-#[derive(Debug, Subcommand)]
-enum Tool {
+/// A tool's exit status: 0, or that of the command it ran.
+struct ExitStatus(u8);
+
+impl From<()> for ExitStatus {
+    fn from((): ()) -> Self {
+        ExitStatus(0)
+    }
+}
+
+impl From<u8> for ExitStatus {
+    fn from(status: u8) -> Self {
+        ExitStatus(status)
+    }
+}
+
+/// The table of tools: one line each (after its help text), naming the
+/// subcommand, its module's entry point and its flags.
+macro_rules! tools {
+    ($($(#[$doc:meta])* $variant:ident => $module:ident::$run:ident($args:ident),)*) => {
+        #[derive(Debug, Subcommand)]
+        enum Tool {
+            $($(#[$doc])* $variant(tools::$module::$args),)*
+        }
+
+        impl Tool {
+            fn run(self) -> anyhow::Result<ExitStatus> {
+                match self {
+                    $(Tool::$variant(args) => tools::$module::$run(args).map(ExitStatus::from),)*
+                }
+            }
+        }
+    };
+}
+
+tools! {
     /// CPU flame graphs: sample on-CPU stacks, counted in kernel.
-    Profile(tools::profile::ProfileArgs),
+    Profile => profile::run(ProfileArgs),
     /// Off-CPU flame graphs: time blocked, summed in kernel by stack.
-    Offcpu(tools::offcpu::OffcpuArgs),
+    Offcpu => offcpu::run(OffcpuArgs),
     /// Run-queue (scheduler) latency histograms.
-    Runqlat(tools::runqlat::RunqlatArgs),
+    Runqlat => runqlat::run(RunqlatArgs),
     /// Syscall counts, latency totals (-L) or latency histograms (--hist).
-    Syscount(tools::syscount::SyscountArgs),
+    Syscount => syscount::run(SyscountArgs),
     /// Block I/O latency histograms.
-    Biolatency(tools::biolatency::BiolatencyArgs),
+    Biolatency => biolatency::run(BiolatencyArgs),
     /// Latency histograms of a user-space function (uprobes).
-    Funclatency(tools::funclatency::FunclatencyArgs),
+    Funclatency => funclatency::run(FunclatencyArgs),
     /// Run-queue length histograms, sampled per CPU.
-    Runqlen(tools::runqlen::RunqlenArgs),
+    Runqlen => runqlen::run(RunqlenArgs),
     /// File system operation latency histograms (read, write, open, fsync).
-    Fslatency(tools::fslatency::FslatencyArgs),
+    Fslatency => fslatency::run_fslatency(FslatencyArgs),
     /// Each file system operation slower than a threshold.
-    Fsslower(tools::fslatency::FsslowerArgs),
+    Fsslower => fslatency::run_fsslower(FsslowerArgs),
     /// TCP connect latency, per connection or as a histogram.
-    Tcpconnlat(tools::tcpconnlat::TcpconnlatArgs),
+    Tcpconnlat => tcpconnlat::run(TcpconnlatArgs),
     /// One line per closed TCP session: process, addresses, bytes, duration.
-    Tcplife(tools::tcplife::TcplifeArgs),
+    Tcplife => tcplife::run(TcplifeArgs),
     /// One line per TCP retransmission, with the connection's state.
-    Tcpretrans(tools::tcpretrans::TcpretransArgs),
+    Tcpretrans => tcpretrans::run(TcpretransArgs),
     /// Always-on agent: Prometheus metrics, pprof profiles and a live page over HTTP.
-    Serve(tools::serve::ServeArgs),
+    Serve => serve::run(ServeArgs),
     /// The unwind table of an ELF file (for checking frame-pointer-less stacks).
-    UnwindTable(tools::unwind_table::UnwindTableArgs),
+    UnwindTable => unwind_table::run(UnwindTableArgs),
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = match cli.tool {
-        Tool::Profile(args) => tools::profile::run(args),
-        Tool::Offcpu(args) => tools::offcpu::run(args),
-        Tool::Runqlat(args) => tools::runqlat::run(args),
-        Tool::Syscount(args) => tools::syscount::run(args),
-        Tool::Biolatency(args) => tools::biolatency::run(args),
-        Tool::Funclatency(args) => tools::funclatency::run(args),
-        Tool::Runqlen(args) => tools::runqlen::run(args),
-        Tool::Fslatency(args) => tools::fslatency::run_fslatency(args),
-        Tool::Fsslower(args) => tools::fslatency::run_fsslower(args),
-        Tool::Tcpconnlat(args) => tools::tcpconnlat::run(args),
-        Tool::Tcplife(args) => tools::tcplife::run(args),
-        Tool::Tcpretrans(args) => tools::tcpretrans::run(args),
-        Tool::Serve(args) => tools::serve::run(args),
-        Tool::UnwindTable(args) => tools::unwind_table::run(args),
+    if std::env::args_os().last().is_some_and(|arg| arg == "--") {
+        eprintln!("bpfscope: error: `--` must be followed by the command to run");
+        std::process::exit(2);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.use_stderr() => {
+            // One line, like every other error: clap's first, without its usage block.
+            let text = error.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!(
+                "bpfscope: error: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+        Err(help_or_version) => help_or_version.exit(),
     };
-    if let Err(error) = result {
-        eprintln!("bpfscope: error: {error:#}");
-        std::process::exit(1);
+    match cli.tool.run() {
+        Ok(ExitStatus(status)) => std::process::exit(status.into()),
+        Err(error) => {
+            eprintln!("bpfscope: error: {error:#}");
+            std::process::exit(1);
+        }
     }
 }

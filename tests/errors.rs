@@ -274,7 +274,85 @@ fn usage_errors_exit_non_zero() {
     assert_eq!(tool("syscount", &["-P", "--hist"]).status.code(), Some(2));
 }
 
+/// Every numeric argument of every tool, with `{}` where the value goes;
+/// arguments around it keep a correct run short.
+const NUMERIC_ARGUMENTS: &[&[&str]] = &[
+    &["profile", "{}"],
+    &["profile", "-F", "{}", "1"],
+    &["profile", "-C", "{}", "1"],
+    &["profile", "--stack-storage-size", "{}", "1"],
+    &["profile", "--max-stacks", "{}", "1"],
+    &["profile", "--unwind-rows", "{}", "1"],
+    &["offcpu", "{}"],
+    &["offcpu", "-m", "{}", "1"],
+    &["offcpu", "-M", "{}", "1"],
+    &["runqlat", "{}", "1"],
+    &["runqlat", "1", "{}"],
+    &["runqlen", "-F", "{}", "1", "1"],
+    &["syscount", "--top", "{}", "1", "1"],
+    &["biolatency", "{}", "1"],
+    &["fslatency", "{}", "1"],
+    &["fsslower", "{}"],
+    &["funclatency", "c:nanosleep", "{}", "1"],
+    &["tcpconnlat", "-d", "{}"],
+    &["tcplife", "-d", "{}"],
+    &["tcpretrans", "-d", "{}"],
+    &["serve", "--listen", "127.0.0.1:0", "--hz", "{}"],
+    &["serve", "--listen", "127.0.0.1:0", "--max-series", "{}"],
+];
+
+/// Runs bpfscope with `args` for at most a few seconds (then Ctrl-C): a
+/// value that asks for a long run is a correct run.
+fn run_briefly(args: &[String]) -> Output {
+    let child = bpfscope()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let exited = wait_for(std::time::Duration::from_secs(4), || {
+        fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z"))
+    });
+    if !exited {
+        unsafe { kill(pid, 2) };
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn extreme_numbers_never_panic() {
+    let _serial = serial();
+    let values = ["0", "1", "4294967296", "18446744073709551615", "-1", "abc"];
+    for template in NUMERIC_ARGUMENTS {
+        for value in values {
+            let args: Vec<String> = template
+                .iter()
+                .map(|arg| arg.replace("{}", value))
+                .collect();
+            let output = run_briefly(&args);
+            let text = stderr(&output);
+            assert!(!text.contains("panicked"), "{args:?}: {text}");
+            if output.status.success() {
+                continue; // a correct run
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: one error line, got: {text}");
+            assert!(
+                lines[0].starts_with("bpfscope: error: "),
+                "{args:?}: {text}"
+            );
+            assert!(
+                matches!(output.status.code(), Some(1) | Some(2)),
+                "{args:?}: {:?}",
+                output.status
+            );
+        }
+    }
+}
+
 extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
     #[link_name = "gettid"]
     fn libc_gettid() -> i32;
 }

@@ -26,6 +26,8 @@ const volatile u64 unit_ns = 1000;
 const volatile bool report_slow = false;     /* fsslower: per-operation events */
 const volatile u64 slow_ns = 10000000;
 const volatile bool filter_fstype = false;
+/* bpfscope itself: fsslower writing its lines to a file would report its own writes, without end. */
+const volatile u32 own_tgid = 0;
 const volatile char wanted_fstype[FSTYPE_LEN] = {};
 
 #define MAX_SYSCALLS 1024
@@ -99,7 +101,7 @@ static __always_inline void syscall_enter(struct pt_regs *regs, long id)
 	u32 index = id, tid = (u32)pid_tgid;
 
 	class = bpf_map_lookup_elem(&syscall_classes, &index);
-	if (!class || !class->op || !task_selected(pid_tgid >> 32, tid))
+	if (!class || !class->op || (pid_tgid >> 32) == own_tgid || !task_selected(pid_tgid >> 32, tid))
 		return;
 	op.op = class->op;
 	if (op.op != FS_OP_OPEN) {
@@ -170,7 +172,7 @@ static __always_inline void vfs_enter(struct file *file, u32 operation, u64 offs
 	struct in_flight op = { .op = operation, .file = file, .offset = offset };
 	u32 tid = (u32)pid_tgid;
 
-	if (!task_selected(pid_tgid >> 32, tid))
+	if ((pid_tgid >> 32) == own_tgid || !task_selected(pid_tgid >> 32, tid))
 		return;
 	op.start_ns = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&in_flight_ops, &tid, &op, BPF_ANY))

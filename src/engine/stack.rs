@@ -24,7 +24,7 @@ use crate::bpf::loader::ObjectStorage;
 use crate::bpf::preflight;
 use crate::bpf::run_stats::{LossWords, RunStats};
 use crate::bpf::stack_maps::{self, StackKey, StackMaps};
-use crate::engine::run::Collection;
+use crate::engine::run::{Collection, StopReason};
 use crate::host::process_maps::{AddressSpace, AddressSpaces};
 use crate::host::signals;
 use crate::host::target::{TargetSpec, Targets};
@@ -182,13 +182,14 @@ const STACK_TOOL_LOSSES: LossWords = LossWords {
 };
 
 /// Runs a stack tool from start to written output: `attach` loads and
-/// attaches its BPF object for the resolved targets.
+/// attaches its BPF object for the resolved targets. Returns the exit
+/// status of `-- COMMAND` (128 + the signal that killed it), else 0.
 pub fn run<'obj, O: StackObject>(
     options: &StackOptions,
     tool: &StackTool,
     storage: &'obj mut ObjectStorage,
     attach: impl FnOnce(&'obj mut ObjectStorage, &Targets) -> Result<O>,
-) -> Result<()> {
+) -> Result<u8> {
     if let Some(path) = &options.output {
         output::check_writable(path)?;
     }
@@ -256,7 +257,10 @@ pub fn run<'obj, O: StackObject>(
         options.output.as_ref(),
     );
     collector.print_unwind_summary(&stats);
-    Ok(())
+    Ok(match stop {
+        StopReason::CommandExited(status) => u8::try_from(status).unwrap_or(u8::MAX),
+        _ => 0,
+    })
 }
 
 /// What the engine keeps around one attached stack object while it counts:

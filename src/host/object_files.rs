@@ -10,6 +10,7 @@
 //!   with SIGBUS: reads are bounded `pread`s into owned buffers, and code
 //!   that maps files (the symbolizer) gets a sealed private copy of any file
 //!   that someone other than root could change.
+//!
 //! Refusals are counted by reason, never silent.
 
 use std::ffi::CString;

@@ -1,5 +1,6 @@
-//! Ctrl-C and SIGTERM end a collection gracefully: the handler only sets a
-//! flag, and the run loop stops and still writes what was collected.
+//! Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) end a
+//! collection gracefully: the handler only sets a flag, and the run loop
+//! stops and still writes what was collected.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,9 +10,9 @@ extern "C" fn request_stop(_signal: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// Installs the handler for SIGINT and SIGTERM.
+/// Installs the handler for SIGINT, SIGTERM and SIGHUP.
 pub fn install() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use serde_json::{json, Map, Value};
+
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 
 const BAR_WIDTH: u64 = 40;
@@ -73,74 +75,52 @@ pub fn render_text(report: &HistogramReport) -> String {
     out
 }
 
-/// A JSON string literal.
-pub fn json_string(text: &str) -> String {
-    let mut quoted = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(quoted, "\\u{:04x}", c as u32);
-            }
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
 /// The same data as JSON: one object per line (one per interval).
 pub fn render_json(tool: &str, report: &HistogramReport, timestamp: Option<&str>) -> String {
-    let mut out = format!(
-        "{{\"tool\":{},\"unit\":{}",
-        json_string(tool),
-        json_string(report.unit)
-    );
+    let histograms: Vec<Value> = report
+        .histograms
+        .iter()
+        .map(|(key, hist)| {
+            let mut object = Map::new();
+            match key {
+                HistogramKey::Keyed { id, name } => {
+                    object.insert(report.key_name.into(), json!(id));
+                    object.insert("name".into(), json!(name));
+                }
+                HistogramKey::Named(name) => {
+                    object.insert(report.key_name.into(), json!(name));
+                }
+                HistogramKey::Total => {}
+            }
+            object.insert("count".into(), json!(hist.count));
+            object.insert("sum".into(), json!(hist.sum));
+            let last = hist
+                .slots
+                .iter()
+                .rposition(|&count| count > 0)
+                .map_or(0, |last| last + 1);
+            let buckets: Vec<Value> = hist
+                .slots
+                .iter()
+                .enumerate()
+                .take(last)
+                .map(|(slot, count)| {
+                    let (low, high) = report.scale.slot_range(slot);
+                    json!({"low": low, "high": high, "count": count})
+                })
+                .collect();
+            object.insert("buckets".into(), Value::Array(buckets));
+            Value::Object(object)
+        })
+        .collect();
+    let mut line = Map::new();
+    line.insert("tool".into(), json!(tool));
+    line.insert("unit".into(), json!(report.unit));
     if let Some(time) = timestamp {
-        let _ = write!(out, ",\"time\":{}", json_string(time));
+        line.insert("time".into(), json!(time));
     }
-    out.push_str(",\"histograms\":[");
-    for (index, (key, hist)) in report.histograms.iter().enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        out.push('{');
-        match key {
-            HistogramKey::Keyed { id, name } => {
-                let _ = write!(
-                    out,
-                    "\"{}\":{id},\"name\":{},",
-                    report.key_name,
-                    json_string(name)
-                );
-            }
-            HistogramKey::Named(name) => {
-                let _ = write!(out, "\"{}\":{},", report.key_name, json_string(name));
-            }
-            HistogramKey::Total => {}
-        }
-        let _ = write!(
-            out,
-            "\"count\":{},\"sum\":{},\"buckets\":[",
-            hist.count, hist.sum
-        );
-        let last = hist
-            .slots
-            .iter()
-            .rposition(|&count| count > 0)
-            .map_or(0, |last| last + 1);
-        for (slot, count) in hist.slots.iter().enumerate().take(last) {
-            let (low, high) = report.scale.slot_range(slot);
-            if slot > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{{\"low\":{low},\"high\":{high},\"count\":{count}}}");
-        }
-        out.push_str("]}");
-    }
-    out.push_str("]}\n");
-    out
+    line.insert("histograms".into(), Value::Array(histograms));
+    format!("{}\n", Value::Object(line))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::host::target::Targets;
 use crate::model::histogram::HistogramKey;
 use crate::tools::flags::HistogramArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/biolatency.skel.rs"));
 }
 use skel::{BiolatencySkel, BiolatencySkelBuilder};

@@ -93,8 +93,9 @@ pub struct StackToolArgs {
     /// Seconds to run (default: until Ctrl-C, or until COMMAND exits).
     #[arg(value_name = "DURATION")]
     pub duration: Option<u64>,
-    /// Run this command and observe it and its children until it exits.
-    #[arg(last = true, value_name = "COMMAND")]
+    /// Run this command and observe it and its children until it exits
+    /// (bpfscope then exits with its status).
+    #[arg(last = true, num_args = 1.., value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

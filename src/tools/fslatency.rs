@@ -33,7 +33,7 @@ use crate::host::target::{TargetSpec, Targets};
 use crate::model::histogram::HistogramKey;
 use crate::tools::flags::HistogramArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/fslatency.skel.rs"));
 }
 pub use skel::FslatencySkel;
@@ -153,6 +153,7 @@ pub fn load<'obj>(
             .context("the BPF object has no .rodata")?;
         rodata.unit_ns = setup.unit_ns;
         rodata.report_slow = setup.slow_ns.is_some();
+        rodata.own_tgid = std::process::id();
         rodata.slow_ns = setup.slow_ns.unwrap_or(0);
         rodata.key_by_cgroup = setup.key_by_cgroup;
         if let Some(fstype) = setup.fstype {

@@ -17,7 +17,7 @@ use crate::engine::histogram;
 use crate::host::signals;
 use crate::tools::flags::HistogramArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/funclatency.skel.rs"));
 }
 use skel::FunclatencySkelBuilder;

@@ -22,7 +22,7 @@ use crate::host::target::Targets;
 use crate::model::profile::ProfileKind;
 use crate::tools::flags::StackToolArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
 }
 pub use skel::OffcpuSkel;
@@ -218,7 +218,8 @@ pub fn attach<'obj>(
     })
 }
 
-pub fn run(args: OffcpuArgs) -> Result<()> {
+/// Returns the exit status of `-- COMMAND`, else 0.
+pub fn run(args: OffcpuArgs) -> Result<u8> {
     let options = args.common.options(&args.tids)?;
     if let Some(max) = args.max_block_us {
         if max < args.min_block_us {

@@ -21,7 +21,7 @@ use crate::host::target::Targets;
 use crate::model::profile::ProfileKind;
 use crate::tools::flags::StackToolArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/profile.skel.rs"));
 }
 use skel::{ProfileSkel, ProfileSkelBuilder};
@@ -132,7 +132,8 @@ pub fn attach<'obj>(
     })
 }
 
-pub fn run(args: ProfileArgs) -> Result<()> {
+/// Returns the exit status of `-- COMMAND`, else 0.
+pub fn run(args: ProfileArgs) -> Result<u8> {
     perf_event::check_frequency(args.frequency)?;
     let options = args.common.options(&args.tids)?;
     let sampler = SamplerOptions {

@@ -20,7 +20,7 @@ use crate::host::signals;
 use crate::host::target::Targets;
 use crate::tools::flags::HistogramArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/runqlat.skel.rs"));
 }
 use skel::{RunqlatSkel, RunqlatSkelBuilder};

@@ -18,7 +18,7 @@ use crate::host::signals;
 use crate::model::histogram::Scale;
 use crate::tools::flags::HistogramArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/runqlen.skel.rs"));
 }
 use skel::RunqlenSkelBuilder;

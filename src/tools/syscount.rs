@@ -18,10 +18,10 @@ use crate::engine::histogram;
 use crate::host::signals;
 use crate::host::syscall_table;
 use crate::model::histogram::HistogramKey;
-use crate::output::histogram::json_string;
 use crate::tools::flags::HistogramArgs;
+use serde_json::{json, Map, Value};
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/syscount.skel.rs"));
 }
 use skel::SyscountSkelBuilder;
@@ -135,31 +135,31 @@ fn render_rows(args: &SyscountArgs, mut rows: Vec<Row>, time: Option<&str>) -> (
     let unit = if args.common.milliseconds { "ms" } else { "us" };
     let mut out = String::new();
     if args.common.json {
-        out.push_str("{\"tool\":\"syscount\"");
+        let (id_field, name_field) = if args.per_process {
+            ("pid", "comm")
+        } else {
+            ("nr", "syscall")
+        };
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let mut object = Map::new();
+                object.insert(id_field.into(), json!(row.id));
+                object.insert(name_field.into(), json!(row.name));
+                object.insert("count".into(), json!(row.count));
+                if args.latency {
+                    object.insert("total_ns".into(), json!(row.total_ns));
+                }
+                Value::Object(object)
+            })
+            .collect();
+        let mut line = Map::new();
+        line.insert("tool".into(), json!("syscount"));
         if let Some(time) = time {
-            let _ = write!(out, ",\"time\":{}", json_string(time));
+            line.insert("time".into(), json!(time));
         }
-        out.push_str(",\"rows\":[");
-        for (index, row) in rows.iter().enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            let id_field = if args.per_process { "pid" } else { "nr" };
-            let name_field = if args.per_process { "comm" } else { "syscall" };
-            let _ = write!(
-                out,
-                "{{\"{id_field}\":{},\"{name_field}\":{},\"count\":{}",
-                row.id,
-                json_string(&row.name),
-                row.count
-            );
-            if args.latency {
-                let _ = write!(out, ",\"total_ns\":{}", row.total_ns);
-            }
-            out.push('}');
-        }
-        out.push_str("]}\n");
-        return (out, events);
+        line.insert("rows".into(), Value::Array(rows));
+        return (format!("{}\n", Value::Object(line)), events);
     }
     if let Some(time) = time {
         let _ = writeln!(out, "[{time}]");

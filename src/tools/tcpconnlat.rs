@@ -23,7 +23,7 @@ use crate::output::histogram::{render_json, render_text};
 use crate::output::write_stdout;
 use crate::tools::flags::EventArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpconnlat.skel.rs"));
 }
 pub use skel::TcpconnlatSkel;

@@ -14,7 +14,7 @@ use crate::engine::run::time_of_day;
 use crate::host::signals;
 use crate::tools::flags::EventArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcplife.skel.rs"));
 }
 use skel::TcplifeSkelBuilder;

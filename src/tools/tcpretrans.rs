@@ -14,7 +14,7 @@ use crate::host::signals;
 use crate::model::connection::tcp_state_name;
 use crate::tools::flags::EventArgs;
 
-mod skel {
+pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/tcpretrans.skel.rs"));
 }
 use skel::TcpretransSkelBuilder;

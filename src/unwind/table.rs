@@ -32,7 +32,7 @@ pub type Row = uw_row;
 /// Bounds on one object's table: what a real binary stays far below.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildLimits {
-    /// The largest `.eh_frame` section read (libLLVM's is about 20 MiB).
+    /// The largest `.eh_frame` section read (libLLVM 14's is 5 MiB).
     pub max_section: u64,
     /// The most rows a table may have (the kernel array's capacity).
     pub max_rows: usize,
@@ -43,7 +43,7 @@ pub struct BuildLimits {
 impl Default for BuildLimits {
     fn default() -> Self {
         BuildLimits {
-            max_section: 128 << 20,
+            max_section: 64 << 20,
             max_rows: 1 << 24,
             max_time: Duration::from_secs(10),
         }

@@ -1,0 +1,327 @@
+//! An unprivileged user on the host must not be able to crash, hang or
+//! misdirect the root-run tool through files, paths and processes they
+//! control. Each case runs the user's side as a user the test creates.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const USER: &str = "bpfscope-hostile";
+
+/// The test's unprivileged user (created once) and its uid.
+fn hostile_user() -> (u32, u32) {
+    let id = |flag: &str| -> Option<u32> {
+        let output = Command::new("id").args([flag, USER]).output().ok()?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let status = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status()
+            .expect("useradd (passwd) is installed");
+        assert!(status.success() || id("-u").is_some(), "creating {USER}");
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// A directory the hostile user owns.
+fn user_dir(name: &str) -> PathBuf {
+    let (uid, gid) = hostile_user();
+    let dir = PathBuf::from(format!(
+        "/tmp/bpfscope-hostile-{name}-{}",
+        std::process::id()
+    ));
+    fs::remove_dir_all(&dir).ok();
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    dir
+}
+
+/// `program ARGS` as the hostile user.
+fn as_user(program: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("runuser");
+    command.args(["-u", USER, "--"]).arg(program).args(args);
+    command
+}
+
+/// Copies `source` into the user's directory, owned by the user.
+fn give_user(source: &Path, dir: &Path, name: &str) -> PathBuf {
+    let (uid, gid) = hostile_user();
+    let copy = dir.join(name);
+    fs::copy(source, &copy).unwrap();
+    std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_file_truncated_while_it_is_read_costs_nothing() {
+    let _serial = serial();
+    let dir = user_dir("truncate");
+    let library = give_user(
+        Path::new("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1"),
+        &dir,
+        "big.so",
+    );
+    let workload = give_user(&workload("truncating_map"), &dir, "truncating_map");
+    let cache = tmp_dir().join("hostile-truncate-cache");
+    fs::remove_dir_all(&cache).ok();
+    for tool in ["profile", "offcpu"] {
+        let mut user = Workload(
+            as_user(&workload, &[library.to_str().unwrap(), "6"])
+                .spawn()
+                .unwrap(),
+        );
+        let args: &[&str] = if tool == "profile" {
+            &["profile", "-F", "999", "4"]
+        } else {
+            &["offcpu", "4"]
+        };
+        let output = run(bpfscope().env("BPFSCOPE_CACHE_DIR", &cache).args(args));
+        user.0.kill().ok();
+        let text = stderr(&output);
+        assert!(
+            output.status.success(),
+            "{tool} died: {:?} {text}",
+            output.status
+        );
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn paths_swapped_after_exit_neither_hang_nor_misname() {
+    let _serial = serial();
+    let dir = user_dir("swap");
+    // The user's program, and a root-only program built from the same
+    // source with other names: the same offsets would name other functions.
+    let theirs = give_user(&workload("short_burn"), &dir, "prog");
+    let secret = workload_variant(
+        "short_burn",
+        "-secret",
+        &[
+            "-fno-omit-frame-pointer",
+            "-Dshort_burn_spin=root_only_secret_function",
+        ],
+    );
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    for replacement in ["fifo", "symlink"] {
+        let profiler = bpfscope()
+            .args(["profile", "-F", "999", "6"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let status = as_user(&theirs, &["1000"]).status().unwrap();
+        assert!(status.success());
+        // Gone: its path now leads to a FIFO, or to the root-only binary.
+        fs::remove_file(&theirs).unwrap();
+        if replacement == "fifo" {
+            mkfifo(&theirs);
+        } else {
+            std::os::unix::fs::symlink(&secret, &theirs).unwrap();
+        }
+        let started = Instant::now();
+        let output = profiler.wait_with_output().unwrap();
+        let (text, folded) = (stderr(&output), stdout(&output));
+        assert!(output.status.success(), "{replacement}: {text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{replacement}: profile took {:?} to end",
+            started.elapsed()
+        );
+        assert!(
+            folded.contains("short_burn_spin"),
+            "{replacement}: the exited program is named from its own file"
+        );
+        assert!(
+            !folded.contains("root_only_secret_function"),
+            "{replacement}: a name from the root-only binary"
+        );
+        fs::remove_file(&theirs).unwrap();
+        fs::copy(workload("short_burn"), &theirs).unwrap();
+        let (uid, gid) = hostile_user();
+        std::os::unix::fs::chown(&theirs, Some(uid), Some(gid)).unwrap();
+    }
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn planted_temporary_names_cannot_redirect_output() {
+    let _serial = serial();
+    let (uid, gid) = hostile_user();
+    let shared = PathBuf::from(format!("/tmp/bpfscope-shared-{}", std::process::id()));
+    fs::remove_dir_all(&shared).ok();
+    fs::create_dir_all(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = tmp_dir().join("root-only-victim");
+    fs::write(&victim, b"root's data").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    // The user plants symlinks under every name a predictable scheme would
+    // use for the next few hundred PIDs (the old `<out>.<pid>.tmp`).
+    let next_pid: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for pid in next_pid..next_pid + 400 {
+        let link = shared.join(format!("out.folded.{pid}.tmp"));
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).unwrap();
+    }
+    let output = run(bpfscope().args([
+        "profile",
+        "-o",
+        shared.join("out.folded").to_str().unwrap(),
+        "1",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(fs::read(&victim).unwrap(), b"root's data");
+    assert!(fs::metadata(shared.join("out.folded")).unwrap().is_file());
+    fs::remove_dir_all(&shared).ok();
+}
+
+#[test]
+fn output_onto_a_device_is_written_in_place() {
+    let _serial = serial();
+    let dir = tmp_dir().join("devices");
+    fs::remove_dir_all(&dir).ok();
+    fs::create_dir_all(&dir).unwrap();
+    let (null, full) = (dir.join("null"), dir.join("full"));
+    for (node, minor) in [(&null, "3"), (&full, "7")] {
+        let status = Command::new("mknod")
+            .arg(node)
+            .args(["c", "1", minor])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let burner = workload("cpu_split");
+    let profile_into = |path: &Path| {
+        run(bpfscope()
+            .args(["profile", "-F", "999", "-f", "folded", "-o"])
+            .arg(path)
+            .arg("--")
+            .arg(&burner)
+            .arg("0.5"))
+    };
+    let output = profile_into(&null);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(fs::metadata(&null).unwrap().file_type().is_char_device());
+
+    let output = profile_into(&full);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(fs::metadata(&full).unwrap().file_type().is_char_device());
+    fs::remove_dir_all(&dir).ok();
+}
+
+/// `unwind-table FILE` with the cache in `cache`: its summary line.
+fn unwind_table(cache: &Path, args: &[&str]) -> String {
+    let output = run(bpfscope()
+        .env("BPFSCOPE_CACHE_DIR", cache)
+        .arg("unwind-table")
+        .args(args));
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+/// "N rows ... rules: ..." without the timing.
+fn table_shape(summary: &str) -> String {
+    let rows = summary
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    format!("{rows} {}", summary.lines().nth(1).unwrap())
+}
+
+#[test]
+fn a_forged_build_id_cannot_poison_the_cache() {
+    let _serial = serial();
+    let forged = "-Wl,--build-id=0x00112233445566778899aabbccddeeff00112233";
+    let victim = workload_variant("cpu_split", "-forged-a", &[forged]);
+    let attacker = workload_variant("offcpu_blocks", "-forged-b", &[forged]);
+    let cache = tmp_dir().join("hostile-cache");
+    fs::remove_dir_all(&cache).ok();
+    let victim_own = unwind_table(&cache, &["--no-cache", victim.to_str().unwrap()]);
+    // The attacker's table goes into the cache first, under the same build ID.
+    let stored = unwind_table(&cache, &[attacker.to_str().unwrap()]);
+    assert!(stored.contains("built"), "{stored}");
+    let victim_now = unwind_table(&cache, &[victim.to_str().unwrap()]);
+    assert!(
+        victim_now.contains("built"),
+        "not served the attacker's table: {victim_now}"
+    );
+    assert_eq!(table_shape(&victim_now), table_shape(&victim_own));
+    assert_eq!(fs::metadata(&cache).unwrap().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn a_crafted_oversized_executable_is_refused_quickly() {
+    let _serial = serial();
+    let dir = tmp_dir().join("crafted");
+    fs::remove_dir_all(&dir).ok();
+    fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk");
+    fs::write(&junk, vec![0x5au8; 120 << 20]).unwrap();
+    let crafted = dir.join("crafted");
+    let status = Command::new("objcopy")
+        .arg("--update-section")
+        .arg(format!(".eh_frame={}", junk.display()))
+        .arg(workload("cpu_split"))
+        .arg(&crafted)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache = dir.join("cache");
+    let started = Instant::now();
+    let output = run(bpfscope()
+        .env("BPFSCOPE_CACHE_DIR", &cache)
+        .args(["unwind-table", crafted.to_str().unwrap()]));
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("over the"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let cached: u64 = fs::read_dir(&cache)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.metadata().unwrap().size())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(cached, 0, "nothing cached for it");
+    // A FIFO where an object is expected is an error, not a hang.
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    let output = run(bpfscope().args(["unwind-table", fifo.to_str().unwrap()]));
+    assert!(
+        stderr(&output).contains("not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+    fs::remove_dir_all(&dir).ok();
+}
