@@ -41,7 +41,8 @@ pub fn write_filters(
 }
 
 /// Sets the `filter_*` flags of task_filter.h in an opened skeleton's
-/// `.rodata`, and shrinks the filter maps a run does not use to one entry.
+/// `.rodata`, and shrinks the filter maps a run does not use to one entry;
+/// evaluates to the `.rodata`, for the tool's own settings.
 macro_rules! set_filter_flags {
     ($open:expr, $flags:expr) => {{
         let open = &mut $open;
@@ -63,6 +64,7 @@ macro_rules! set_filter_flags {
         // An unknown depth selects no task (see task_in_target_cgroup()).
         rodata.target_cgroup_level = flags.cgroup_level.unwrap_or(u32::MAX);
         rodata.follow_children = flags.follow_children;
+        rodata
     }};
 }
 pub(crate) use set_filter_flags;

@@ -77,12 +77,7 @@ pub fn attach<'obj>(
         let mut open = BiolatencySkelBuilder::default()
             .open(storage)
             .context("opening the biolatency BPF object")?;
-        set_filter_flags!(open, filters);
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("the BPF object has no .rodata")?;
+        let rodata = set_filter_flags!(open, filters);
         rodata.unit_ns = options.unit_ns;
         rodata.from_queue = options.queued;
         rodata.per_disk = options.per_disk;

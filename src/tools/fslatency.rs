@@ -145,12 +145,7 @@ pub fn load<'obj>(
         let mut open = FslatencySkelBuilder::default()
             .open(storage)
             .context("opening the fslatency BPF object")?;
-        set_filter_flags!(open, filters);
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("the BPF object has no .rodata")?;
+        let rodata = set_filter_flags!(open, filters);
         rodata.unit_ns = setup.unit_ns;
         rodata.report_slow = setup.slow_ns.is_some();
         rodata.own_tgid = std::process::id();

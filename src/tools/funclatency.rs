@@ -120,12 +120,7 @@ pub fn run(args: FunclatencyArgs) -> Result<()> {
     let mut open = FunclatencySkelBuilder::default()
         .open(&mut storage)
         .context("opening the funclatency BPF object")?;
-    set_filter_flags!(open, filters);
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("the BPF object has no .rodata")?;
+    let rodata = set_filter_flags!(open, filters);
     rodata.unit_ns = common.unit_ns();
     rodata.per_process = args.per_process;
     let skel = open

@@ -157,12 +157,7 @@ pub fn attach<'obj>(
         let mut open = OffcpuSkelBuilder::default()
             .open(storage)
             .context("opening the offcpu BPF object")?;
-        set_filter_flags!(open, filters);
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("the BPF object has no .rodata")?;
+        let rodata = set_filter_flags!(open, filters);
         rodata.capture_user = capture.user;
         rodata.capture_kernel = capture.kernel;
         rodata.user_threads_only = options.user_threads_only;

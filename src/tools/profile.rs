@@ -101,12 +101,7 @@ pub fn attach<'obj>(
         let mut open = ProfileSkelBuilder::default()
             .open(storage)
             .context("opening the profile BPF object")?;
-        set_filter_flags!(open, filters);
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("the BPF object has no .rodata")?;
+        let rodata = set_filter_flags!(open, filters);
         rodata.capture_user = capture.user;
         rodata.capture_kernel = capture.kernel;
         rodata.include_idle = options.include_idle;

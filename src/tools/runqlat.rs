@@ -75,12 +75,7 @@ pub fn attach<'obj>(
         let mut open = RunqlatSkelBuilder::default()
             .open(storage)
             .context("opening the runqlat BPF object")?;
-        set_filter_flags!(open, filters);
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("the BPF object has no .rodata")?;
+        let rodata = set_filter_flags!(open, filters);
         rodata.unit_ns = options.unit_ns;
         rodata.per_process = options.per_process;
         rodata.per_thread = options.per_thread;

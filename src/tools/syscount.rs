@@ -217,12 +217,7 @@ pub fn run(args: SyscountArgs) -> Result<()> {
             let mut open = SyscountSkelBuilder::default()
                 .open(storage)
                 .context("opening the syscount BPF object")?;
-            set_filter_flags!(open, filters);
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .context("the BPF object has no .rodata")?;
+            let rodata = set_filter_flags!(open, filters);
             rodata.measure_latency = measure_latency;
             rodata.per_process = args.per_process;
             rodata.histogram_per_syscall = args.histogram;

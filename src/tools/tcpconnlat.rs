@@ -85,12 +85,7 @@ pub fn attach<'obj>(
         let mut open = TcpconnlatSkelBuilder::default()
             .open(storage)
             .context("opening the tcpconnlat BPF object")?;
-        set_filter_flags!(open, filters);
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("the BPF object has no .rodata")?;
+        let rodata = set_filter_flags!(open, filters);
         rodata.histogram_only = histogram_only;
         rodata.key_by_cgroup = key_by_cgroup;
         open.progs
