@@ -115,6 +115,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
     ensure_release_build()
+    os.makedirs(BUILD, exist_ok=True)
     print(f"{'configuration':<26} {'BPF maps':>10} {'maps':>5} {'peak RSS':>9}  largest maps")
     for name, argv, is_server in CONFIGURATIONS:
         total, count, largest, rss = measure(name, argv, is_server, args.seconds)

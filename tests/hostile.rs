@@ -236,6 +236,45 @@ fn output_onto_a_device_is_written_in_place() {
     fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn a_full_file_system_leaves_no_partial_output() {
+    let _serial = serial();
+    let dir = tmp_dir().join("tiny-tmpfs");
+    fs::create_dir_all(&dir).unwrap();
+    Command::new("umount")
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .ok();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8k", "tiny"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tiny tmpfs");
+    let output = run(bpfscope()
+        .args(["profile", "-F", "999", "-o"])
+        .arg(dir.join("out.svg"))
+        .arg("--")
+        .arg(workload("cpu_split"))
+        .arg("0.5"));
+    let text = stderr(&output);
+    let left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    Command::new("umount").arg(&dir).status().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{text}"
+    );
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
 /// `unwind-table FILE` with the cache in `cache`: its summary line.
 fn unwind_table(cache: &Path, args: &[&str]) -> String {
     let output = run(bpfscope()

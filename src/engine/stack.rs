@@ -408,6 +408,12 @@ impl<'a> StackCollector<'a> {
         if let Some(line) = stats.unwind.summary() {
             eprintln!("bpfscope: {line}");
         }
+        if tables.objects_refused > 0 {
+            eprintln!(
+                "bpfscope: warning: {} objects got no unwind table (not a regular file, replaced, over a build limit, or not a usable ELF file); frame pointers were used there",
+                tables.objects_refused
+            );
+        }
         if tables.table_space_full + tables.mappings_dropped + tables.processes_dropped > 0 {
             eprintln!(
                 "bpfscope: warning: unwind tables left out: {} objects (table array full), {} mappings (over 256 per process), {} processes (process map full); frame pointers were used there",

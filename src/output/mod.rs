@@ -72,17 +72,23 @@ fn is_special(path: &Path) -> Result<bool> {
     }
 }
 
-/// An exclusively created temporary file beside `target`, under a name no
-/// one can predict (so none can be planted), never following a symlink.
-fn create_temporary(target: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+/// 64 bits from the kernel's random source, for temporary names no one can
+/// predict (and so plant a symlink under).
+pub fn unpredictable_u64() -> std::io::Result<u64> {
     let mut random = [0u8; 8];
     // SAFETY: getrandom fills the buffer it is given.
     if unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) } != 8 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(u64::from_ne_bytes(random))
+}
+
+/// An exclusively created temporary file beside `target`, under a name no
+/// one can predict (so none can be planted), never following a symlink.
+fn create_temporary(target: &Path) -> std::io::Result<(PathBuf, fs::File)> {
     let mut name = std::ffi::OsString::from(".");
     name.push(target.file_name().unwrap_or_default());
-    name.push(format!(".{:016x}.tmp", u64::from_ne_bytes(random)));
+    name.push(format!(".{:016x}.tmp", unpredictable_u64()?));
     let temporary = target.with_file_name(name);
     let file = fs::OpenOptions::new()
         .write(true)

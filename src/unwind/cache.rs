@@ -23,6 +23,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::bpf::layouts;
+use crate::output::unpredictable_u64;
 use crate::unwind::table::{ElfImage, Row};
 
 /// Entry files start with this (the row layout's version).
@@ -179,7 +180,10 @@ impl TableCache {
         if bytes.len() as u64 > self.max_bytes / 4 {
             return; // one table may not take over the cache
         }
-        let temporary = format!(".{key}.{:016x}.tmp", random_u64());
+        let Ok(random) = unpredictable_u64() else {
+            return;
+        };
+        let temporary = format!(".{key}.{random:016x}.tmp");
         let Some(mut file) = self.open_entry(
             &temporary,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
@@ -242,21 +246,6 @@ impl TableCache {
         self.max_bytes = max_bytes;
         self
     }
-}
-
-/// 64 unpredictable bits for temporary names.
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom fills the buffer it is given.
-    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if filled != bytes.len() as isize {
-        // Never predictable from outside: the address of a stack variable and the time.
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        return now ^ (&bytes as *const _ as u64).rotate_left(32);
-    }
-    u64::from_ne_bytes(bytes)
 }
 
 #[cfg(test)]
