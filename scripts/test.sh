@@ -3,9 +3,13 @@
 # BPF programs, so it must run as root). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# chromium: serve's live page is tested in a headless browser.
-scripts/install-deps.sh chromium
+# chromium: serve's live page is tested in a headless browser. The arm64
+# cross toolchain and libraries: the arm64 build is checked to compile.
+dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+scripts/install-deps.sh chromium gcc-aarch64-linux-gnu libelf-dev:arm64 zlib1g-dev:arm64
 export PATH="$HOME/.cargo/bin:$PATH"
+rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
+    rustup target add aarch64-unknown-linux-gnu
 
 # The cgroup test needs a cgroup v2 hierarchy; hybrid hosts have it at
 # /sys/fs/cgroup/unified, pure v1 hosts may have none.
@@ -15,4 +19,9 @@ if ! grep -q ' cgroup2 ' /proc/self/mounts; then
 fi
 
 cargo build --all-targets
+# arm64: compiles (BPF objects against src/bpf/vmlinux/arm64, frame-pointer user stacks).
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_PATH=/usr/lib/aarch64-linux-gnu/pkgconfig \
+    cargo build --target aarch64-unknown-linux-gnu
 cargo test -- --test-threads=2

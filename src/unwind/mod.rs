@@ -40,9 +40,10 @@ pub struct UnwindOptions {
 }
 
 impl UnwindOptions {
-    /// Entries to create `unwind_rows` with: one when tables go unused.
+    /// Entries to create `unwind_rows` with: one when tables go unused
+    /// (`fp`, or an architecture whose unwinding rules are not implemented).
     pub fn array_entries(&self) -> u32 {
-        if self.mode == UnwindMode::Fp {
+        if self.mode == UnwindMode::Fp || cfg!(not(target_arch = "x86_64")) {
             1
         } else {
             self.rows
