@@ -404,26 +404,34 @@ fn funclatency_times_every_call_of_a_one_millisecond_function() {
     let calls = 200;
     // Real time priority: on this VM about 1 in 1000 plain wake-ups is late by
     // over a millisecond, which would put a call outside the buckets asserted.
-    let status = std::process::Command::new("chrt")
+    let workload = run(std::process::Command::new("chrt")
         .args(["-f", "10"])
         .arg(&binary)
-        .arg(calls.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+        .arg(calls.to_string()));
+    assert!(workload.status.success());
+    // The calls the workload itself timed outside 512 us - 2 ms (late
+    // wake-ups when the VM is descheduled): funclatency must see the same.
+    let late: u64 = stdout(&workload)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("the workload's count");
     let reports = json_reports(&stop_tracer(tracer));
     let histogram = &reports[0]["histograms"][0];
     assert_eq!(histogram["count"].as_u64(), Some(calls), "{histogram}");
-    for bucket in histogram["buckets"].as_array().unwrap() {
-        let (low, count) = (
-            bucket["low"].as_u64().unwrap(),
-            bucket["count"].as_u64().unwrap(),
-        );
-        assert!(
-            count == 0 || (512..2048).contains(&low),
-            "calls outside 512 us - 2 ms: {bucket}"
-        );
-    }
+    let outside: u64 = histogram["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|bucket| !(512..2048).contains(&bucket["low"].as_u64().unwrap()))
+        .map(|bucket| bucket["count"].as_u64().unwrap())
+        .sum();
+    // A call within a few microseconds of a bound may fall on either side of it.
+    assert!(
+        outside.abs_diff(late) <= 1,
+        "funclatency put {outside} calls outside 512 us - 2 ms, the workload timed {late}: {histogram}"
+    );
 }
 
 #[test]
