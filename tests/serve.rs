@@ -141,6 +141,56 @@ fn a_real_prometheus_scrapes_it() {
     assert!(value >= 100.0, "block I/O count {value}: {last}");
 }
 
+/// The status of GET /metrics, or None while nothing answers.
+fn get_status(port: u16) -> Option<u16> {
+    TcpStream::connect(("127.0.0.1", port)).ok()?;
+    Some(get(port, "/metrics").0)
+}
+
+#[test]
+fn other_methods_get_405_and_descriptors_are_raised() {
+    let _serial = serial();
+    // Started with a soft limit of 256 open files, below the hard one.
+    let port = free_port();
+    let serve = Workload(
+        Command::new("prlimit")
+            .args(["--nofile=256:", "--"])
+            .arg(env!("CARGO_BIN_EXE_bpfscope"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let listening = wait_for(Duration::from_secs(10), || get_status(port) == Some(200));
+    assert!(listening, "serve never answered on {port}");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /metrics HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 405") || response.starts_with("HTTP/1.1 405"),
+        "{response}"
+    );
+    assert!(response.contains("Allow: GET, HEAD"), "{response}");
+    assert_eq!(get(port, "/metrics").0, 200, "GET still served");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", serve.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit raised to the hard one: {limits}"
+    );
+    stop_serve(serve);
+}
+
 #[test]
 fn busy_port_and_bad_address_are_clear_errors() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -5,6 +5,7 @@
 
 pub mod cgroup_names;
 pub mod cpus;
+pub mod limits;
 pub mod object_files;
 pub mod process_maps;
 pub mod signals;

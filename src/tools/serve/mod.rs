@@ -26,7 +26,7 @@ use crate::bpf::{perf_event, preflight, program_stats};
 use crate::engine::stack::{hostname, StackCapture, StackObject};
 use crate::host::process_maps::AddressSpaces;
 use crate::host::target::TargetSpec;
-use crate::host::{cpus, signals};
+use crate::host::{self, cpus, signals};
 use crate::symbolize::Symbolizer;
 use crate::tools::biolatency::{self, BiolatencyOptions};
 use crate::tools::flags::UnwindArgs;
@@ -143,6 +143,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.max_series == 0 {
         bail!("bad --max-series 0: give 1 or more");
     }
+    // Every client, object file and BPF object takes a descriptor: use all the host allows.
+    host::limits::raise_open_files();
     preflight::check_all()?;
     let server = tiny_http::Server::http(args.listen)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
@@ -316,6 +318,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let Some(request) = server.recv_timeout(Duration::from_millis(100))? else {
             continue;
         };
+        if !matches!(
+            request.method(),
+            tiny_http::Method::Get | tiny_http::Method::Head
+        ) {
+            let allow = tiny_http::Header::from_bytes("Allow", "GET, HEAD").expect("valid header");
+            let response =
+                http_text(405, "only GET and HEAD are served\n".into()).with_header(allow);
+            let _ = request.respond(response);
+            continue;
+        }
         let url = request.url().to_string();
         let path = url.split('?').next().unwrap_or("");
         if let Some(&(_, kind, format, seconds)) = ENDPOINTS.iter().find(|e| e.0 == path) {
