@@ -360,10 +360,10 @@ impl<'a> StackCollector<'a> {
         })
     }
 
-    /// Drops what only exited processes needed: snapshots and unwind tables
-    /// (long-running agents, once no counted stack refers to them).
-    pub fn forget_exited(&self) {
-        self.spaces.borrow_mut().forget_exited();
+    /// Drops the unwind tables only exited processes used (long-running
+    /// agents; their snapshots, which collectors may share, are the owner's
+    /// to forget).
+    pub fn forget_exited_tables(&self) {
         if let Some(unwinder) = &self.unwinder {
             unwinder.borrow_mut().forget_exited();
         }

@@ -105,18 +105,24 @@ impl AddressSpaces {
     /// files it maps; returns what was read (the snapshot itself also keeps
     /// earlier mappings).
     pub fn snapshot(&mut self, tgid: u32, address_space: u64) -> Option<AddressSpace> {
-        let Some(space) = AddressSpace::read(tgid) else {
+        let Some(space) = self.read_and_open(tgid) else {
             self.missed += 1;
             return None;
         };
-        self.open_objects(tgid, &space);
-        let space = self.with_build_ids(space);
         self.spaces
             .entry((tgid, address_space))
             .or_default()
             .merge(space.clone());
         self.current.insert(tgid, address_space);
         Some(space)
+    }
+
+    /// A living process's mappings now, with the files they map opened (the
+    /// ones not opened yet) and each module's build ID from its file.
+    fn read_and_open(&mut self, tgid: u32) -> Option<AddressSpace> {
+        let space = AddressSpace::read(tgid)?;
+        self.open_objects(tgid, &space);
+        Some(self.with_build_ids(space))
     }
 
     /// Opens the files of `space` not opened yet.
@@ -160,11 +166,9 @@ impl AddressSpaces {
     pub fn refresh_living(&mut self) {
         let current: Vec<(u32, u64)> = self.current.iter().map(|(&t, &a)| (t, a)).collect();
         for (tgid, address_space) in current {
-            let Some(fresh) = AddressSpace::read(tgid) else {
+            let Some(fresh) = self.read_and_open(tgid) else {
                 continue;
             };
-            self.open_objects(tgid, &fresh);
-            let fresh = self.with_build_ids(fresh);
             if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
                 space.merge(fresh);
             }

@@ -129,6 +129,11 @@ impl TableCache {
         }
     }
 
+    /// Whether entries are loaded and stored at all.
+    pub fn is_enabled(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// Opens an entry in the directory without following symlinks.
     fn open_entry(&self, name: &str, flags: libc::c_int, mode: libc::mode_t) -> Option<File> {
         let dir = self.dir.as_ref()?;

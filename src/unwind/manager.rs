@@ -238,12 +238,15 @@ pub fn table_for_object(
     limits: &BuildLimits,
 ) -> Result<(ElfImage, Vec<Row>, bool)> {
     let image = ElfImage::read_file(object, limits)?;
-    let key = content_key(&image);
-    if let Some(rows) = cache.load(&key) {
+    // Hashing `.eh_frame` only pays where there is a cache to look in.
+    let key = cache.is_enabled().then(|| content_key(&image));
+    if let Some(rows) = key.as_deref().and_then(|key| cache.load(key)) {
         return Ok((image, rows, true));
     }
     let rows = build_rows(&image, limits)?;
-    cache.store(&key, &rows);
+    if let Some(key) = &key {
+        cache.store(key, &rows);
+    }
     Ok((image, rows, false))
 }
 

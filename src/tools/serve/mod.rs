@@ -228,6 +228,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let spaces = Rc::new(RefCell::new(AddressSpaces::default()));
     let profiles = Profiles {
         symbolizer: RefCell::new((Symbolizer::new(), Instant::now())),
+        spaces: Rc::clone(&spaces),
         cpu: StackSource::new(&sampler, &targets, capture.unwind, &spaces, MAX_STACKS)?,
         offcpu: offcpu
             .as_ref()

@@ -133,6 +133,8 @@ pub struct Profiles<'a> {
     /// Kept across windows for a while: its caches (kernel symbols, ELF
     /// files) are loaded once per lifetime (`SYMBOLIZER_LIFETIME`).
     pub symbolizer: RefCell<(Symbolizer, Instant)>,
+    /// The process snapshots both sources share.
+    pub spaces: Rc<RefCell<AddressSpaces>>,
     pub cpu: StackSource<'a>,
     pub offcpu: Option<StackSource<'a>>,
     pub hz: u64,
@@ -229,8 +231,9 @@ impl<'a> Profiles<'a> {
     /// maps, and starts the symbolizer afresh when it is old or its caches
     /// are large, so memory stays bounded.
     pub fn tidy(&self) {
+        self.spaces.borrow_mut().forget_exited();
         for source in self.sources() {
-            source.collector.forget_exited();
+            source.collector.forget_exited_tables();
             source
                 .collector
                 .reset_if_full(source.max_stacks, RESET_FILL);
