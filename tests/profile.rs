@@ -13,22 +13,11 @@ const SPLIT_TOLERANCE: f64 = 0.05;
 
 /// The 3:1 split of cpu_split, measured from its folded stacks.
 fn assert_three_to_one(stacks: &[Stack]) {
-    let workload = for_comm(stacks, "cpu_split");
-    let all = total(&workload);
-    assert!(all >= 1000, "too few samples of cpu_split: {all}");
-    let three = count_with_chain(&workload, &["main", "run_workload", "burn_three"]);
-    let one = count_with_chain(&workload, &["main", "run_workload", "burn_one"]);
-    let full_chain = (three + one) as f64 / all as f64;
-    assert!(
-        full_chain >= 0.95,
-        "only {:.1}% of samples show main;run_workload;burn_*",
-        full_chain * 100.0
-    );
-    let share = three as f64 / (three + one) as f64;
-    assert!(
-        (share - 0.75).abs() <= SPLIT_TOLERANCE,
-        "burn_three share {:.3}, expected 0.75 ± {SPLIT_TOLERANCE}",
-        share
+    assert_three_to_one_under(
+        stacks,
+        "cpu_split",
+        &["main", "run_workload"],
+        SPLIT_TOLERANCE,
     );
 }
 

@@ -28,30 +28,6 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .ok()
 }
 
-/// `promtool check metrics` accepts the exposition.
-fn assert_valid(metrics: &str) {
-    let check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .as_ref()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let verdict = check.wait_with_output().unwrap();
-    assert!(
-        verdict.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&verdict.stdout),
-        String::from_utf8_lossy(&verdict.stderr)
-    );
-}
-
 #[test]
 fn metrics_are_valid_and_show_the_workload() {
     let _serial = serial();
@@ -65,7 +41,7 @@ fn metrics_are_valid_and_show_the_workload() {
     assert!(status.success());
     let (code, metrics) = get(port, "/metrics");
     assert_eq!(code, 200);
-    assert_valid(&metrics);
+    assert_promtool_valid(&metrics);
     let writes = metrics
         .lines()
         .filter(|l| {
@@ -328,7 +304,7 @@ fn every_source_labelled_by_cgroup_with_an_offcpu_window() {
 
     let (code, metrics) = get(port, "/metrics");
     assert_eq!(code, 200);
-    assert_valid(&metrics);
+    assert_promtool_valid(&metrics);
     let ours = format!("cgroup=\"{}\"", cgroup.label);
     let fs = "bpfscope_filesystem_latency_seconds_count{";
     assert_eq!(
@@ -409,7 +385,7 @@ fn max_series_folds_the_quietest_into_other() {
         assert!(status.success());
     }
     let (_, metrics) = get(port, "/metrics");
-    assert_valid(&metrics);
+    assert_promtool_valid(&metrics);
     let series: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("bpfscope_runqueue_latency_seconds_count{"))

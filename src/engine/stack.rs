@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -28,9 +29,11 @@ use crate::engine::run::{Collection, StopReason};
 use crate::host::process_maps::{AddressSpace, AddressSpaces};
 use crate::host::signals;
 use crate::host::target::{TargetSpec, Targets};
+use crate::model::process::GroupBy;
 use crate::model::profile::{Profile, ProfileKind};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, pprof, svg, ProfileFormat};
+use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::{self, Symbolizer};
 use crate::unwind::manager::Unwinder;
 use crate::unwind::{UnwindMode, UnwindOptions};
@@ -54,9 +57,13 @@ pub struct StackOptions {
     pub capture: StackCapture,
     /// A "-" frame between user and kernel stacks.
     pub delimited: bool,
+    /// What the root frame of each stack says.
+    pub group_by: GroupBy,
     pub format: ProfileFormat,
     /// None: stdout.
     pub output: Option<PathBuf>,
+    /// Where stripped objects' debug files are fetched from, if anywhere.
+    pub debuginfod: Option<Arc<Debuginfod>>,
 }
 
 impl StackOptions {
@@ -201,7 +208,13 @@ pub fn run<'obj, O: StackObject>(
     let mut targets = options.targets.resolve()?;
     let object = attach(storage, &targets)?;
     let spaces = Rc::new(RefCell::new(AddressSpaces::default()));
-    let collector = StackCollector::new(object.maps(), &targets, options.capture.unwind, spaces)?;
+    let collector = StackCollector::new(
+        object.maps(),
+        &targets,
+        options.capture.unwind,
+        spaces,
+        options.debuginfod.clone(),
+    )?;
 
     signals::install();
     let command = targets
@@ -222,14 +235,18 @@ pub fn run<'obj, O: StackObject>(
         targets: &targets,
         ring: Some(collector.ring()),
         activity: tool.activity,
-        after_poll: Some(&|| collector.poll_unwinder()),
+        after_poll: Some(&|| collector.after_poll()),
     }
     .run();
     let duration = collect_started.elapsed();
     object.stop()?;
     collector.consume();
+    collector.after_poll();
     if let Some(message) = stop.describe() {
         eprintln!("bpfscope: {message}");
+    }
+    if let Some(debuginfod) = &options.debuginfod {
+        debuginfod.wait();
     }
 
     let stats = collector.stats()?;
@@ -239,7 +256,8 @@ pub fn run<'obj, O: StackObject>(
         .map(|(key, value)| (key, shown_value(tool.kind, value)))
         .filter(|(_, value)| *value > 0)
         .collect();
-    let profile = collector.profile(&mut Symbolizer::new(), counted, tool.kind, duration)?;
+    let mut symbolizer = Symbolizer::new(options.debuginfod.clone());
+    let profile = collector.profile(&mut symbolizer, counted, tool.kind, duration)?;
     let subtitle = format!(
         "{:.1} s{} on {}{}{}",
         duration.as_secs_f64(),
@@ -256,6 +274,9 @@ pub fn run<'obj, O: StackObject>(
         &collector.spaces.borrow(),
         options.output.as_ref(),
     );
+    if let Some(line) = options.debuginfod.as_ref().and_then(|d| d.summary()) {
+        eprintln!("bpfscope: {line}");
+    }
     collector.print_unwind_summary(&stats);
     Ok(match stop {
         StopReason::CommandExited(status) => u8::try_from(status).unwrap_or(u8::MAX),
@@ -272,6 +293,7 @@ pub struct StackCollector<'a> {
     unwinder: Option<Rc<RefCell<Unwinder<'a>>>>,
     spaces: Rc<RefCell<AddressSpaces>>,
     ring: RingBuffer<'a>,
+    debuginfod: Option<Arc<Debuginfod>>,
 }
 
 impl<'a> StackCollector<'a> {
@@ -282,6 +304,7 @@ impl<'a> StackCollector<'a> {
         targets: &Targets,
         unwind: UnwindOptions,
         spaces: Rc<RefCell<AddressSpaces>>,
+        debuginfod: Option<Arc<Debuginfod>>,
     ) -> Result<Self> {
         let unwinder = if unwind.mode == UnwindMode::Fp || cfg!(not(target_arch = "x86_64")) {
             None
@@ -301,6 +324,7 @@ impl<'a> StackCollector<'a> {
             unwinder,
             spaces,
             ring,
+            debuginfod,
         })
     }
 
@@ -313,10 +337,16 @@ impl<'a> StackCollector<'a> {
         self.ring.consume_raw();
     }
 
-    /// Takes the tables the builder has finished (call after every poll).
-    pub fn poll_unwinder(&self) {
+    /// Takes the tables the builder has finished and hands new stripped
+    /// objects' build IDs to debuginfod (call after every poll).
+    pub fn after_poll(&self) {
         if let Some(unwinder) = &self.unwinder {
             unwinder.borrow_mut().poll();
+        }
+        if let Some(debuginfod) = &self.debuginfod {
+            for build_id in self.spaces.borrow_mut().take_debug_requests() {
+                debuginfod.request(&build_id);
+            }
         }
     }
 
@@ -453,11 +483,12 @@ fn address_space_ring<'a>(
 fn write_profile(options: &StackOptions, profile: &Profile, subtitle: &str) -> Result<()> {
     let fold_options = FoldOptions {
         delimiter: options.delimited,
+        group_by: options.group_by,
     };
     let bytes = match options.format {
         ProfileFormat::Folded => folded::render(profile, fold_options).into_bytes(),
         ProfileFormat::Svg => svg::render(profile, fold_options, subtitle)?,
-        ProfileFormat::Pprof => pprof::render(profile)?,
+        ProfileFormat::Pprof => pprof::render(profile, options.group_by)?,
     };
     output::write_output(options.output.as_deref(), &bytes)
 }
@@ -476,6 +507,22 @@ fn print_summary(
         profile.samples.len(),
         processes.len()
     );
+    let namespaced: HashSet<u32> = profile
+        .samples
+        .iter()
+        .filter(|s| {
+            s.context
+                .as_ref()
+                .is_some_and(|c| c.namespace_pid.is_some())
+        })
+        .map(|s| s.pid)
+        .collect();
+    if !namespaced.is_empty() {
+        line.push_str(&format!(
+            " ({} in other PID namespaces; PIDs shown are the host's)",
+            namespaced.len()
+        ));
+    }
     if let Some(path) = output {
         line.push_str(&format!(", written to {}", path.display()));
     }
@@ -486,6 +533,9 @@ fn print_summary(
             "{} processes exited before their mappings could be read ([unknown] frames)",
             spaces.missed
         ));
+    }
+    if let Some(line) = spaces.debug_stats.summary() {
+        eprintln!("bpfscope: {line}");
     }
     if let Some(refused) = spaces.refusal_summary() {
         losses.push(format!(

@@ -4,9 +4,13 @@
 //! syscall names and signals.
 
 pub mod cgroup_names;
+pub mod containers;
 pub mod cpus;
+pub mod debug_files;
 pub mod limits;
 pub mod object_files;
+pub mod private_dir;
+pub mod process_context;
 pub mod process_maps;
 pub mod signals;
 pub mod syscall_table;

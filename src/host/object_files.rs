@@ -63,7 +63,67 @@ pub struct ObjectFile {
     trusted: bool,
     /// A sealed private copy, made once for code that maps the file.
     sealed_copy: OnceLock<io::Result<OwnedFd>>,
-    build_id: OnceLock<Option<String>>,
+    elf: OnceLock<ElfFacts>,
+}
+
+/// What bpfscope needs from an object's ELF headers, read once with
+/// bounded reads (all empty for a file that is not ELF).
+#[derive(Debug, Clone, Default)]
+pub struct ElfFacts {
+    /// The GNU build ID, in hex.
+    pub build_id: Option<String>,
+    /// `.gnu_debuglink`: the separate debug file's name and the CRC-32 of
+    /// its contents.
+    pub debug_link: Option<(String, u32)>,
+    /// A `.symtab` or DWARF `.debug_info` with contents: names every
+    /// function without a separate debug file.
+    pub has_symbols: bool,
+    /// Loadable segments: (file offset, virtual address, size in the file).
+    loads: Vec<(u64, u64, u64)>,
+}
+
+impl ElfFacts {
+    fn read(file: &File) -> ElfFacts {
+        use object::{Object, ObjectSection, ObjectSegment};
+        let data = object::ReadCache::new(file);
+        let Ok(elf) = object::File::parse(&data) else {
+            return ElfFacts::default();
+        };
+        let has_contents = |name: &str| {
+            elf.section_by_name(name)
+                .and_then(|section| section.file_range())
+                .is_some_and(|(_, size)| size > 0)
+        };
+        ElfFacts {
+            build_id: elf
+                .build_id()
+                .ok()
+                .flatten()
+                .filter(|id| !id.is_empty())
+                .map(|id| id.iter().map(|byte| format!("{byte:02x}")).collect()),
+            debug_link: elf
+                .gnu_debuglink()
+                .ok()
+                .flatten()
+                .and_then(|(name, crc)| Some((String::from_utf8(name.to_vec()).ok()?, crc))),
+            has_symbols: has_contents(".symtab") || has_contents(".debug_info"),
+            loads: elf
+                .segments()
+                .map(|segment| {
+                    let (offset, size) = segment.file_range();
+                    (offset, segment.address(), size)
+                })
+                .collect(),
+        }
+    }
+
+    /// The virtual address (as in the file and its debug file) of a file offset.
+    pub fn virtual_address(&self, file_offset: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|(offset, _, size)| (*offset..offset + size).contains(&file_offset))
+            .map(|(offset, address, _)| address + (file_offset - offset))
+    }
 }
 
 /// Opens `path` read-only without blocking on FIFOs or following a final
@@ -100,8 +160,13 @@ impl ObjectFile {
             trusted: metadata.uid() == 0 && metadata.mode() & 0o022 == 0,
             file,
             sealed_copy: OnceLock::new(),
-            build_id: OnceLock::new(),
+            elf: OnceLock::new(),
         })
+    }
+
+    /// A file already opened (e.g. a cache entry), checked like any other.
+    pub fn from_open_file(file: File) -> Result<ObjectFile, Refusal> {
+        ObjectFile::checked(file)
     }
 
     /// The file a process maps at `module`, through the process's own
@@ -126,16 +191,56 @@ impl ObjectFile {
         })
     }
 
-    /// The GNU build ID (hex), read once with bounded reads; None without one.
+    /// What the ELF headers say, read once with bounded reads.
+    pub fn elf(&self) -> &ElfFacts {
+        self.elf.get_or_init(|| ElfFacts::read(&self.file))
+    }
+
+    /// The GNU build ID (hex); None without one.
     pub fn build_id(&self) -> Option<String> {
-        self.build_id
-            .get_or_init(|| {
-                let data = object::ReadCache::new(&self.file);
-                let elf = object::File::parse(&data).ok()?;
-                let id = object::Object::build_id(&elf).ok()??;
-                Some(id.iter().map(|byte| format!("{byte:02x}")).collect())
-            })
-            .clone()
+        self.elf().build_id.clone()
+    }
+
+    /// The CRC-32 of the whole file, as `.gnu_debuglink` records it.
+    pub fn crc32(&self) -> io::Result<u32> {
+        let mut hasher = crc32fast::Hasher::new();
+        let mut offset = 0u64;
+        let mut chunk = vec![0u8; 1 << 20];
+        while offset < self.size {
+            let len = chunk.len().min((self.size - offset) as usize);
+            self.file.read_exact_at(&mut chunk[..len], offset)?;
+            hasher.update(&chunk[..len]);
+            offset += len as u64;
+        }
+        Ok(hasher.finalize())
+    }
+
+    /// `path` resolved inside the directory `root` as if it were `/`:
+    /// absolute symlinks and `..` cannot leave it (openat2's
+    /// RESOLVE_IN_ROOT), so a container's file cannot lead to the host's.
+    /// Never blocks on FIFOs.
+    pub fn open_in_root(root: &OwnedFd, path: &Path) -> Result<ObjectFile, Refusal> {
+        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Refusal::Unreadable)?;
+        // SAFETY: open_how is plain data; zero is a valid value for every field.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid descriptor, NUL-terminated path and an open_how of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(Refusal::Unreadable);
+        }
+        // SAFETY: openat2 just returned this descriptor.
+        let file = unsafe { File::from_raw_fd(fd as i32) };
+        ObjectFile::checked(file)
     }
 
     pub fn file(&self) -> &File {

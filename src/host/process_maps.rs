@@ -12,9 +12,12 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::host::debug_files::{self, DebugFileStats};
 use crate::host::object_files::{module_identity, ObjectFile, Refusal};
+use crate::host::process_context;
 use crate::host::target::process_alive;
 use crate::model::module::Module;
+use crate::model::process::ProcessContext;
 
 /// The executable mappings of one process image, sorted by address.
 #[derive(Debug, Default, Clone)]
@@ -94,6 +97,14 @@ pub struct AddressSpaces {
     current: HashMap<u32, u64>,
     /// The object files the snapshots refer to, by (device, inode).
     objects: HashMap<(u64, u64), Arc<ObjectFile>>,
+    /// Separate debug files of stripped objects, by the object's identity.
+    debug_files: HashMap<(u64, u64), Arc<ObjectFile>>,
+    /// Build IDs of stripped objects with no debug file installed, not yet
+    /// handed to a debuginfod client.
+    wanting_debug_info: Vec<String>,
+    pub debug_stats: DebugFileStats,
+    /// Where each snapshotted process runs (cgroup, container, namespace PID).
+    contexts: HashMap<u32, Arc<ProcessContext>>,
     /// Processes that were gone before their mappings could be read.
     pub missed: u64,
     /// Object files not opened, by why.
@@ -114,6 +125,9 @@ impl AddressSpaces {
             .or_default()
             .merge(space.clone());
         self.current.insert(tgid, address_space);
+        if let Some(context) = process_context::read(tgid) {
+            self.contexts.insert(tgid, Arc::new(context));
+        }
         Some(space)
     }
 
@@ -136,11 +150,45 @@ impl AddressSpaces {
             }
             match ObjectFile::open_mapped(tgid, module) {
                 Ok(object) => {
+                    self.find_debug_file(tgid, module, identity, &object);
                     self.objects.insert(identity, Arc::new(object));
                 }
                 Err(refusal) => *self.refused.entry(refusal).or_default() += 1,
             }
         }
+    }
+
+    /// Looks for the separate debug file of an object without symbols
+    /// (while its process, and so its root, still exists).
+    fn find_debug_file(
+        &mut self,
+        tgid: u32,
+        module: &Module,
+        identity: (u64, u64),
+        object: &ObjectFile,
+    ) {
+        if object.elf().has_symbols || module.path.starts_with("[") {
+            return;
+        }
+        self.debug_stats.stripped += 1;
+        match debug_files::find_local(tgid, &module.path, object, &mut self.debug_stats) {
+            Some((debug_file, source)) => {
+                *self.debug_stats.found.entry(source).or_default() += 1;
+                self.debug_files.insert(identity, Arc::new(debug_file));
+            }
+            None => self.wanting_debug_info.extend(object.build_id()),
+        }
+    }
+
+    /// Build IDs of stripped objects without an installed debug file seen
+    /// since the last call (for a debuginfod client).
+    pub fn take_debug_requests(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.wanting_debug_info)
+    }
+
+    /// The separate debug file found for a module's object, if any.
+    pub fn debug_file(&self, module: &Module) -> Option<&Arc<ObjectFile>> {
+        self.debug_files.get(&module_identity(module)?)
     }
 
     /// The space with each module's build ID, from the file opened for it.
@@ -181,16 +229,26 @@ impl AddressSpaces {
     pub fn forget_exited(&mut self) {
         self.spaces.retain(|(tgid, _), _| process_alive(*tgid));
         self.current.retain(|tgid, _| process_alive(*tgid));
+        let spaces = &self.spaces;
+        self.contexts
+            .retain(|tgid, _| spaces.keys().any(|(t, _)| t == tgid));
         let used: HashSet<(u64, u64)> = self
             .spaces
             .values()
             .flat_map(|space| space.modules().iter().filter_map(|m| module_identity(m)))
             .collect();
         self.objects.retain(|identity, _| used.contains(identity));
+        self.debug_files
+            .retain(|identity, _| used.contains(identity));
     }
 
     pub fn get(&self, tgid: u32, address_space: u64) -> Option<&AddressSpace> {
         self.spaces.get(&(tgid, address_space))
+    }
+
+    /// Where a process ran when it was snapshotted.
+    pub fn context(&self, tgid: u32) -> Option<&Arc<ProcessContext>> {
+        self.contexts.get(&tgid)
     }
 
     /// The file a module maps, as opened while its process lived.

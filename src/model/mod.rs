@@ -6,4 +6,5 @@
 pub mod connection;
 pub mod histogram;
 pub mod module;
+pub mod process;
 pub mod profile;

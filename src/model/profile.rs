@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::module::Module;
+use crate::model::process::ProcessContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameKind {
@@ -31,6 +32,8 @@ pub struct Sample {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// Where the process ran (cgroup, container), where it was seen alive.
+    pub context: Option<Arc<ProcessContext>>,
     pub user: Vec<Frame>,
     pub kernel: Vec<Frame>,
     /// The user stack was asked for but could not be captured.

@@ -1,9 +1,11 @@
 //! Folded stacks in FlameGraph's format: `comm;root;..;leaf count`, one line
-//! per distinct stack, kernel frames suffixed `_[k]`, unnamed frames
+//! per distinct stack (below `comm`, the cgroup or container with
+//! `--group-by`), kernel frames suffixed `_[k]`, unnamed frames
 //! `[unknown]` (with their module where known). Lines are sorted and merged.
 
 use std::collections::BTreeMap;
 
+use crate::model::process::GroupBy;
 use crate::model::profile::{Frame, FrameKind, Profile};
 
 /// Rendering choices for folded stacks.
@@ -11,6 +13,8 @@ use crate::model::profile::{Frame, FrameKind, Profile};
 pub struct FoldOptions {
     /// Put a `-` frame between the user and kernel parts (BCC's `-d`).
     pub delimiter: bool,
+    /// What the root frame below the process name says.
+    pub group_by: GroupBy,
 }
 
 /// Frame names must not contain the separators of the format.
@@ -41,7 +45,13 @@ fn push_frame_names(frame: &Frame, out: &mut Vec<String>) {
 pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
     let mut folded = BTreeMap::new();
     for sample in &profile.samples {
-        let mut names = vec![sanitize(&sample.comm)];
+        let mut names: Vec<String> = options
+            .group_by
+            .root_frame(sample.context.as_deref())
+            .iter()
+            .map(|root| sanitize(root))
+            .collect();
+        names.push(sanitize(&sample.comm));
         if sample.user_missing {
             names.push("[missed user stack]".to_string());
         }
@@ -107,6 +117,7 @@ pub(crate) mod tests {
             pid: 1,
             tid: 1,
             comm: comm.into(),
+            context: None,
             user,
             kernel,
             user_missing: false,
@@ -146,7 +157,13 @@ pub(crate) mod tests {
             text,
             "burn;main 3\nburn;main;work;inlined_leaf;asm_sysvec_apic_timer_interrupt_[k] 3\n"
         );
-        let with_delimiter = render(&p, FoldOptions { delimiter: true });
+        let with_delimiter = render(
+            &p,
+            FoldOptions {
+                delimiter: true,
+                ..FoldOptions::default()
+            },
+        );
         assert!(with_delimiter
             .contains("burn;main;work;inlined_leaf;-;asm_sysvec_apic_timer_interrupt_[k] 3"));
         for line in text.lines() {

@@ -1,6 +1,8 @@
 //! pprof protobuf output (gzipped), the format `go tool pprof`, Parca and
 //! Pyroscope read. Messages follow github.com/google/pprof's profile.proto;
 //! they are declared here with prost's derive so no protoc is needed.
+//! Samples carry their process's pid, comm, thread, cgroup, container and
+//! in-namespace PID as labels.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,6 +16,7 @@ use flate2::Compression;
 use prost::Message;
 
 use crate::model::module::Module;
+use crate::model::process::{GroupBy, ProcessContext};
 use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind};
 
 #[derive(Clone, PartialEq, Message)]
@@ -123,6 +126,8 @@ struct Builder {
     mappings: HashMap<Arc<Module>, u64>,
     kernel_mapping: Option<u64>,
     locations: HashMap<(u64, u64, FrameKind), u64>,
+    /// Locations of `--group-by` root frames, by name.
+    root_locations: HashMap<String, u64>,
 }
 
 impl Builder {
@@ -241,8 +246,60 @@ impl Builder {
     }
 }
 
-/// Encodes the profile as a pprof message (not yet compressed).
-pub fn build(profile: &Profile) -> PprofProfile {
+impl Builder {
+    /// A location without an address for a `--group-by` root frame.
+    fn root_location(&mut self, name: &str) -> u64 {
+        if let Some(&id) = self.root_locations.get(name) {
+            return id;
+        }
+        let function_id = self.function(name);
+        let id = self.profile.location.len() as u64 + 1;
+        self.profile.location.push(Location {
+            id,
+            mapping_id: 0,
+            address: 0,
+            line: vec![Line { function_id }],
+        });
+        self.root_locations.insert(name.to_string(), id);
+        id
+    }
+
+    fn text_label(&mut self, key: &str, value: &str) -> Label {
+        Label {
+            key: self.string(key),
+            str: self.string(value),
+            num: 0,
+        }
+    }
+
+    /// Labels of where the sample's process ran: cgroup, container,
+    /// pod and in-namespace PID, each where known.
+    fn context_labels(&mut self, context: &ProcessContext) -> Vec<Label> {
+        let mut labels = Vec::new();
+        if let Some(cgroup) = &context.cgroup {
+            labels.push(self.text_label("cgroup", cgroup));
+        }
+        if let Some(container) = &context.container {
+            labels.push(self.text_label("container_id", &container.id));
+            labels.push(self.text_label("container_runtime", container.runtime));
+            if let Some(pod) = &container.pod_uid {
+                labels.push(self.text_label("pod_uid", pod));
+            }
+        }
+        if let Some(pid) = context.namespace_pid {
+            labels.push(Label {
+                key: self.string("namespace_pid"),
+                str: 0,
+                num: pid as i64,
+            });
+        }
+        labels
+    }
+}
+
+/// Encodes the profile as a pprof message (not yet compressed), with the
+/// `group_by` frame at the root of each stack.
+pub fn build(profile: &Profile, group_by: GroupBy) -> PprofProfile {
     let mut builder = Builder::new();
     let (value_types, period_type, period, scale): (Vec<ValueType>, ValueType, i64, Vec<i64>) =
         match profile.kind {
@@ -278,13 +335,16 @@ pub fn build(profile: &Profile) -> PprofProfile {
     let tid_key = builder.string("thread_id");
     let comm_key = builder.string("comm");
     for sample in &profile.samples {
-        let location_id = sample
+        let mut location_id: Vec<u64> = sample
             .user
             .iter()
             .chain(sample.kernel.iter())
             .rev()
             .map(|frame| builder.location(frame))
             .collect();
+        if let Some(root) = group_by.root_frame(sample.context.as_deref()) {
+            location_id.push(builder.root_location(&root));
+        }
         let mut label = vec![
             Label {
                 key: pid_key,
@@ -304,6 +364,9 @@ pub fn build(profile: &Profile) -> PprofProfile {
                 num: sample.tid as i64,
             });
         }
+        if let Some(context) = &sample.context {
+            label.extend(builder.context_labels(context));
+        }
         builder.profile.sample.push(PprofSample {
             location_id,
             value: scale
@@ -317,10 +380,10 @@ pub fn build(profile: &Profile) -> PprofProfile {
 }
 
 /// The gzipped protobuf bytes of a `.pb.gz` file.
-pub fn render(profile: &Profile) -> Result<Vec<u8>> {
+pub fn render(profile: &Profile, group_by: GroupBy) -> Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder
-        .write_all(&build(profile).encode_to_vec())
+        .write_all(&build(profile, group_by).encode_to_vec())
         .context("compressing pprof")?;
     encoder.finish().context("compressing pprof")
 }
@@ -348,7 +411,7 @@ mod tests {
             ),
             sample("burn", vec![frame(FrameKind::User, &["main"])], vec![], 2),
         ]);
-        let gz = render(&p).unwrap();
+        let gz = render(&p, GroupBy::Process).unwrap();
         let mut bytes = Vec::new();
         GzDecoder::new(&gz[..]).read_to_end(&mut bytes).unwrap();
         let decoded = PprofProfile::decode(&bytes[..]).unwrap();

@@ -4,7 +4,11 @@
 //! file itself as opened then, through a path no user can redirect or
 //! truncate: `ObjectFile::stable_path`), demangled, with inlined functions.
 //! Lookups are batched per file and cached by the file's identity (device
-//! and inode), never by its path.
+//! and inode), never by its path. A stripped object is named from its
+//! separate debug file (found by host::debug_files when the object was
+//! first seen, or fetched by `debuginfod`), by virtual address.
+
+pub mod debuginfod;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,6 +16,8 @@ use std::sync::Arc;
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blazesym};
 use blazesym::MaybeDefault;
+
+use self::debuginfod::Debuginfod;
 
 use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED};
 use crate::host::object_files::{module_identity, ObjectFile};
@@ -27,13 +33,23 @@ pub struct Symbolizer {
     kernel: HashMap<u64, Names>,
     /// By file identity (device, inode), then file offset.
     user: HashMap<(u64, u64), HashMap<u64, Names>>,
+    /// Objects whose cached names came from a separate debug file.
+    named_from_debug_file: HashSet<(u64, u64)>,
+    debuginfod: Option<Arc<Debuginfod>>,
+}
+
+/// The addresses wanted from one object, and the file to read names from.
+struct WantedObject {
+    object: Arc<ObjectFile>,
+    debug_file: Option<Arc<ObjectFile>>,
+    offsets: HashSet<u64>,
 }
 
 /// Collects every address a profile needs so each source is read once.
 #[derive(Default)]
 struct Wanted {
     kernel: HashSet<u64>,
-    user: HashMap<(u64, u64), (Arc<ObjectFile>, HashSet<u64>)>,
+    user: HashMap<(u64, u64), WantedObject>,
 }
 
 impl Wanted {
@@ -41,11 +57,20 @@ impl Wanted {
         self.kernel.insert(address);
     }
 
-    fn user(&mut self, object: &Arc<ObjectFile>, file_offset: u64) {
+    fn user(
+        &mut self,
+        object: &Arc<ObjectFile>,
+        debug_file: Option<&Arc<ObjectFile>>,
+        file_offset: u64,
+    ) {
         self.user
             .entry((object.device, object.inode))
-            .or_insert_with(|| (Arc::clone(object), HashSet::new()))
-            .1
+            .or_insert_with(|| WantedObject {
+                object: Arc::clone(object),
+                debug_file: debug_file.cloned(),
+                offsets: HashSet::new(),
+            })
+            .offsets
             .insert(file_offset);
     }
 }
@@ -60,16 +85,68 @@ fn names_of(symbolized: &Symbolized<'_>) -> Names {
 }
 
 impl Symbolizer {
-    pub fn new() -> Self {
+    /// A symbolizer that also names stripped objects from `debuginfod`'s
+    /// downloads, where one is given.
+    pub fn new(debuginfod: Option<Arc<Debuginfod>>) -> Self {
         Symbolizer {
             blazesym: Blazesym::builder()
                 .enable_code_info(true)
                 .enable_inlined_fns(true)
                 .enable_demangling(true)
+                // Debug files are found and checked by host::debug_files only.
+                .set_debug_dirs(Some(Vec::<std::path::PathBuf>::new()))
                 .build(),
             kernel: HashMap::new(),
             user: HashMap::new(),
+            named_from_debug_file: HashSet::new(),
+            debuginfod,
         }
+    }
+
+    /// The separate debug file to name `object` from: one found on disk
+    /// when it was first seen, else one debuginfod fetched.
+    fn debug_file_of(
+        &self,
+        object: &ObjectFile,
+        found: Option<&Arc<ObjectFile>>,
+    ) -> Option<Arc<ObjectFile>> {
+        if let Some(found) = found {
+            return Some(Arc::clone(found));
+        }
+        if object.elf().has_symbols {
+            return None;
+        }
+        self.debuginfod.as_ref()?.debug_file(&object.build_id()?)
+    }
+
+    /// Names of `offsets` in `object` from its debug file, by virtual address.
+    fn names_from_debug_file(
+        &self,
+        object: &ObjectFile,
+        debug_file: &ObjectFile,
+        offsets: &[u64],
+    ) -> Vec<Names> {
+        let facts = object.elf();
+        let addresses: Vec<(usize, u64)> = offsets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, offset)| Some((index, facts.virtual_address(*offset)?)))
+            .collect();
+        let mut names = vec![Names::new(); offsets.len()];
+        let Ok(path) = debug_file.stable_path() else {
+            return names;
+        };
+        let virtual_addresses: Vec<u64> = addresses.iter().map(|(_, address)| *address).collect();
+        let source = Source::Elf(Elf::new(path));
+        if let Ok(results) = self
+            .blazesym
+            .symbolize(&source, Input::VirtOffset(&virtual_addresses))
+        {
+            for ((index, _), result) in addresses.iter().zip(results.iter()) {
+                names[*index] = names_of(result);
+            }
+        }
+        names
     }
 
     /// Symbolizes everything in `wanted` that is not cached yet. Sources that
@@ -94,32 +171,45 @@ impl Symbolizer {
                 self.kernel.insert(*address, names);
             }
         }
-        for (identity, (object, offsets)) in wanted.user {
+        for (identity, wanted) in wanted.user {
+            if wanted.debug_file.is_some() && self.named_from_debug_file.insert(identity) {
+                // Names cached before the debug file arrived (debuginfod) are stale.
+                self.user.remove(&identity);
+            }
             let known = self.user.entry(identity).or_default();
-            let offsets: Vec<u64> = offsets
+            let offsets: Vec<u64> = wanted
+                .offsets
                 .into_iter()
                 .filter(|offset| !known.contains_key(offset))
                 .collect();
             if offsets.is_empty() {
                 continue;
             }
-            // Unreadable files leave their addresses unnamed.
-            let results = object
-                .stable_path()
-                .ok()
-                .and_then(|path| {
-                    let source = Source::Elf(Elf::new(path));
-                    self.blazesym
-                        .symbolize(&source, Input::FileOffset(&offsets))
+            let names: Vec<Names> = match &wanted.debug_file {
+                Some(debug_file) => {
+                    self.names_from_debug_file(&wanted.object, debug_file, &offsets)
+                }
+                // Unreadable files leave their addresses unnamed.
+                None => {
+                    let results = wanted
+                        .object
+                        .stable_path()
                         .ok()
-                })
-                .unwrap_or_default();
+                        .and_then(|path| {
+                            let source = Source::Elf(Elf::new(path));
+                            self.blazesym
+                                .symbolize(&source, Input::FileOffset(&offsets))
+                                .ok()
+                        })
+                        .unwrap_or_default();
+                    (0..offsets.len())
+                        .map(|index| results.get(index).map(names_of).unwrap_or_default())
+                        .collect()
+                }
+            };
             let known = self.user.entry(identity).or_default();
-            for (index, offset) in offsets.iter().enumerate() {
-                known.insert(
-                    *offset,
-                    results.get(index).map(names_of).unwrap_or_default(),
-                );
+            for (offset, names) in offsets.into_iter().zip(names) {
+                known.insert(offset, names);
             }
         }
     }
@@ -200,6 +290,7 @@ pub fn symbolize_counts(
     };
 
     let mut wanted = Wanted::default();
+    let mut debug_files: HashMap<(u64, u64), Option<Arc<ObjectFile>>> = HashMap::new();
     for (key, _) in &counts {
         for (index, &address) in stack_of(key.kernel_stack_id).iter().enumerate() {
             wanted.kernel(lookup_address(address, index == 0));
@@ -207,7 +298,12 @@ pub fn symbolize_counts(
         for (index, &address) in stack_of(key.user_stack_id).iter().enumerate() {
             if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
                 if let Some(object) = spaces.object(&module) {
-                    wanted.user(object, offset);
+                    let debug_file = debug_files
+                        .entry((object.device, object.inode))
+                        .or_insert_with(|| {
+                            symbolizer.debug_file_of(object, spaces.debug_file(&module))
+                        });
+                    wanted.user(object, debug_file.as_ref(), offset);
                 }
             }
         }
@@ -251,6 +347,7 @@ pub fn symbolize_counts(
                 pid: key.tgid,
                 tid: key.tid,
                 comm: key.comm,
+                context: spaces.context(key.tgid).cloned(),
                 user,
                 kernel,
                 user_missing,

@@ -4,6 +4,7 @@
 //! and the unwinding flags. Engines never see these structs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -12,7 +13,9 @@ use crate::engine::histogram::ReportOptions;
 use crate::engine::stack::{StackCapture, StackOptions};
 use crate::host::target::TargetSpec;
 use crate::model::histogram::Scale;
+use crate::model::process::GroupBy;
 use crate::output::ProfileFormat;
+use crate::symbolize::debuginfod::Debuginfod;
 use crate::unwind::{UnwindMode, UnwindOptions, DEFAULT_ROW_CAPACITY};
 
 /// The longest DURATION or INTERVAL any tool takes: a year, in seconds.
@@ -25,6 +28,29 @@ fn check_seconds(what: &str, value: Option<u64>) -> Result<()> {
             bail!("bad {what} {seconds}: give a number of seconds from 1 to {MAX_SECONDS}")
         }
         _ => Ok(()),
+    }
+}
+
+/// The debuginfod flags of profile, offcpu and serve.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DebuginfodArgs {
+    /// debuginfod servers (space-separated http:// URLs) for stripped
+    /// objects' debug files; default: $DEBUGINFOD_URLS ("" turns it off).
+    #[arg(long, value_name = "URLS")]
+    pub debuginfod: Option<String>,
+    /// The most the output waits for debuginfod downloads after collection ends.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub debuginfod_timeout: u64,
+}
+
+impl DebuginfodArgs {
+    /// The client, with its download threads started; None without servers.
+    pub fn client(&self) -> Option<Arc<Debuginfod>> {
+        Debuginfod::from_settings(
+            self.debuginfod.as_deref(),
+            Duration::from_secs(self.debuginfod_timeout),
+        )
     }
 }
 
@@ -74,6 +100,10 @@ pub struct StackToolArgs {
     /// Insert a "-" frame between user and kernel stacks.
     #[arg(short = 'd', long = "delimited")]
     pub delimited: bool,
+    /// Root each stack at its process's cgroup or container (Docker,
+    /// containerd, CRI-O, Podman, systemd service; "[host]" for others).
+    #[arg(long, value_enum, default_value = "process", value_name = "WHAT")]
+    pub group_by: GroupBy,
     /// Write to this file (format from its extension: .svg, .folded/.txt, .pb.gz/.pprof) instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -82,6 +112,8 @@ pub struct StackToolArgs {
     pub format: Option<ProfileFormat>,
     #[command(flatten)]
     pub unwind: UnwindArgs,
+    #[command(flatten)]
+    pub debug_info: DebuginfodArgs,
     /// Number of distinct stacks the stack-trace map can hold.
     #[arg(long, default_value_t = 16384, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
@@ -123,8 +155,10 @@ impl StackToolArgs {
                 max_stacks: self.max_stacks,
             },
             delimited: self.delimited,
+            group_by: self.group_by,
             format: ProfileFormat::choose(self.format, self.output.as_deref())?,
             output: self.output.clone(),
+            debuginfod: self.debug_info.client(),
         })
     }
 }

@@ -6,24 +6,18 @@
 //!   built from (`.eh_frame` and the addresses that place it), never by a
 //!   build ID, which anyone can forge to plant a table under another
 //!   program's ID;
-//! - the directory is created 0700 and must be a real directory owned by
-//!   this user; entries are opened without following symlinks, and written
-//!   through unpredictable temporary names created exclusively, then renamed;
-//! - the whole cache is bounded (least recently used entries are pruned).
+//! - it is a `PrivateDir` (0700, owned by this user, entries written
+//!   through exclusive temporary names), bounded in total size.
 
-use std::ffi::CString;
-use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use crate::bpf::layouts;
-use crate::output::unpredictable_u64;
+use crate::host::private_dir::PrivateDir;
 use crate::unwind::table::{ElfImage, Row};
 
 /// Entry files start with this (the row layout's version).
@@ -33,7 +27,7 @@ pub const MAX_CACHE_BYTES: u64 = 256 << 20;
 
 /// Unwind tables cached on disk, one file per table content key.
 pub struct TableCache {
-    dir: Option<OwnedFd>,
+    dir: Option<PrivateDir>,
     max_bytes: u64,
 }
 
@@ -59,56 +53,12 @@ pub fn content_key(image: &ElfImage) -> String {
         .collect()
 }
 
-fn c_name(name: &str) -> CString {
-    CString::new(name).expect("cache names have no NUL")
-}
-
 impl TableCache {
     /// Opens (creating it 0700) the cache directory; a path that is not a
     /// directory owned by this user, or is a symlink, leaves the cache off.
     pub fn open(dir: &Path) -> Result<TableCache, String> {
-        if let Some(parent) = dir.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .ok();
-        }
-        match fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(format!("cannot create {}: {error}", dir.display())),
-        }
-        let c_dir = CString::new(dir.as_os_str().as_bytes())
-            .map_err(|_| "the cache path contains NUL".to_string())?;
-        // SAFETY: c_dir is a valid path; O_NOFOLLOW refuses a symlink planted in its place.
-        let fd = unsafe {
-            libc::open(
-                c_dir.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(format!(
-                "cannot use {} as the unwind cache: {}",
-                dir.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: open just returned this descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let metadata = File::from(fd.try_clone().map_err(|e| e.to_string())?)
-            .metadata()
-            .map_err(|e| e.to_string())?;
-        // SAFETY: geteuid has no preconditions.
-        if metadata.uid() != unsafe { libc::geteuid() } || metadata.mode() & 0o022 != 0 {
-            return Err(format!(
-                "not using {} as the unwind cache: owned by another user or writable by others",
-                dir.display()
-            ));
-        }
         Ok(TableCache {
-            dir: Some(fd),
+            dir: Some(PrivateDir::open(dir, "unwind cache")?),
             max_bytes: MAX_CACHE_BYTES,
         })
     }
@@ -134,25 +84,11 @@ impl TableCache {
         self.dir.is_some()
     }
 
-    /// Opens an entry in the directory without following symlinks.
-    fn open_entry(&self, name: &str, flags: libc::c_int, mode: libc::mode_t) -> Option<File> {
-        let dir = self.dir.as_ref()?;
-        let name = c_name(name);
-        // SAFETY: openat on our directory with a plain file name.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-                mode as libc::c_uint,
-            )
-        };
-        // SAFETY: openat just returned this descriptor.
-        (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
-    }
-
     pub fn load(&self, key: &str) -> Option<Vec<Row>> {
-        let mut file = self.open_entry(&format!("{key}.rows"), libc::O_RDONLY, 0)?;
+        let mut file = self
+            .dir
+            .as_ref()?
+            .open_entry(&format!("{key}.rows"), libc::O_RDONLY, 0)?;
         let metadata = file.metadata().ok()?;
         if !metadata.file_type().is_file() || metadata.size() > self.max_bytes {
             return None;
@@ -185,65 +121,10 @@ impl TableCache {
         if bytes.len() as u64 > self.max_bytes / 4 {
             return; // one table may not take over the cache
         }
-        let Ok(random) = unpredictable_u64() else {
-            return;
-        };
-        let temporary = format!(".{key}.{random:016x}.tmp");
-        let Some(mut file) = self.open_entry(
-            &temporary,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        ) else {
-            return;
-        };
-        let written = file.write_all(&bytes).is_ok();
-        drop(file);
-        let (from, to) = (c_name(&temporary), c_name(&format!("{key}.rows")));
-        // SAFETY: renames within our own directory descriptor.
-        let renamed = written
-            && unsafe {
-                libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr())
-            } == 0;
-        if !renamed {
-            // SAFETY: removes the temporary entry we created.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), from.as_ptr(), 0) };
-        }
-        self.prune();
-    }
-
-    /// Deletes the least recently used entries while the cache is over its bound.
-    fn prune(&self) {
-        let Some(dir) = self.dir.as_ref() else {
-            return;
-        };
-        let Ok(entries) = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
-            return;
-        };
-        let mut files: Vec<(SystemTime, u64, String)> = entries
-            .flatten()
-            .filter_map(|entry| {
-                let metadata = entry.metadata().ok()?;
-                let name = entry.file_name().into_string().ok()?;
-                let modified = metadata.modified().ok()?;
-                (metadata.file_type().is_file() && name.ends_with(".rows")).then_some((
-                    modified,
-                    metadata.size(),
-                    name,
-                ))
-            })
-            .collect();
-        let mut total: u64 = files.iter().map(|(_, size, _)| size).sum();
-        files.sort();
-        for (_, size, name) in files {
-            if total <= self.max_bytes {
-                break;
-            }
-            let name = c_name(&name);
-            // SAFETY: removes an entry of our own directory.
-            if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
-                total -= size;
-            }
-        }
+        dir.write_entry(&format!("{key}.rows"), |file| {
+            file.write_all(&bytes).is_ok()
+        });
+        dir.prune(".rows", self.max_bytes);
     }
 
     #[cfg(test)]
@@ -256,6 +137,7 @@ impl TableCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn scratch(name: &str) -> PathBuf {
         let dir =

@@ -138,6 +138,32 @@ pub fn count_with_chain(stacks: &[Stack], chain: &[&str]) -> u64 {
         .sum()
 }
 
+/// cpu_split's 3:1 split between burn_three and burn_one under
+/// `callers` (outermost first), measured from the stacks of `comm`:
+/// ≥ 95 % of samples show the full chain, the share within `tolerance`.
+pub fn assert_three_to_one_under(stacks: &[Stack], comm: &str, callers: &[&str], tolerance: f64) {
+    let workload = for_comm(stacks, comm);
+    let all = total(&workload);
+    assert!(all >= 1000, "too few samples of {comm}: {all}");
+    let chain = |leaf: &'static str| {
+        let mut chain = callers.to_vec();
+        chain.push(leaf);
+        count_with_chain(&workload, &chain)
+    };
+    let (three, one) = (chain("burn_three"), chain("burn_one"));
+    let full_chain = (three + one) as f64 / all as f64;
+    assert!(
+        full_chain >= 0.95,
+        "only {:.1}% of {comm}'s samples show {callers:?};burn_*",
+        full_chain * 100.0
+    );
+    let share = three as f64 / (three + one) as f64;
+    assert!(
+        (share - 0.75).abs() <= tolerance,
+        "burn_three share {share:.3}, expected 0.75 ± {tolerance}"
+    );
+}
+
 pub fn for_comm(stacks: &[Stack], comm: &str) -> Vec<Stack> {
     stacks
         .iter()
@@ -223,20 +249,38 @@ pub struct TestCgroup {
     pub dir: std::path::PathBuf,
     /// Its path relative to the cgroup2 mount: the `cgroup` label.
     pub label: String,
+    /// Directories this guard created, outermost first.
+    created: Vec<std::path::PathBuf>,
 }
 
 impl TestCgroup {
     pub fn new(name: &str) -> Self {
+        TestCgroup::at(&format!("/bpfscope-{name}-{}", std::process::id()))
+    }
+
+    /// A cgroup at `label` (a path from the cgroup2 mount, each of whose
+    /// components is created if missing and removed again when dropped).
+    pub fn at(label: &str) -> Self {
         let mount = std::fs::read_to_string("/proc/self/mounts")
             .unwrap()
             .lines()
             .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
             .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
             .expect("a cgroup2 mount (the test command mounts one)");
-        let label = format!("/bpfscope-{name}-{}", std::process::id());
-        let dir = std::path::Path::new(&mount).join(&label[1..]);
-        std::fs::create_dir_all(&dir).unwrap();
-        TestCgroup { dir, label }
+        let mut dir = std::path::PathBuf::from(&mount);
+        let mut created = Vec::new();
+        for component in label.split('/').filter(|c| !c.is_empty()) {
+            dir.push(component);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                created.push(dir.clone());
+            }
+        }
+        TestCgroup {
+            dir,
+            label: label.to_string(),
+            created,
+        }
     }
 
     /// A command that enters this cgroup, then runs `program ARGS`.
@@ -254,9 +298,11 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // Exited tasks leave the cgroup asynchronously: rmdir may be busy briefly.
-        wait_for(Duration::from_secs(5), || {
-            std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
-        });
+        for dir in self.created.iter().rev() {
+            wait_for(Duration::from_secs(5), || {
+                std::fs::remove_dir(dir).is_ok() || !dir.exists()
+            });
+        }
     }
 }
 
@@ -314,4 +360,29 @@ pub fn start_serve_with(flags: &[&str]) -> (Workload, u16) {
     // The port is bound before the probes are attached; requests are answered after.
     assert_eq!(get(port, "/").0, 200, "serve is not answering");
     (serve, port)
+}
+
+/// `promtool check metrics` accepts the exposition.
+pub fn assert_promtool_valid(metrics: &str) {
+    use std::io::Write as _;
+    let check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let verdict = check.wait_with_output().unwrap();
+    assert!(
+        verdict.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&verdict.stdout),
+        String::from_utf8_lossy(&verdict.stderr)
+    );
 }

@@ -1,28 +1,35 @@
 /*
  * Ground truth for CPU profiles: main -> run_workload alternates between
- * burn_three (3 units of work) and burn_one (1 unit), so on-CPU time splits
- * 3:1 between them. Built with frame pointers and without sibling calls so
- * every frame is visible to a frame-pointer unwinder.
+ * burn_three (3 units of work per round) and burn_one (1 unit), both
+ * through the same loop, spin(), so on-CPU time splits 3:1 between them.
+ * Rounds vary in length (a fixed pseudo-random sequence), so the split
+ * holds at any sampling rate. Built with frame pointers and without
+ * sibling calls so every frame is visible to a frame-pointer unwinder.
  *
  * usage: cpu_split SECONDS
  */
 #include <stdlib.h>
 #include <time.h>
 
-#define UNIT 200000UL
+#define UNIT 10000UL
 
 static volatile unsigned long sink;
 
-__attribute__((noinline)) void burn_three(void)
+/* The one loop both functions run, so a unit costs the same in each. */
+__attribute__((noinline)) void spin(unsigned long units)
 {
-	for (unsigned long i = 0; i < 3 * UNIT; i++)
+	for (unsigned long i = 0; i < units * UNIT; i++)
 		sink += i;
 }
 
-__attribute__((noinline)) void burn_one(void)
+__attribute__((noinline)) void burn_three(unsigned long units)
 {
-	for (unsigned long i = 0; i < UNIT; i++)
-		sink += i;
+	spin(3 * units);
+}
+
+__attribute__((noinline)) void burn_one(unsigned long units)
+{
+	spin(units);
 }
 
 static double now(void)
@@ -35,9 +42,13 @@ static double now(void)
 __attribute__((noinline)) void run_workload(double seconds)
 {
 	double end = now() + seconds;
+	unsigned int seed = 1;
 	while (now() < end) {
-		burn_three();
-		burn_one();
+		/* Rounds of varying length, so no sampling rate can run in
+		 * lockstep with them. */
+		unsigned long units = 1 + (unsigned long)(rand_r(&seed) % 8);
+		burn_three(units);
+		burn_one(units);
 	}
 }
 

@@ -15,6 +15,7 @@ use crate::bpf::layouts::{self, hist_key, uw_row};
 use crate::bpf::program_stats;
 use crate::bpf::run_stats::{RunStats, UnwindStats};
 use crate::host::cgroup_names::CgroupNames;
+use crate::host::containers::container_of_cgroup;
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::render_text;
 use crate::output::prometheus::{Exposition, Sample, Series};
@@ -85,6 +86,19 @@ fn keep_heaviest<T>(
     let folded = rest.len();
     items.push(fold(rest));
     (items, folded)
+}
+
+/// `cgroup`, plus `container_id` and `pod_uid` where the path names a
+/// container (host::containers) and its pod.
+fn cgroup_labels(path: &str) -> Labels {
+    let mut labels = vec![("cgroup".to_string(), path.to_string())];
+    if let Some(container) = container_of_cgroup(path).filter(|c| c.runtime != "systemd") {
+        labels.push(("container_id".to_string(), container.id));
+        if let Some(pod) = container.pod_uid {
+            labels.push(("pod_uid".to_string(), pod));
+        }
+    }
+    labels
 }
 
 /// At most `max` series: the busiest `max - 1` and one `other` series (every
@@ -206,7 +220,7 @@ impl Metrics {
                 let Some(name) = names.get(&cgroup) else {
                     continue;
                 };
-                labels.push(("cgroup".to_string(), name.clone()));
+                labels.extend(cgroup_labels(name));
             }
             labels.extend(key_labels(&key));
             merged.entry(labels).or_default().merge(&histogram);
@@ -314,7 +328,7 @@ impl Metrics {
         Ok((
             samples
                 .into_iter()
-                .map(|(cgroup, ns)| (labels(&[("cgroup", &cgroup)]), ns as f64 / 1e9))
+                .map(|(cgroup, ns)| (cgroup_labels(&cgroup), ns as f64 / 1e9))
                 .collect(),
             folded,
         ))

@@ -29,7 +29,7 @@ use crate::host::target::TargetSpec;
 use crate::host::{self, cpus, signals};
 use crate::symbolize::Symbolizer;
 use crate::tools::biolatency::{self, BiolatencyOptions};
-use crate::tools::flags::UnwindArgs;
+use crate::tools::flags::{DebuginfodArgs, UnwindArgs};
 use crate::tools::fslatency;
 use crate::tools::offcpu::{self, BlockState, OffcpuOptions};
 use crate::tools::profile::{self, SamplerOptions};
@@ -97,6 +97,8 @@ pub struct ServeArgs {
     pub bpf_stats: bool,
     #[command(flatten)]
     pub unwind: UnwindArgs,
+    #[command(flatten)]
+    pub debug_info: DebuginfodArgs,
 }
 
 const STACK_STORAGE: u32 = 16384;
@@ -226,13 +228,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     // One set of snapshots serves both profiles.
     let spaces = Rc::new(RefCell::new(AddressSpaces::default()));
+    let debuginfod = args.debug_info.client();
     let profiles = Profiles {
-        symbolizer: RefCell::new((Symbolizer::new(), Instant::now())),
+        symbolizer: RefCell::new((Symbolizer::new(debuginfod.clone()), Instant::now())),
+        debuginfod: debuginfod.clone(),
         spaces: Rc::clone(&spaces),
-        cpu: StackSource::new(&sampler, &targets, capture.unwind, &spaces, MAX_STACKS)?,
+        cpu: StackSource::new(
+            &sampler,
+            &targets,
+            capture.unwind,
+            &spaces,
+            MAX_STACKS,
+            debuginfod.clone(),
+        )?,
         offcpu: offcpu
             .as_ref()
-            .map(|tracer| StackSource::new(tracer, &targets, capture.unwind, &spaces, MAX_STACKS))
+            .map(|tracer| {
+                StackSource::new(
+                    tracer,
+                    &targets,
+                    capture.unwind,
+                    &spaces,
+                    MAX_STACKS,
+                    debuginfod.clone(),
+                )
+            })
             .transpose()?,
         hz: args.hz,
     };
@@ -292,7 +312,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     while !signals::stop_requested() {
         for source in profiles.sources() {
             source.collector.consume();
-            source.collector.poll_unwinder();
+            source.collector.after_poll();
         }
         // Answer the windows that have ended.
         let (done, waiting): (Vec<Window>, Vec<Window>) =

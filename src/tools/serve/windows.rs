@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -15,9 +16,11 @@ use crate::bpf::stack_maps::StackKey;
 use crate::engine::stack::{hostname, shown_value, StackCollector, StackObject};
 use crate::host::process_maps::AddressSpaces;
 use crate::host::target::Targets;
+use crate::model::process::GroupBy;
 use crate::model::profile::ProfileKind;
 use crate::output::folded::FoldOptions;
 use crate::output::{pprof, svg};
+use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::Symbolizer;
 use crate::unwind::UnwindOptions;
 
@@ -113,9 +116,16 @@ impl<'a> StackSource<'a> {
         unwind: UnwindOptions,
         spaces: &Rc<RefCell<AddressSpaces>>,
         max_stacks: u32,
+        debuginfod: Option<Arc<Debuginfod>>,
     ) -> Result<Self> {
         Ok(StackSource {
-            collector: StackCollector::new(object.maps(), targets, unwind, Rc::clone(spaces))?,
+            collector: StackCollector::new(
+                object.maps(),
+                targets,
+                unwind,
+                Rc::clone(spaces),
+                debuginfod,
+            )?,
             object,
             max_stacks,
         })
@@ -133,6 +143,8 @@ pub struct Profiles<'a> {
     /// Kept across windows for a while: its caches (kernel symbols, ELF
     /// files) are loaded once per lifetime (`SYMBOLIZER_LIFETIME`).
     pub symbolizer: RefCell<(Symbolizer, Instant)>,
+    /// Gives renewed symbolizers the same debuginfod client.
+    pub debuginfod: Option<Arc<Debuginfod>>,
     /// The process snapshots both sources share.
     pub spaces: Rc<RefCell<AddressSpaces>>,
     pub cpu: StackSource<'a>,
@@ -204,7 +216,7 @@ impl<'a> Profiles<'a> {
             duration,
         )?;
         Ok(match window.format {
-            WindowFormat::Pprof => pprof::render(&profile)?,
+            WindowFormat::Pprof => pprof::render(&profile, GroupBy::Process)?,
             WindowFormat::Svg => {
                 let rate = match window.kind {
                     StackKind::Cpu => format!(" at {} Hz", self.hz),
@@ -242,7 +254,7 @@ impl<'a> Profiles<'a> {
         if symbolizer.1.elapsed() > SYMBOLIZER_LIFETIME
             || symbolizer.0.cached_addresses() > SYMBOL_CACHE_LIMIT
         {
-            *symbolizer = (Symbolizer::new(), Instant::now());
+            *symbolizer = (Symbolizer::new(self.debuginfod.clone()), Instant::now());
             drop(symbolizer);
             // SAFETY: malloc_trim only releases free heap memory.
             unsafe { libc::malloc_trim(0) };
