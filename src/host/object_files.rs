@@ -52,6 +52,17 @@ impl Refusal {
     }
 }
 
+/// What tells one file's contents from another's for caches that outlive
+/// the open file: an inode number can be reused once a file is gone, and
+/// a file can be rewritten in place (which changes its ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentIdentity {
+    pub device: u64,
+    pub inode: u64,
+    pub size: u64,
+    pub changed_ns: i128,
+}
+
 /// A regular file opened for reading, checked and bounded.
 #[derive(Debug)]
 pub struct ObjectFile {
@@ -59,6 +70,8 @@ pub struct ObjectFile {
     pub size: u64,
     pub device: u64,
     pub inode: u64,
+    /// The inode's change time (ns since the epoch) when opened.
+    changed_ns: i128,
     /// Owned by root and writable by nobody else: no user can change it.
     trusted: bool,
     /// A sealed private copy, made once for code that maps the file.
@@ -157,6 +170,7 @@ impl ObjectFile {
             size: metadata.size(),
             device: metadata.dev(),
             inode: metadata.ino(),
+            changed_ns: metadata.ctime() as i128 * 1_000_000_000 + metadata.ctime_nsec() as i128,
             trusted: metadata.uid() == 0 && metadata.mode() & 0o022 == 0,
             file,
             sealed_copy: OnceLock::new(),
@@ -189,6 +203,15 @@ impl ObjectFile {
         ObjectFile::checked(file).map_err(|refusal| {
             anyhow::anyhow!("cannot read {}: {}", path.display(), refusal.describe())
         })
+    }
+
+    pub fn content_identity(&self) -> ContentIdentity {
+        ContentIdentity {
+            device: self.device,
+            inode: self.inode,
+            size: self.size,
+            changed_ns: self.changed_ns,
+        }
     }
 
     /// What the ELF headers say, read once with bounded reads.

@@ -3,8 +3,8 @@
 //! process mapped (file offsets from the snapshots in `process_maps`, the
 //! file itself as opened then, through a path no user can redirect or
 //! truncate: `ObjectFile::stable_path`), demangled, with inlined functions.
-//! Lookups are batched per file and cached by the file's identity (device
-//! and inode), never by its path. A stripped object is named from its
+//! Lookups are batched per file and cached by the file's identity (device,
+//! inode, size and change time: `ContentIdentity`), never by its path. A stripped object is named from its
 //! separate debug file (found by host::debug_files when the object was
 //! first seen, or fetched by `debuginfod`), by virtual address.
 
@@ -20,7 +20,7 @@ use blazesym::MaybeDefault;
 use self::debuginfod::Debuginfod;
 
 use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED};
-use crate::host::object_files::{module_identity, ObjectFile};
+use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpaces;
 use crate::model::module::Module;
 use crate::model::profile::{Frame, FrameKind, Sample};
@@ -31,10 +31,10 @@ type Names = Vec<String>;
 pub struct Symbolizer {
     blazesym: Blazesym,
     kernel: HashMap<u64, Names>,
-    /// By file identity (device, inode), then file offset.
-    user: HashMap<(u64, u64), HashMap<u64, Names>>,
+    /// By file identity, then file offset.
+    user: HashMap<ContentIdentity, HashMap<u64, Names>>,
     /// Objects whose cached names came from a separate debug file.
-    named_from_debug_file: HashSet<(u64, u64)>,
+    named_from_debug_file: HashSet<ContentIdentity>,
     debuginfod: Option<Arc<Debuginfod>>,
 }
 
@@ -49,7 +49,7 @@ struct WantedObject {
 #[derive(Default)]
 struct Wanted {
     kernel: HashSet<u64>,
-    user: HashMap<(u64, u64), WantedObject>,
+    user: HashMap<ContentIdentity, WantedObject>,
 }
 
 impl Wanted {
@@ -64,7 +64,7 @@ impl Wanted {
         file_offset: u64,
     ) {
         self.user
-            .entry((object.device, object.inode))
+            .entry(object.content_identity())
             .or_insert_with(|| WantedObject {
                 object: Arc::clone(object),
                 debug_file: debug_file.cloned(),
@@ -228,15 +228,18 @@ impl Symbolizer {
         }
     }
 
-    fn user_frame(&self, address: u64, location: Option<(Arc<Module>, u64)>) -> Frame {
+    /// The frame at `address`, in `location` (module, file offset) of the
+    /// file with `identity` where those are known.
+    fn user_frame(
+        &self,
+        address: u64,
+        location: Option<(Arc<Module>, u64)>,
+        identity: Option<ContentIdentity>,
+    ) -> Frame {
         let functions = location
             .as_ref()
-            .and_then(|(module, offset)| {
-                self.user
-                    .get(&module_identity(module)?)?
-                    .get(offset)
-                    .cloned()
-            })
+            .zip(identity)
+            .and_then(|((_, offset), identity)| self.user.get(&identity)?.get(offset).cloned())
             .unwrap_or_default();
         Frame {
             kind: FrameKind::User,
@@ -290,7 +293,7 @@ pub fn symbolize_counts(
     };
 
     let mut wanted = Wanted::default();
-    let mut debug_files: HashMap<(u64, u64), Option<Arc<ObjectFile>>> = HashMap::new();
+    let mut debug_files: HashMap<ContentIdentity, Option<Arc<ObjectFile>>> = HashMap::new();
     for (key, _) in &counts {
         for (index, &address) in stack_of(key.kernel_stack_id).iter().enumerate() {
             wanted.kernel(lookup_address(address, index == 0));
@@ -299,7 +302,7 @@ pub fn symbolize_counts(
             if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
                 if let Some(object) = spaces.object(&module) {
                     let debug_file = debug_files
-                        .entry((object.device, object.inode))
+                        .entry(object.content_identity())
                         .or_insert_with(|| {
                             symbolizer.debug_file_of(object, spaces.debug_file(&module))
                         });
@@ -332,7 +335,12 @@ pub fn symbolize_counts(
                 .rev()
                 .map(|(index, &address)| {
                     let lookup = lookup_address(address, index == 0);
-                    let mut frame = symbolizer.user_frame(lookup, locate(&key, lookup));
+                    let location = locate(&key, lookup);
+                    let identity = location
+                        .as_ref()
+                        .and_then(|(module, _)| spaces.object(module))
+                        .map(|object| object.content_identity());
+                    let mut frame = symbolizer.user_frame(lookup, location, identity);
                     frame.address = address;
                     frame
                 })
