@@ -245,9 +245,11 @@ pub fn run<'obj, O: StackObject>(
     if let Some(message) = stop.describe() {
         eprintln!("bpfscope: {message}");
     }
+    let waited = Instant::now();
     if let Some(debuginfod) = &options.debuginfod {
         debuginfod.wait();
     }
+    let waited = waited.elapsed();
 
     let stats = collector.stats()?;
     let counted = collector
@@ -256,8 +258,10 @@ pub fn run<'obj, O: StackObject>(
         .map(|(key, value)| (key, shown_value(tool.kind, value)))
         .filter(|(_, value)| *value > 0)
         .collect();
+    let symbolize_started = Instant::now();
     let mut symbolizer = Symbolizer::new(options.debuginfod.clone());
     let profile = collector.profile(&mut symbolizer, counted, tool.kind, duration)?;
+    let symbolized = symbolize_started.elapsed();
     let subtitle = format!(
         "{:.1} s{} on {}{}{}",
         duration.as_secs_f64(),
@@ -275,7 +279,13 @@ pub fn run<'obj, O: StackObject>(
         options.output.as_ref(),
     );
     if let Some(line) = options.debuginfod.as_ref().and_then(|d| d.summary()) {
-        eprintln!("bpfscope: {line}");
+        eprintln!(
+            "bpfscope: {line}; waited {} ms after collection, then symbolized in {} ms",
+            waited.as_millis(),
+            symbolized.as_millis()
+        );
+    } else {
+        eprintln!("bpfscope: symbolized in {} ms", symbolized.as_millis());
     }
     collector.print_unwind_summary(&stats);
     Ok(match stop {

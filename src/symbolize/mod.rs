@@ -301,11 +301,12 @@ pub fn symbolize_counts(
         for (index, &address) in stack_of(key.user_stack_id).iter().enumerate() {
             if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
                 if let Some(object) = spaces.object(&module) {
-                    let debug_file = debug_files
-                        .entry(object.content_identity())
-                        .or_insert_with(|| {
-                            symbolizer.debug_file_of(object, spaces.debug_file(&module))
-                        });
+                    let debug_file =
+                        debug_files
+                            .entry(object.content_identity())
+                            .or_insert_with(|| {
+                                symbolizer.debug_file_of(object, spaces.debug_file(&module))
+                            });
                     wanted.user(object, debug_file.as_ref(), offset);
                 }
             }
