@@ -825,3 +825,23 @@ fn serve_labels_container_ids_and_pods() {
         );
     }
 }
+
+#[test]
+fn a_binary_deleted_and_replaced_while_it_runs_is_named_from_the_running_file() {
+    let _serial = serial();
+    let dir = scratch("upgrade");
+    let path = dir.join("cpu_split");
+    copy(&workload("cpu_split"), &path);
+    let burner = Workload::start(&path, &["8"]);
+    // An "upgrade": the file is removed and another one takes its path.
+    fs::remove_file(&path).unwrap();
+    copy(
+        &workload_variant("cpu_split", "_host", &host_variant_flags(&[])),
+        &path,
+    );
+    let maps = fs::read_to_string(format!("/proc/{}/maps", burner.pid())).unwrap();
+    assert!(maps.contains("cpu_split (deleted)"), "{maps}");
+    let (stacks, _) = profile_pid(burner.pid(), "4", &[]);
+    assert_eq!(frames_named_like(&stacks, "host_"), 0, "{stacks:?}");
+    assert_cpu_split(&stacks);
+}
