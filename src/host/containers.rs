@@ -53,7 +53,10 @@ fn component_container(component: &str, parent: Option<&str>) -> Option<(&'stati
 /// `kubepods-QOS-podUID.slice` (systemd, dashes written as underscores).
 fn component_pod_uid(component: &str) -> Option<String> {
     let name = component.strip_suffix(".slice").unwrap_or(component);
-    let uid = name.rsplit('-').next()?.strip_prefix("pod")?;
+    let uid = match name.strip_prefix("pod") {
+        Some(uid) => uid,
+        None => &name[name.rfind("-pod")? + 4..],
+    };
     let uid = uid.replace('_', "-");
     let shape_ok = uid.len() == 36
         && uid.bytes().enumerate().all(|(i, b)| {

@@ -62,7 +62,10 @@ impl Server {
                 .trim_end_matches(']')
                 .to_string(),
             port,
-            base_path: path.trim_end_matches('/').to_string(),
+            base_path: match path.trim_end_matches('/') {
+                "" => String::new(),
+                path => format!("/{path}"),
+            },
         })
     }
 }
