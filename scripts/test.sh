@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # chromium: serve's live page is tested in a headless browser. debuginfod
 # and binutils: stripped binaries are named from a real debuginfod server
-# and from debug files the tests make with objcopy. The arm64 cross
+# and from debug files the tests make with objcopy. nodejs and the JDK:
+# JIT frames are named from Node's and the JVM's perf maps. The arm64 cross
 # toolchain and libraries: the arm64 build is checked to compile.
 dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-scripts/install-deps.sh chromium debuginfod binutils gcc-aarch64-linux-gnu libelf-dev:arm64 zlib1g-dev:arm64
+scripts/install-deps.sh chromium debuginfod binutils nodejs openjdk-17-jdk-headless \
+    gcc-aarch64-linux-gnu libelf-dev:arm64 zlib1g-dev:arm64
 export PATH="$HOME/.cargo/bin:$PATH"
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
     rustup target add aarch64-unknown-linux-gnu

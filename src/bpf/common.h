@@ -120,6 +120,8 @@ struct uw_walk {
 	u64 hash;
 	u32 tgid;
 	u32 stop;               /* enum uw_stop */
+	u32 jit_frames;         /* frames in no file mapping walked by frame pointers (auto) */
+	u32 pad;
 	struct uw_stack stack;
 };
 

@@ -29,6 +29,14 @@ enum run_stat {
 	STAT_UNWIND_READ_FAULT,    /* ... stopped: the user stack could not be read */
 	STAT_UNWIND_DEPTH,         /* ... stopped: the frame limit */
 	STAT_UNWIND_UNMAPPED,      /* ... stopped: a PC in no file mapping (JIT, anonymous) */
+	/* The same six ends again, for the walks that went through code in no
+	 * file mapping (JIT code) by frame pointers (auto mode), in the same order. */
+	STAT_JIT_UNWIND_COMPLETE,
+	STAT_JIT_UNWIND_NO_TABLE,
+	STAT_JIT_UNWIND_UNSUPPORTED,
+	STAT_JIT_UNWIND_READ_FAULT,
+	STAT_JIT_UNWIND_DEPTH,
+	STAT_JIT_UNWIND_UNMAPPED,
 	STAT_MAX,
 };
 

@@ -34,6 +34,9 @@ pub struct UnwindStats {
     pub depth_limit: u64,
     /// Reached code in no file mapping (JIT, anonymous memory).
     pub unmapped: u64,
+    /// The walks that went through code in no file mapping (JIT code) by
+    /// frame pointers, by how they ended (in `by_reason`'s order).
+    pub through_jit: [u64; 6],
 }
 
 impl UnwindStats {
@@ -45,6 +48,18 @@ impl UnwindStats {
         self.read_fault += other.read_fault;
         self.depth_limit += other.depth_limit;
         self.unmapped += other.unmapped;
+        for (mine, theirs) in self.through_jit.iter_mut().zip(other.through_jit) {
+            *mine += theirs;
+        }
+    }
+
+    /// (reason label, count) of the walks through JIT code.
+    pub fn through_jit_by_reason(&self) -> [(&'static str, u64); 6] {
+        let mut reasons = self.by_reason();
+        for (reason, count) in reasons.iter_mut().zip(self.through_jit) {
+            reason.1 = count;
+        }
+        reasons
     }
 
     /// (reason label, count) for metrics and summaries.
@@ -65,17 +80,29 @@ impl UnwindStats {
         if walks == 0 {
             return None;
         }
-        let parts: Vec<String> = self
-            .by_reason()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
-            .collect();
-        Some(format!(
+        let mut line = format!(
             "user stacks unwound by tables: {walks} walks ended: {}",
-            parts.join(", ")
-        ))
+            describe_ends(&self.by_reason())
+        );
+        let jit_walks: u64 = self.through_jit.iter().sum();
+        if jit_walks > 0 {
+            line.push_str(&format!(
+                "; {jit_walks} went through JIT code by frame pointers ({})",
+                describe_ends(&self.through_jit_by_reason())
+            ));
+        }
+        Some(line)
     }
+}
+
+/// "12 complete, 3 no table": the reasons that happened.
+fn describe_ends(by_reason: &[(&'static str, u64)]) -> String {
+    by_reason
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// offcpu walks a thread's cached stacks again after this many blocks
@@ -111,6 +138,14 @@ impl RunStats {
                 read_fault: total(run_stat::STAT_UNWIND_READ_FAULT)?,
                 depth_limit: total(run_stat::STAT_UNWIND_DEPTH)?,
                 unmapped: total(run_stat::STAT_UNWIND_UNMAPPED)?,
+                through_jit: [
+                    total(run_stat::STAT_JIT_UNWIND_COMPLETE)?,
+                    total(run_stat::STAT_JIT_UNWIND_NO_TABLE)?,
+                    total(run_stat::STAT_JIT_UNWIND_UNSUPPORTED)?,
+                    total(run_stat::STAT_JIT_UNWIND_READ_FAULT)?,
+                    total(run_stat::STAT_JIT_UNWIND_DEPTH)?,
+                    total(run_stat::STAT_JIT_UNWIND_UNMAPPED)?,
+                ],
             },
         })
     }

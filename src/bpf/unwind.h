@@ -105,6 +105,17 @@ static __always_inline bool frame_pointer_step(struct uw_walk *st)
 	return true;
 }
 
+/*
+ * Whether RBP can be a frame pointer of the current frame: on the stack,
+ * above SP and within 8 MiB of it. Code that does not keep RBP (CPython
+ * 3.12/3.13's perf trampolines) leaves another value there; following it
+ * would name frames that are not the caller, so the walk stops instead.
+ */
+static __always_inline bool plausible_frame_pointer(struct uw_walk *st)
+{
+	return st->bp > st->sp && st->bp - st->sp < (8ULL << 20) && !(st->bp & 7);
+}
+
 /* One frame of the current walk (unwind_scratch); 1 when the walk is over. */
 __noinline int uw_step(void)
 {
@@ -132,6 +143,14 @@ __noinline int uw_step(void)
 	proc = bpf_map_lookup_elem(&unwind_processes, &st->tgid);
 	found = proc ? uw_find_mapping(proc, lookup_ip) : -1;
 	if (!proc || found < 0 || found >= MAX_MAPPINGS) {
+		/* Auto mode: JIT code (V8, HotSpot with PreserveFramePointer,
+		 * CPython's perf trampolines) keeps RBP; the walk goes back to
+		 * tables once it returns into a file mapping. */
+		if (proc && unwind_mode == UNWIND_AUTO && plausible_frame_pointer(st) &&
+		    frame_pointer_step(st)) {
+			st->jit_frames++;
+			goto next;
+		}
 		st->stop = proc ? STOP_UNMAPPED : STOP_NO_TABLE;
 		return 1;
 	}
@@ -196,7 +215,8 @@ static long unwind_step(u32 frame, void *unused)
 	return uw_step() ? 1 : 0;
 }
 
-static __always_inline void count_stop(u32 stop)
+/* Counts how a walk ended, among the walks through JIT code too if it was one. */
+static __always_inline void count_stop(u32 stop, bool through_jit)
 {
 	switch (stop) {
 	case STOP_END:
@@ -217,7 +237,11 @@ static __always_inline void count_stop(u32 stop)
 	case STOP_UNMAPPED:
 		stat_inc(STAT_UNWIND_UNMAPPED);
 		break;
+	default:
+		return;
 	}
+	if (through_jit)
+		stat_inc(STAT_JIT_UNWIND_COMPLETE + (stop - STOP_END));
 }
 
 /*
@@ -243,10 +267,13 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 	st->hash = 0xcbf29ce484222325ULL;
 	st->tgid = tgid;
 	st->stop = STOP_NONE;
+	st->jit_frames = 0;
 	st->stack.len = 0;
 	bpf_loop(MAX_USER_FRAMES + 1, unwind_step, NULL, 0);
-	count_stop(st->stop);
-	if (st->stop == STOP_UNMAPPED)
+	count_stop(st->stop, st->jit_frames > 0);
+	/* Code in no known mapping may be a library mapped since (or JIT code,
+	 * whose perf map user space then reads again). */
+	if (st->stop == STOP_UNMAPPED || st->jit_frames)
 		request_refresh(tgid);
 	if (!st->stack.len)
 		return -1;

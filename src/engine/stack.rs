@@ -494,6 +494,7 @@ fn write_profile(options: &StackOptions, profile: &Profile, subtitle: &str) -> R
     let fold_options = FoldOptions {
         delimiter: options.delimited,
         group_by: options.group_by,
+        ..FoldOptions::default()
     };
     let bytes = match options.format {
         ProfileFormat::Folded => folded::render(profile, fold_options).into_bytes(),
@@ -546,6 +547,13 @@ fn print_summary(
     }
     if let Some(line) = spaces.debug_stats.summary() {
         eprintln!("bpfscope: {line}");
+    }
+    let dropped = spaces.perf_map_entries_dropped();
+    if dropped > 0 {
+        losses.push(format!(
+            "{dropped} perf-map entries over the bound of {} per process (their JIT frames show [unknown])",
+            crate::host::perf_maps::MAX_ENTRIES
+        ));
     }
     if let Some(refused) = spaces.refusal_summary() {
         losses.push(format!(

@@ -9,6 +9,7 @@ pub mod cpus;
 pub mod debug_files;
 pub mod limits;
 pub mod object_files;
+pub mod perf_maps;
 pub mod private_dir;
 pub mod process_context;
 pub mod process_maps;

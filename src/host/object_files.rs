@@ -72,6 +72,8 @@ pub struct ObjectFile {
     pub inode: u64,
     /// The inode's change time (ns since the epoch) when opened.
     changed_ns: i128,
+    /// The owning user.
+    pub owner: u32,
     /// Owned by root and writable by nobody else: no user can change it.
     trusted: bool,
     /// A sealed private copy, made once for code that maps the file.
@@ -171,6 +173,7 @@ impl ObjectFile {
             device: metadata.dev(),
             inode: metadata.ino(),
             changed_ns: metadata.ctime() as i128 * 1_000_000_000 + metadata.ctime_nsec() as i128,
+            owner: metadata.uid(),
             trusted: metadata.uid() == 0 && metadata.mode() & 0o022 == 0,
             file,
             sealed_copy: OnceLock::new(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::host::debug_files::{self, DebugFileStats};
 use crate::host::object_files::{module_identity, ObjectFile, Refusal};
+use crate::host::perf_maps::PerfMap;
 use crate::host::process_context;
 use crate::host::target::process_alive;
 use crate::model::module::Module;
@@ -103,6 +104,10 @@ pub struct AddressSpaces {
     /// handed to a debuginfod client.
     wanting_debug_info: Vec<String>,
     pub debug_stats: DebugFileStats,
+    /// Names of JIT code, from each process's perf map (read again at each
+    /// snapshot: BPF asks for one about once a second while walks go
+    /// through JIT code).
+    perf_maps: HashMap<u32, PerfMap>,
     /// Where each snapshotted process runs (cgroup, container, namespace PID).
     contexts: HashMap<u32, Arc<ProcessContext>>,
     /// Processes that were gone before their mappings could be read.
@@ -128,6 +133,7 @@ impl AddressSpaces {
         if let Some(context) = process_context::read(tgid) {
             self.contexts.insert(tgid, Arc::new(context));
         }
+        self.perf_maps.entry(tgid).or_default().refresh(tgid);
         Some(space)
     }
 
@@ -220,6 +226,7 @@ impl AddressSpaces {
             if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
                 space.merge(fresh);
             }
+            self.perf_maps.entry(tgid).or_default().refresh(tgid);
         }
     }
 
@@ -231,6 +238,8 @@ impl AddressSpaces {
         self.current.retain(|tgid, _| process_alive(*tgid));
         let spaces = &self.spaces;
         self.contexts
+            .retain(|tgid, _| spaces.keys().any(|(t, _)| t == tgid));
+        self.perf_maps
             .retain(|tgid, _| spaces.keys().any(|(t, _)| t == tgid));
         let used: HashSet<(u64, u64)> = self
             .spaces
@@ -244,6 +253,16 @@ impl AddressSpaces {
 
     pub fn get(&self, tgid: u32, address_space: u64) -> Option<&AddressSpace> {
         self.spaces.get(&(tgid, address_space))
+    }
+
+    /// The perf-map name of JIT code at `address` in process `tgid`.
+    pub fn jit_name(&self, tgid: u32, address: u64) -> Option<&str> {
+        self.perf_maps.get(&tgid)?.name(address)
+    }
+
+    /// Perf-map entries not kept (maps over their size bound).
+    pub fn perf_map_entries_dropped(&self) -> u64 {
+        self.perf_maps.values().map(|map| map.dropped).sum()
     }
 
     /// Where a process ran when it was snapshotted.

@@ -12,6 +12,8 @@ use crate::model::process::ProcessContext;
 pub enum FrameKind {
     User,
     Kernel,
+    /// User code in no file mapping, named from the runtime's perf map.
+    Jit,
 }
 
 /// One stack frame. `functions` lists the function at this address and the

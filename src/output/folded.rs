@@ -1,6 +1,6 @@
 //! Folded stacks in FlameGraph's format: `comm;root;..;leaf count`, one line
 //! per distinct stack (below `comm`, the cgroup or container with
-//! `--group-by`), kernel frames suffixed `_[k]`, unnamed frames
+//! `--group-by`), JIT frames named as the runtime's perf map names them, kernel frames suffixed `_[k]`, unnamed frames
 //! `[unknown]` (with their module where known). Lines are sorted and merged.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,9 @@ pub struct FoldOptions {
     pub delimiter: bool,
     /// What the root frame below the process name says.
     pub group_by: GroupBy,
+    /// Suffix JIT frames `_[j]` (flamegraph.pl's annotation; SVGs use it
+    /// to colour them).
+    pub annotate_jit: bool,
 }
 
 /// Frame names must not contain the separators of the format.
@@ -22,11 +25,11 @@ fn sanitize(name: &str) -> String {
     name.replace([';', '\n'], ":")
 }
 
-fn push_frame_names(frame: &Frame, out: &mut Vec<String>) {
-    let suffix = if frame.kind == FrameKind::Kernel {
-        "_[k]"
-    } else {
-        ""
+fn push_frame_names(frame: &Frame, annotate_jit: bool, out: &mut Vec<String>) {
+    let suffix = match frame.kind {
+        FrameKind::Kernel => "_[k]",
+        FrameKind::Jit if annotate_jit => "_[j]",
+        _ => "",
     };
     if frame.functions.is_empty() {
         let name = match &frame.module {
@@ -56,7 +59,7 @@ pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
             names.push("[missed user stack]".to_string());
         }
         for frame in &sample.user {
-            push_frame_names(frame, &mut names);
+            push_frame_names(frame, options.annotate_jit, &mut names);
         }
         let has_kernel = !sample.kernel.is_empty() || sample.kernel_missing;
         if options.delimiter && has_kernel && names.len() > 1 {
@@ -66,7 +69,7 @@ pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
             names.push("[missed kernel stack]".to_string());
         }
         for frame in &sample.kernel {
-            push_frame_names(frame, &mut names);
+            push_frame_names(frame, options.annotate_jit, &mut names);
         }
         *folded.entry(names.join(";")).or_insert(0) += sample.value;
     }

@@ -1,21 +1,35 @@
 //! Interactive flame-graph SVG, drawn by inferno from folded stacks.
 
 use anyhow::{Context, Result};
-use inferno::flamegraph::color::{BasicPalette, Palette};
+use inferno::flamegraph::color::{BasicPalette, MultiPalette, Palette};
 use inferno::flamegraph::{self, Options};
 
-use crate::model::profile::{Profile, ProfileKind};
+use crate::model::profile::{FrameKind, Profile, ProfileKind};
 use crate::output::folded::{self, FoldOptions};
 
 /// Renders the profile as an SVG; `subtitle` says what was measured and how.
+/// JIT frames (annotated `_[j]`) are drawn green, kernel frames orange,
+/// as flamegraph.pl's `java` palette draws them.
 pub fn render(profile: &Profile, fold_options: FoldOptions, subtitle: &str) -> Result<Vec<u8>> {
+    let has_jit = profile
+        .samples
+        .iter()
+        .any(|sample| sample.user.iter().any(|frame| frame.kind == FrameKind::Jit));
+    let fold_options = FoldOptions {
+        annotate_jit: has_jit,
+        ..fold_options
+    };
     let folded = folded::render(profile, fold_options);
     let mut options = Options::default();
     match profile.kind {
         ProfileKind::Cpu { .. } => {
             options.title = "CPU Flame Graph".to_string();
             options.count_name = "samples".to_string();
-            options.colors = Palette::Basic(BasicPalette::Hot);
+            options.colors = if has_jit {
+                Palette::Multi(MultiPalette::Java)
+            } else {
+                Palette::Basic(BasicPalette::Hot)
+            };
         }
         ProfileKind::OffCpu => {
             options.title = "Off-CPU Time Flame Graph".to_string();
@@ -54,7 +68,6 @@ fn empty_svg(title: &str, subtitle: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::profile::FrameKind;
     use crate::output::folded::tests::{frame, profile, sample};
 
     #[test]

@@ -6,7 +6,8 @@
 //! Lookups are batched per file and cached by the file's identity (device,
 //! inode, size and change time: `ContentIdentity`), never by its path. A stripped object is named from its
 //! separate debug file (found by host::debug_files when the object was
-//! first seen, or fetched by `debuginfod`), by virtual address.
+//! first seen, or fetched by `debuginfod`), by virtual address. Code in no
+//! file mapping is named from the process's perf map (host::perf_maps).
 
 pub mod debuginfod;
 
@@ -337,6 +338,16 @@ pub fn symbolize_counts(
                 .map(|(index, &address)| {
                     let lookup = lookup_address(address, index == 0);
                     let location = locate(&key, lookup);
+                    if location.is_none() {
+                        if let Some(name) = spaces.jit_name(key.tgid, lookup) {
+                            return Frame {
+                                kind: FrameKind::Jit,
+                                address,
+                                functions: vec![name.to_string()],
+                                module: None,
+                            };
+                        }
+                    }
                     let identity = location
                         .as_ref()
                         .and_then(|(module, _)| spaces.object(module))

@@ -405,16 +405,24 @@ impl Metrics {
         for one in &stats {
             unwind.add(&one.unwind);
         }
-        let walks: Vec<Sample> = unwind
-            .by_reason()
-            .iter()
-            .map(|(reason, count)| (labels(&[("result", reason)]), *count as f64))
-            .collect();
+        let by_result = |ends: [(&str, u64); 6]| -> Vec<Sample> {
+            ends.iter()
+                .map(|(reason, count)| (labels(&[("result", reason)]), *count as f64))
+                .collect()
+        };
+        let walks = by_result(unwind.by_reason());
         exposition.samples(
             "bpfscope_unwind_walks_total",
             "User-stack walks with unwind tables, by how they ended (complete: reached the outermost frame).",
             "counter",
             &walks,
+        );
+        let jit_walks = by_result(unwind.through_jit_by_reason());
+        exposition.samples(
+            "bpfscope_unwind_jit_walks_total",
+            "Of those walks, the ones that went through JIT code (no file mapping) by frame pointers, by how they ended.",
+            "counter",
+            &jit_walks,
         );
         exposition.gauge(
             "bpfscope_unwind_table_bytes",

@@ -1,0 +1,159 @@
+//! End-to-end tests of JIT-compiled code: Node 20 with `--perf-basic-prof`
+//! and Java 17 with `-XX:+PreserveFramePointer` and `jcmd PID
+//! Compiler.perfmap`. Each runs a ground-truth workload (driver ->
+//! burnThree/burnOne -> spin, 3:1) whose frames must be named from the
+//! runtime's perf map, in the known split, with the driver below them and
+//! the runtime's native entry at the root: the walk goes through JIT code
+//! by frame pointers and back to tables in the runtime's own binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const SPLIT_TOLERANCE: f64 = 0.05;
+
+fn workload_source(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(name)
+}
+
+/// The split between the hot functions (frames containing `three` and
+/// `one`) and the share of their samples whose stack also holds `driver`
+/// and `entry`.
+fn assert_jit_split(stacks: &[Stack], three: &str, one: &str, driver: &str, entry: &str) {
+    let hot: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.contains(three) || f.contains(one))
+        })
+        .collect();
+    let all: u64 = hot.iter().map(|s| s.count).sum();
+    assert!(all >= 1000, "too few samples in {three}/{one}: {all}");
+    let in_three: u64 = hot
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.contains(three)))
+        .map(|s| s.count)
+        .sum();
+    let share = in_three as f64 / all as f64;
+    assert!(
+        (share - 0.75).abs() <= SPLIT_TOLERANCE,
+        "{three} share {share:.3}, expected 0.75 ± {SPLIT_TOLERANCE}"
+    );
+    let chained: u64 = hot
+        .iter()
+        .filter(|s| {
+            s.frames.iter().any(|f| f.contains(driver))
+                && s.frames.iter().any(|f| f.contains(entry))
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        chained as f64 >= 0.9 * all as f64,
+        "only {chained} of {all} hot samples show {driver} and reach {entry}: {:?}",
+        hot.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn node_frames_are_named_from_its_perf_map_down_to_node_start() {
+    let _serial = serial();
+    let node = Command::new("node")
+        .args([
+            "--perf-basic-prof",
+            "--interpreted-frames-native-stack",
+            "--no-turbo-inlining",
+        ])
+        .arg(workload_source("split.js"))
+        .arg("12")
+        .spawn()
+        .expect("node is installed by the test command");
+    let node = Workload(node);
+    std::thread::sleep(Duration::from_millis(1500)); // compiled by then
+    let output = run(bpfscope().args(["profile", "-F", "999", "-p", &node.pid().to_string(), "4"]));
+    let summary = stderr(&output);
+    assert!(output.status.success(), "{summary}");
+    assert!(summary.contains("went through JIT code"), "{summary}");
+    let stacks = parse_folded(&stdout(&output));
+    // Names as V8 writes them: "JS:*burnThree /path/split.js:4:19".
+    assert!(
+        stacks.iter().any(|s| s
+            .frames
+            .iter()
+            .any(|f| f.starts_with("JS:") && f.contains("burnThree /"))),
+        "{stacks:?}"
+    );
+    assert_jit_split(&stacks, "burnThree", "burnOne", "driver", "node::Start");
+    std::fs::remove_file(format!("/tmp/perf-{}.map", node.pid())).ok();
+}
+
+#[test]
+fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
+    let _serial = serial();
+    let classes = tmp_dir().join(format!("jit-java-{}", std::process::id()));
+    std::fs::create_dir_all(&classes).unwrap();
+    let status = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(workload_source("Split.java"))
+        .status()
+        .expect("javac (openjdk-17-jdk-headless) is installed by the test command");
+    assert!(status.success());
+    // Compiled by C2 at first call (the driver never returns, so the code it
+    // runs must be its only version), without inlining: each method is its
+    // own frame.
+    let java = Command::new("java")
+        .args([
+            "-XX:+PreserveFramePointer",
+            "-XX:-Inline",
+            "-Xcomp",
+            "-XX:-TieredCompilation",
+            "-cp",
+        ])
+        .arg(&classes)
+        .args(["Split", "14"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("java is installed by the test command");
+    let java = Workload(java);
+    std::thread::sleep(Duration::from_secs(3));
+    let profiler = bpfscope()
+        .args(["profile", "-F", "999", "-p", &java.pid().to_string(), "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The map is written when asked for, with the code compiled by then:
+    // late in the run, after any recompilation; bpfscope reads it at the end.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = Command::new("jcmd")
+        .arg(java.pid().to_string())
+        .arg("Compiler.perfmap")
+        .stdout(Stdio::null())
+        .status()
+        .expect("jcmd is installed by the test command");
+    assert!(status.success());
+    let output = profiler.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    assert!(
+        stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f == "void Split.burnThree(int)")),
+        "names as the JVM writes them: {stacks:?}"
+    );
+    assert_jit_split(
+        &stacks,
+        "Split.burnThree",
+        "Split.burnOne",
+        "Split.driver",
+        "JavaMain",
+    );
+    std::fs::remove_file(format!("/tmp/perf-{}.map", java.pid())).ok();
+}
