@@ -61,21 +61,25 @@ fn assert_jit_split(stacks: &[Stack], three: &str, one: &str, driver: &str, entr
     );
 }
 
+/// Node running a workload for 12 s with its perf map (and `flags`),
+/// given 1.5 s to compile it.
+fn start_node(script: &str, flags: &[&str]) -> Workload {
+    let node = Command::new("node")
+        .args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
+        .args(flags)
+        .arg(workload_source(script))
+        .arg("12")
+        .current_dir(tmp_dir()) // V8 may write logs in its working directory
+        .spawn()
+        .expect("node is installed by the test command");
+    std::thread::sleep(Duration::from_millis(1500));
+    Workload(node)
+}
+
 #[test]
 fn node_frames_are_named_from_its_perf_map_down_to_node_start() {
     let _serial = serial();
-    let node = Command::new("node")
-        .args([
-            "--perf-basic-prof",
-            "--interpreted-frames-native-stack",
-            "--no-turbo-inlining",
-        ])
-        .arg(workload_source("split.js"))
-        .arg("12")
-        .spawn()
-        .expect("node is installed by the test command");
-    let node = Workload(node);
-    std::thread::sleep(Duration::from_millis(1500)); // compiled by then
+    let node = start_node("split.js", &["--no-turbo-inlining"]);
     let output = run(bpfscope().args(["profile", "-F", "999", "-p", &node.pid().to_string(), "4"]));
     let summary = stderr(&output);
     assert!(output.status.success(), "{summary}");
@@ -156,4 +160,72 @@ fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
         "JavaMain",
     );
     std::fs::remove_file(format!("/tmp/perf-{}.map", java.pid())).ok();
+}
+
+/// pyenv's build of CPython `minor` (e.g. "3.12"), the newest patch release.
+fn pyenv_python(minor: &str) -> std::path::PathBuf {
+    let root = Command::new("pyenv")
+        .arg("root")
+        .output()
+        .expect("pyenv is on this machine's image (see README)");
+    let root = String::from_utf8_lossy(&root.stdout).trim().to_string();
+    let mut builds: Vec<std::path::PathBuf> = std::fs::read_dir(Path::new(&root).join("versions"))
+        .expect("pyenv's versions directory")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(&format!("{minor}.")))
+        })
+        .collect();
+    builds.sort();
+    let build = builds
+        .pop()
+        .unwrap_or_else(|| panic!("pyenv has no CPython {minor} build"));
+    build.join("bin").join(format!("python{minor}"))
+}
+
+#[test]
+fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
+    let _serial = serial();
+    let python = Command::new(pyenv_python("3.12"))
+        .args(["-X", "perf"])
+        .arg(workload_source("split.py"))
+        .arg("12")
+        .spawn()
+        .expect("start CPython 3.12");
+    let python = Workload(python);
+    std::thread::sleep(Duration::from_millis(1500));
+    let output =
+        run(bpfscope().args(["profile", "-F", "999", "-p", &python.pid().to_string(), "4"]));
+    let summary = stderr(&output);
+    assert!(output.status.success(), "{summary}");
+    let stacks = parse_folded(&stdout(&output));
+    // Names as CPython writes them: "py::burn_three:/path/split.py".
+    assert!(
+        stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.starts_with("py::burn_three:/"))),
+        "{stacks:?}"
+    );
+    assert_jit_split(
+        &stacks,
+        "py::burn_three:",
+        "py::burn_one:",
+        "py::driver:",
+        "Py_RunMain",
+    );
+    std::fs::remove_file(format!("/tmp/perf-{}.map", python.pid())).ok();
+}
+
+#[test]
+fn node_blocking_is_attributed_to_its_js_functions_off_cpu() {
+    let _serial = serial();
+    let node = start_node("blocking_split.js", &[]);
+    let output = run(bpfscope().args(["offcpu", "-p", &node.pid().to_string(), "4"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    assert_jit_split(&stacks, "waitThree", "waitOne", "driver", "node::Start");
+    std::fs::remove_file(format!("/tmp/perf-{}.map", node.pid())).ok();
 }

@@ -204,3 +204,61 @@ fn a_process_started_after_the_profiler_is_unwound() {
     );
     assert!((share - 0.75).abs() <= SPLIT_TOLERANCE, "share {share:.3}");
 }
+
+#[test]
+fn deep_stacks_are_walked_to_512_frames_and_cut_ones_say_so() {
+    let _serial = serial();
+    let binary = workload("deep_stack");
+    let count_frames = |stacks: &[Stack], name: &str| -> Vec<usize> {
+        stacks
+            .iter()
+            .filter(|s| s.frames.last().is_some_and(|f| f == "burn"))
+            .map(|s| s.frames.iter().filter(|f| *f == name).count())
+            .collect()
+    };
+    // 400 frames of descend: whole, down to main.
+    let deep = Workload::start(&binary, &["400", "6"]);
+    let output = run(bpfscope().args(["profile", "-F", "499", "-p", &deep.pid().to_string(), "2"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    let depths = count_frames(&stacks, "descend");
+    assert!(!depths.is_empty(), "{stacks:?}");
+    let whole = stacks
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == "burn"))
+        .filter(|s| s.frames.iter().filter(|f| *f == "descend").count() == 400)
+        .filter(|s| s.frames.iter().any(|f| f == "main"))
+        .map(|s| s.count)
+        .sum::<u64>();
+    let all: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == "burn"))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        whole as f64 >= 0.9 * all as f64,
+        "{whole} of {all} samples in burn show 400 descend frames and main"
+    );
+    drop(deep);
+
+    // 700 frames: cut at 512, marked, counted.
+    let deeper = Workload::start(&binary, &["700", "6"]);
+    let output =
+        run(bpfscope().args(["profile", "-F", "499", "-p", &deeper.pid().to_string(), "2"]));
+    let summary = stderr(&output);
+    assert!(output.status.success(), "{summary}");
+    let stacks = parse_folded(&stdout(&output));
+    let in_burn: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == "burn"))
+        .collect();
+    assert!(!in_burn.is_empty());
+    assert!(
+        in_burn
+            .iter()
+            .all(|s| s.frames[1] == "[truncated]" && !s.frames.contains(&"main".to_string())),
+        "cut stacks start with [truncated]: {:?}",
+        in_burn.iter().map(|s| &s.frames[..3]).collect::<Vec<_>>()
+    );
+    assert!(summary.contains("depth limit"), "{summary}");
+}

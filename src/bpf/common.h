@@ -110,7 +110,7 @@ enum uw_stop {
 	STOP_NO_TABLE,          /* no table for the PC (tables mode) or no row */
 	STOP_UNSUPPORTED,       /* a CFA or RBP rule the unwinder does not handle */
 	STOP_READ_FAULT,        /* the stack could not be read */
-	STOP_DEPTH,             /* MAX_USER_FRAMES reached */
+	STOP_DEPTH,             /* MAX_UNWOUND_FRAMES reached */
 	STOP_UNMAPPED,          /* PC outside any file mapping (JIT, anonymous code) */
 };
 

@@ -68,7 +68,8 @@ _Static_assert(sizeof(struct address_space_event) == 16, "struct address_space_e
 
 /* --- table-driven unwinding (unwind.h) ---------------------------------- */
 
-#define MAX_USER_FRAMES 127
+#define MAX_USER_FRAMES 127     /* frames of the kernel's stack-trace maps (perf_event_max_stack) */
+#define MAX_UNWOUND_FRAMES 512  /* user frames a table walk records */
 #define MAX_MAPPINGS 256
 
 enum uw_mode {
@@ -84,6 +85,10 @@ enum uw_cfa_rule {
 	CFA_PLT = 3,            /* rsp + 8, + 8 more past byte 11 of the 16-byte stub */
 	CFA_END = 4,            /* the return address is undefined: outermost frame */
 	CFA_UNSUPPORTED = 5,
+	/* rsp + offset, for return addresses only: code copied into anonymous
+	 * memory whose frame is a fixed size once it has called (CPython's perf
+	 * trampolines: sub $8,%rsp; call *%rcx). At the leaf the walk stops. */
+	CFA_RSP_AFTER_CALL = 6,
 };
 
 enum uw_rbp_rule {
@@ -122,10 +127,10 @@ _Static_assert(sizeof(struct uw_process) == 8 + 32 * MAX_MAPPINGS, "struct uw_pr
 struct uw_stack {
 	u64 hash;               /* of the frames: a different one under the same id is a collision */
 	u32 len;
-	u32 pad;
-	u64 ips[MAX_USER_FRAMES];
+	u32 truncated;          /* 1: the walk stopped at MAX_UNWOUND_FRAMES, callers are missing */
+	u64 ips[MAX_UNWOUND_FRAMES];
 };
-_Static_assert(sizeof(struct uw_stack) == 16 + 8 * MAX_USER_FRAMES, "struct uw_stack: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_stack) == 16 + 8 * MAX_UNWOUND_FRAMES, "struct uw_stack: update src/bpf/layouts.rs");
 
 /* --- histograms (histogram.h) -------------------------------------------- */
 

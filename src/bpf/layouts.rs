@@ -43,7 +43,7 @@ plain_layouts! {
     uw_row = 16,
     uw_mapping = 32,
     uw_process = 8 + 32 * MAX_MAPPINGS,
-    uw_stack = 16 + 8 * MAX_USER_FRAMES,
+    uw_stack = 16 + 8 * MAX_UNWOUND_FRAMES,
     hist = 8 * HIST_SLOTS + 16,
     hist_key = 32,
     syscall_total = 16,
@@ -58,9 +58,9 @@ plain_layouts! {
 // SAFETY: every bit pattern is a u64 (map values, per-CPU counters).
 unsafe impl Plain for u64 {}
 
-/// `MAX_MAPPINGS`, `MAX_USER_FRAMES` and `HIST_SLOTS` in layouts.h.
+/// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES` and `HIST_SLOTS` in layouts.h.
 pub const MAX_MAPPINGS: usize = 256;
-pub const MAX_USER_FRAMES: usize = 127;
+pub const MAX_UNWOUND_FRAMES: usize = 512;
 pub const HIST_SLOTS: usize = 40;
 
 /// A value of `T` from the start of `bytes`, or None if they are too short.

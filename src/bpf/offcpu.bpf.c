@@ -13,7 +13,8 @@
  *   are older than `revalidate_after_ns` (10 ms), they are walked again and a
  *   mismatch is counted (STAT_STACK_STALE), so the error of this shortcut is
  *   measured, never hidden, and the walks per thread stay bounded however
- *   fast it switches;
+ *   fast it switches. Walks that went through JIT code are never reused:
+ *   JIT callers blocking through the same runtime code share a signature;
  * - block time accumulates per thread (in nanoseconds) and is added to the
  *   counts map when the thread's stacks change, every `flush_every` blocks,
  *   when the thread exits, and at the end of the run (a task iterator).
@@ -237,6 +238,12 @@ static __always_inline void stacks_for_block(void *ctx, struct blocked *b, u64 s
 		return;
 	}
 	walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
+	if (!is_kthread && capture_user && last_walk_went_through_jit()) {
+		/* Not reusable: see last_walk_went_through_jit(). */
+		if (slot->signature == signature)
+			slot->signature = 0;
+		return;
+	}
 	if (slot->signature == signature) {
 		stat_inc(STAT_STACK_REVALIDATED);
 		if (slot->user_stack_id != *user_id || slot->kernel_stack_id != *kernel_id)

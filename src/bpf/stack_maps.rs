@@ -67,9 +67,18 @@ fn parse_stack(raw: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// Instruction pointers of an interned table-unwound stack, leaf first.
+/// Stands for the callers a table walk did not reach (it stopped at
+/// MAX_UNWOUND_FRAMES): the last "address" of such a stack.
+pub const TRUNCATED: u64 = u64::MAX;
+
+/// Instruction pointers of an interned table-unwound stack, leaf first,
+/// ending with TRUNCATED if the walk was cut.
 fn unwound_frames(stack: &uw_stack) -> Vec<u64> {
-    stack.ips[..(stack.len as usize).min(stack.ips.len())].to_vec()
+    let mut frames = stack.ips[..(stack.len as usize).min(stack.ips.len())].to_vec();
+    if stack.truncated != 0 {
+        frames.push(TRUNCATED);
+    }
+    frames
 }
 
 /// Where a stack tool's stacks are interned: the kernel's stack-trace map
@@ -127,6 +136,8 @@ mod tests {
         assert_eq!(unwound_frames(&stack), vec![0x10, 0x20]);
         stack.len = u32::MAX;
         assert_eq!(unwound_frames(&stack).len(), stack.ips.len());
+        stack.truncated = 1;
+        assert_eq!(unwound_frames(&stack).last(), Some(&TRUNCATED));
     }
 
     #[test]

@@ -7,7 +7,8 @@
  * `unwind_processes`. Per frame, this code finds the mapping of the PC
  * (binary search), then the row (binary search), computes the CFA, reads
  * the return address at CFA - 8 and the caller's RBP where saved. Walks run
- * in bpf_loop, up to MAX_USER_FRAMES frames. The frames are interned in
+ * in bpf_loop, up to MAX_UNWOUND_FRAMES frames (stacks cut there are
+ * marked truncated). The frames are interned in
  * `unwound_stacks` under an id above UNWOUND_STACK_BASE, so counts keys keep
  * one user-stack id whichever unwinder produced it.
  *
@@ -130,7 +131,7 @@ __noinline int uw_step(void)
 	if (!st)
 		return 1;
 	len = st->stack.len;
-	if (len >= MAX_USER_FRAMES) {
+	if (len >= MAX_UNWOUND_FRAMES) {
 		st->stop = STOP_DEPTH;
 		return 1;
 	}
@@ -179,6 +180,13 @@ __noinline int uw_step(void)
 		break;
 	case CFA_PLT:
 		cfa = st->sp + 8 + (((st->ip & 15) >= 11) ? 8 : 0);
+		break;
+	case CFA_RSP_AFTER_CALL:
+		if (!len) {     /* the leaf may be before the sub or at the ret */
+			st->stop = STOP_UNSUPPORTED;
+			return 1;
+		}
+		cfa = st->sp + row->cfa_offset;
 		break;
 	case CFA_END:
 		st->stop = STOP_END;
@@ -269,8 +277,9 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 	st->stop = STOP_NONE;
 	st->jit_frames = 0;
 	st->stack.len = 0;
-	bpf_loop(MAX_USER_FRAMES + 1, unwind_step, NULL, 0);
+	bpf_loop(MAX_UNWOUND_FRAMES + 1, unwind_step, NULL, 0);
 	count_stop(st->stop, st->jit_frames > 0);
+	st->stack.truncated = st->stop == STOP_DEPTH;
 	/* Code in no known mapping may be a library mapped since (or JIT code,
 	 * whose perf map user space then reads again). */
 	if (st->stop == STOP_UNMAPPED || st->jit_frames)
@@ -293,6 +302,20 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 	return id;
 }
 
+/*
+ * Whether this CPU's last table walk went through JIT code. Callers that
+ * reuse stacks by a cheap signature (offcpu) must not reuse those: JIT
+ * callers that block through the same runtime code look alike at the top
+ * of the stack.
+ */
+static __always_inline bool last_walk_went_through_jit(void)
+{
+	u32 zero = 0;
+	struct uw_walk *st = bpf_map_lookup_elem(&unwind_scratch, &zero);
+
+	return st && st->jit_frames;
+}
+
 /* The current task's user stack by the configured unwinder: an id in `stacks` or `unwound_stacks`. */
 static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
 {
@@ -311,6 +334,11 @@ static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
 static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
 {
 	return capture_stack(ctx, BPF_F_USER_STACK);
+}
+
+static __always_inline bool last_walk_went_through_jit(void)
+{
+	return false;
 }
 #endif /* __TARGET_ARCH_x86 */
 

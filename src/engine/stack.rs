@@ -477,11 +477,12 @@ fn address_space_ring<'a>(
     let mut builder = RingBufferBuilder::new();
     builder.add(events, move |raw: &[u8]| {
         if let Some(event) = layouts::read::<address_space_event>(raw) {
-            let space = spaces
-                .borrow_mut()
-                .snapshot(event.tgid, event.address_space);
+            let mut spaces = spaces.borrow_mut();
+            let space = spaces.snapshot(event.tgid, event.address_space);
             if let (Some(unwinder), Some(space)) = (&unwinder, space) {
-                unwinder.borrow_mut().add_process(event.tgid, &space);
+                let mut unwinder = unwinder.borrow_mut();
+                unwinder.set_trampolines(event.tgid, spaces.python_trampolines(event.tgid));
+                unwinder.add_process(event.tgid, &space);
             }
         }
         0

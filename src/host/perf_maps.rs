@@ -140,6 +140,22 @@ impl PerfMap {
         }
     }
 
+    /// The address ranges of the entries whose names start with `prefix`,
+    /// neighbours (at most 64 bytes apart) merged.
+    pub fn ranges_named(&self, prefix: &str) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (&start, (end, name)) in &self.entries {
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            match ranges.last_mut() {
+                Some(last) if start <= last.1 + 64 => last.1 = last.1.max(*end),
+                _ => ranges.push((start, *end)),
+            }
+        }
+        ranges
+    }
+
     /// The name of the code object at `address`, if the map has one.
     pub fn name(&self, address: u64) -> Option<&str> {
         let (_, (end, name)) = self.entries.range(..=address).next_back()?;
@@ -168,6 +184,11 @@ mod tests {
         );
         assert_eq!(map.name(0x801f), Some("Lcom/example/Split;::burnOne"));
         assert_eq!(map.name(0x8020), None);
+        map.add_lines(b"9000 b py::a:/x.py\n9010 b py::b:/x.py\n9400 b py::c:/x.py\n");
+        assert_eq!(
+            map.ranges_named("py::"),
+            vec![(0x9000, 0x901b), (0x9400, 0x940b)]
+        );
     }
 
     #[test]

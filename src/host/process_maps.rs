@@ -260,6 +260,15 @@ impl AddressSpaces {
         self.perf_maps.get(&tgid)?.name(address)
     }
 
+    /// The address ranges of CPython's perf trampolines in process `tgid`
+    /// (its perf map's `py::` entries, merged).
+    pub fn python_trampolines(&self, tgid: u32) -> Vec<(u64, u64)> {
+        self.perf_maps
+            .get(&tgid)
+            .map(|map| map.ranges_named("py::"))
+            .unwrap_or_default()
+    }
+
     /// Perf-map entries not kept (maps over their size bound).
     pub fn perf_map_entries_dropped(&self) -> u64 {
         self.perf_maps.values().map(|map| map.dropped).sum()

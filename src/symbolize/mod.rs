@@ -20,7 +20,7 @@ use blazesym::MaybeDefault;
 
 use self::debuginfod::Debuginfod;
 
-use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED};
+use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED, TRUNCATED};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpaces;
 use crate::model::module::Module;
@@ -337,6 +337,14 @@ pub fn symbolize_counts(
                 .rev()
                 .map(|(index, &address)| {
                     let lookup = lookup_address(address, index == 0);
+                    if address == TRUNCATED {
+                        return Frame {
+                            kind: FrameKind::User,
+                            address,
+                            functions: vec!["[truncated]".to_string()],
+                            module: None,
+                        };
+                    }
                     let location = locate(&key, lookup);
                     if location.is_none() {
                         if let Some(name) = spaces.jit_name(key.tgid, lookup) {

@@ -8,6 +8,12 @@
 //! so a large binary never holds up the event loop; a process's entry is
 //! written at once and again when its tables arrive. Tables of objects no
 //! living process uses any more are evicted and their space reused.
+//!
+//! CPython's perf trampolines (`-X perf`) are copies of a four-instruction
+//! stub in anonymous memory with no table of their own and no frame
+//! pointer (`sub $8,%rsp; call *%rcx; add $8,%rsp; ret`): the ranges a
+//! process's perf map names `py::` get one shared row, "CFA = RSP + 16,
+//! for return addresses only".
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::layouts::{self, uw_mapping, uw_process, MAX_MAPPINGS};
+use crate::bpf::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
 use crate::host::object_files::ObjectFile;
 use crate::host::process_maps::AddressSpace;
 use crate::host::target::process_alive;
@@ -290,6 +296,10 @@ pub struct Unwinder<'a> {
     /// Objects each process uses (each once).
     process_objects: HashMap<u32, Vec<ObjectKey>>,
     space: RowSpace,
+    /// The row of every CPython perf trampoline (None if the array had no room).
+    trampoline_row: Option<u32>,
+    /// Each process's CPython trampoline ranges, from its perf map.
+    trampolines: HashMap<u32, Vec<(u64, u64)>>,
     pub stats: TableStats,
 }
 
@@ -302,8 +312,20 @@ impl<'a> Unwinder<'a> {
             ..BuildLimits::default()
         };
         let (requests, results) = start_builder(limits);
+        let mut rows = RowArray::new(rows, capacity)?;
+        let mut space = RowSpace::new(capacity);
+        let trampoline_row = space.allocate(1).filter(|&start| {
+            let row = Row {
+                pc: 0,
+                cfa_offset: 16,
+                cfa_rule: uw_cfa_rule::CFA_RSP_AFTER_CALL.0 as u8,
+                rbp_rule: uw_rbp_rule::RBP_SAME.0 as u8,
+                ..Default::default()
+            };
+            rows.write(start, &[row]).is_ok()
+        });
         Ok(Unwinder {
-            rows: RowArray::new(rows, capacity)?,
+            rows,
             processes,
             requests,
             results,
@@ -312,7 +334,9 @@ impl<'a> Unwinder<'a> {
             waiting: HashSet::new(),
             objects: HashMap::new(),
             process_objects: HashMap::new(),
-            space: RowSpace::new(capacity),
+            space,
+            trampoline_row,
+            trampolines: HashMap::new(),
             stats: TableStats::default(),
         })
     }
@@ -443,6 +467,16 @@ impl<'a> Unwinder<'a> {
         }
     }
 
+    /// The CPython perf-trampoline ranges of `tgid` (from its perf map),
+    /// used from its next `add_process` on.
+    pub fn set_trampolines(&mut self, tgid: u32, ranges: Vec<(u64, u64)>) {
+        if ranges.is_empty() {
+            self.trampolines.remove(&tgid);
+        } else {
+            self.trampolines.insert(tgid, ranges);
+        }
+    }
+
     /// Loads the tables of process `tgid`'s current image (again after an
     /// exec or when libraries were loaded since).
     pub fn add_process(&mut self, tgid: u32, space: &AddressSpace) {
@@ -485,6 +519,20 @@ impl<'a> Unwinder<'a> {
                 table_start,
                 table_len,
             });
+        }
+        if let (Some(row), Some(ranges)) = (self.trampoline_row, self.trampolines.get(&tgid)) {
+            for &(start, end) in ranges {
+                if !entries.iter().any(|m| m.start < end && start < m.end) {
+                    entries.push(uw_mapping {
+                        start,
+                        end,
+                        bias: start,
+                        table_start: row,
+                        table_len: 1,
+                    });
+                }
+            }
+            entries.sort_by_key(|mapping| mapping.start);
         }
         self.process_objects.insert(tgid, used);
         self.release(previous);
@@ -532,6 +580,7 @@ impl<'a> Unwinder<'a> {
             .filter(|tgid| !process_alive(*tgid))
             .collect();
         for tgid in gone {
+            self.trampolines.remove(&tgid);
             let _ = self.processes.delete(&tgid.to_ne_bytes());
             let keys = self.process_objects.remove(&tgid).unwrap_or_default();
             self.release(keys);
