@@ -229,3 +229,43 @@ fn node_blocking_is_attributed_to_its_js_functions_off_cpu() {
     assert_jit_split(&stacks, "waitThree", "waitOne", "driver", "node::Start");
     std::fs::remove_file(format!("/tmp/perf-{}.map", node.pid())).ok();
 }
+
+#[test]
+fn a_perf_map_in_a_containers_own_tmp_is_read_under_its_namespace_pid() {
+    let _serial = serial();
+    // Node as PID 1 of its own PID namespace, with a /tmp of its own: its
+    // map is /tmp/perf-1.map inside, invisible on the host.
+    let script = format!(
+        "mount -t tmpfs none /tmp && exec node --perf-basic-prof --interpreted-frames-native-stack --no-turbo-inlining {} 12",
+        workload_source("split.js").display()
+    );
+    let namespace = Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "-p",
+            "-f",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .current_dir(tmp_dir())
+        .spawn()
+        .unwrap();
+    let namespace = Workload(namespace);
+    std::thread::sleep(Duration::from_millis(2000));
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", namespace.pid())).unwrap();
+    let host_pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        !Path::new(&format!("/tmp/perf-{host_pid}.map")).exists()
+            && !Path::new("/tmp/perf-1.map").exists(),
+        "the map must exist only inside"
+    );
+    let output = run(bpfscope().args(["profile", "-F", "999", "-p", &host_pid.to_string(), "3"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    assert_jit_split(&stacks, "burnThree", "burnOne", "driver", "node::Start");
+}

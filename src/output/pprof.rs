@@ -115,6 +115,8 @@ pub struct Function {
     pub name: i64,
     #[prost(int64, tag = "3")]
     pub system_name: i64,
+    #[prost(int64, tag = "4")]
+    pub filename: i64,
 }
 
 /// Interns strings, functions, mappings and locations while samples are added.
@@ -154,16 +156,20 @@ impl Builder {
         }
     }
 
-    fn function(&mut self, name: &str) -> u64 {
+    /// The function `name`, with its source file where the name says it
+    /// (JIT frames: see `jit_source_file`).
+    fn function(&mut self, name: &str, file: Option<&str>) -> u64 {
         if let Some(&id) = self.functions.get(name) {
             return id;
         }
         let id = self.profile.function.len() as u64 + 1;
         let name_index = self.string(name);
+        let filename = file.map_or(0, |file| self.string(file));
         self.profile.function.push(Function {
             id,
             name: name_index,
             system_name: name_index,
+            filename,
         });
         self.functions.insert(name.to_string(), id);
         id
@@ -231,7 +237,12 @@ impl Builder {
             .iter()
             .rev()
             .map(|name| Line {
-                function_id: self.function(name),
+                function_id: self.function(
+                    name,
+                    (frame.kind == FrameKind::Jit)
+                        .then(|| jit_source_file(name))
+                        .flatten(),
+                ),
             })
             .collect();
         let id = self.profile.location.len() as u64 + 1;
@@ -252,7 +263,7 @@ impl Builder {
         if let Some(&id) = self.root_locations.get(name) {
             return id;
         }
-        let function_id = self.function(name);
+        let function_id = self.function(name, None);
         let id = self.profile.location.len() as u64 + 1;
         self.profile.location.push(Location {
             id,
@@ -295,6 +306,30 @@ impl Builder {
         }
         labels
     }
+}
+
+/// The source file a perf-map name gives: V8's `JS:*fn /app/x.js:4:19`
+/// (line and column dropped), CPython's `py::fn:/app/x.py`.
+fn jit_source_file(name: &str) -> Option<&str> {
+    if let Some(rest) = name.strip_prefix("py::") {
+        return rest
+            .split_once(':')
+            .map(|(_, file)| file)
+            .filter(|f| !f.is_empty());
+    }
+    if name.starts_with("JS:") {
+        let (_, location) = name.rsplit_once(' ')?;
+        let mut file = location;
+        for _ in 0..2 {
+            if let Some((before, number)) = file.rsplit_once(':') {
+                if number.bytes().all(|b| b.is_ascii_digit()) {
+                    file = before;
+                }
+            }
+        }
+        return (!file.is_empty()).then_some(file);
+    }
+    None
 }
 
 /// Encodes the profile as a pprof message (not yet compressed), with the
@@ -396,6 +431,19 @@ mod tests {
 
     use super::*;
     use crate::output::folded::tests::{frame, profile, sample};
+
+    #[test]
+    fn jit_names_give_their_source_files() {
+        assert_eq!(
+            jit_source_file("JS:*burnThree /app/split.js:4:19"),
+            Some("/app/split.js")
+        );
+        assert_eq!(
+            jit_source_file("py::spin:/app/split.py"),
+            Some("/app/split.py")
+        );
+        assert_eq!(jit_source_file("void Split.spin(int)"), None);
+    }
 
     #[test]
     fn round_trips_and_shares_functions() {
