@@ -92,6 +92,8 @@ tools! {
     Serve => serve::run(ServeArgs),
     /// The unwind table of an ELF file (for checking frame-pointer-less stacks).
     UnwindTable => unwind_table::run(UnwindTableArgs),
+    /// Compare two profiles: difffolded lines or a differential flame graph.
+    Diff => diff::run(DiffArgs),
 }
 
 fn main() {

@@ -351,7 +351,14 @@ impl<'a> StackCollector<'a> {
     /// objects' build IDs to debuginfod (call after every poll).
     pub fn after_poll(&self) {
         if let Some(unwinder) = &self.unwinder {
-            unwinder.borrow_mut().poll();
+            let mut unwinder = unwinder.borrow_mut();
+            let mut spaces = self.spaces.borrow_mut();
+            for tgid in unwinder.poll() {
+                if let Some(space) = spaces.refresh_process(tgid) {
+                    unwinder.set_trampolines(tgid, spaces.python_trampolines(tgid));
+                    unwinder.add_process(tgid, &space);
+                }
+            }
         }
         if let Some(debuginfod) = &self.debuginfod {
             for build_id in self.spaces.borrow_mut().take_debug_requests() {

@@ -218,16 +218,22 @@ impl AddressSpaces {
     /// Re-reads the current image of processes still alive, to catch
     /// late-loaded libraries (never into a snapshot from before an exec).
     pub fn refresh_living(&mut self) {
-        let current: Vec<(u32, u64)> = self.current.iter().map(|(&t, &a)| (t, a)).collect();
-        for (tgid, address_space) in current {
-            let Some(fresh) = self.read_and_open(tgid) else {
-                continue;
-            };
-            if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
-                space.merge(fresh);
-            }
-            self.perf_maps.entry(tgid).or_default().refresh(tgid);
+        let current: Vec<u32> = self.current.keys().copied().collect();
+        for tgid in current {
+            self.refresh_process(tgid);
         }
+    }
+
+    /// Re-reads one living process's current image (and its perf map) into
+    /// its snapshot; returns the fresh mappings.
+    pub fn refresh_process(&mut self, tgid: u32) -> Option<AddressSpace> {
+        let address_space = *self.current.get(&tgid)?;
+        let fresh = self.read_and_open(tgid)?;
+        if let Some(space) = self.spaces.get_mut(&(tgid, address_space)) {
+            space.merge(fresh.clone());
+        }
+        self.perf_maps.entry(tgid).or_default().refresh(tgid);
+        Some(fresh)
     }
 
     /// Drops the snapshots of processes that have exited, and the files

@@ -4,6 +4,7 @@
 //! here imports anything above it.
 
 pub mod connection;
+pub mod diff;
 pub mod histogram;
 pub mod module;
 pub mod process;

@@ -3,6 +3,7 @@
 //! out: regular files atomically (an exclusively created temporary file,
 //! then rename), devices and FIFOs in place.
 
+pub mod diff;
 pub mod folded;
 pub mod histogram;
 pub mod pprof;

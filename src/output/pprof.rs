@@ -4,8 +4,8 @@
 //! Samples carry their process's pid, comm, thread, cgroup, container and
 //! in-namespace PID as labels.
 
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -414,6 +414,88 @@ pub fn build(profile: &Profile, group_by: GroupBy) -> PprofProfile {
     builder.profile
 }
 
+/// The most a pprof input may take once decompressed (a gzip bomb stops there).
+const MAX_DECODED_BYTES: u64 = 1 << 30;
+
+/// Reads a pprof profile (gzipped or not) as folded stacks, root first
+/// (below the `comm` label where samples have one, as bpfscope's do),
+/// valued by its first sample type; unknown ids read as `[unknown]`.
+pub fn fold_pprof(bytes: &[u8]) -> Result<BTreeMap<String, u64>> {
+    let decoded;
+    let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .take(MAX_DECODED_BYTES + 1)
+            .read_to_end(&mut out)
+            .context("not a gzipped pprof profile")?;
+        if out.len() as u64 > MAX_DECODED_BYTES {
+            anyhow::bail!("the pprof profile decompresses to more than 1 GiB");
+        }
+        decoded = out;
+        &decoded[..]
+    } else {
+        bytes
+    };
+    let profile = PprofProfile::decode(raw).context("not a pprof profile (protobuf)")?;
+    let string = |index: i64| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| profile.string_table.get(i))
+            .map(String::as_str)
+            .unwrap_or("[unknown]")
+    };
+    let functions: HashMap<u64, &str> = profile
+        .function
+        .iter()
+        .map(|function| (function.id, string(function.name)))
+        .collect();
+    let locations: HashMap<u64, &Location> = profile
+        .location
+        .iter()
+        .map(|location| (location.id, location))
+        .collect();
+    let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
+    for sample in &profile.sample {
+        let value = sample.value.first().copied().unwrap_or(0).max(0) as u64;
+        // bpfscope's own profiles label samples with the process name, which
+        // folded stacks have as their root: put it back, so both compare.
+        let mut names: Vec<&str> = sample
+            .label
+            .iter()
+            .find(|label| string(label.key) == "comm" && label.str != 0)
+            .map(|label| string(label.str))
+            .into_iter()
+            .collect();
+        // Locations are leaf first, and a location's lines innermost first.
+        for id in sample.location_id.iter().rev() {
+            match locations.get(id) {
+                Some(location) if !location.line.is_empty() => {
+                    for line in location.line.iter().rev() {
+                        names.push(
+                            functions
+                                .get(&line.function_id)
+                                .copied()
+                                .unwrap_or("[unknown]"),
+                        );
+                    }
+                }
+                _ => names.push("[unknown]"),
+            }
+        }
+        if names.is_empty() {
+            continue;
+        }
+        let stack = names
+            .iter()
+            .map(|name| name.replace([';', '\n'], ":"))
+            .collect::<Vec<_>>()
+            .join(";");
+        let total = stacks.entry(stack).or_default();
+        *total = total.saturating_add(value);
+    }
+    Ok(stacks)
+}
+
 /// The gzipped protobuf bytes of a `.pb.gz` file.
 pub fn render(profile: &Profile, group_by: GroupBy) -> Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
@@ -431,6 +513,22 @@ mod tests {
 
     use super::*;
     use crate::output::folded::tests::{frame, profile, sample};
+
+    #[test]
+    fn reads_its_own_output_back_as_folded_stacks() {
+        let p = profile(vec![sample(
+            "burn",
+            vec![
+                frame(FrameKind::User, &["main"]),
+                frame(FrameKind::User, &["outer", "inlined"]),
+            ],
+            vec![],
+            3,
+        )]);
+        let folded = fold_pprof(&render(&p, GroupBy::Process).unwrap()).unwrap();
+        assert_eq!(folded.get("burn;main;outer;inlined"), Some(&3));
+        assert!(fold_pprof(b"\x1f\x8bjunk").is_err());
+    }
 
     #[test]
     fn jit_names_give_their_source_files() {

@@ -3,6 +3,7 @@
 //! several tools share are in `flags`.
 
 pub mod biolatency;
+pub mod diff;
 pub mod flags;
 pub mod fslatency;
 pub mod funclatency;

@@ -407,18 +407,25 @@ impl<'a> Unwinder<'a> {
         }
     }
 
-    /// Polls until no table is being built, or `timeout` passes.
+    /// Polls until no table is being built, or `timeout` passes (at start,
+    /// for the target processes, whose mappings are read here).
     pub fn wait_for_tables(&mut self, timeout: Duration) {
         let started = Instant::now();
         while !self.building.is_empty() && started.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(5));
-            self.poll();
+            for tgid in self.poll() {
+                if let Some(space) = AddressSpace::read(tgid) {
+                    self.add_process(tgid, &space);
+                }
+            }
         }
     }
 
-    /// Takes the tables the builder has finished and rewrites the entries
-    /// of the processes that were waiting for them. Call it often.
-    pub fn poll(&mut self) {
+    /// Takes the tables the builder has finished; returns the processes
+    /// that were waiting for them, whose entries the caller rewrites with
+    /// their mappings read again (`add_process`), so that the snapshots
+    /// symbolization uses see what the unwinder sees. Call it often.
+    pub fn poll(&mut self) -> Vec<u32> {
         let mut arrived = false;
         while let Ok(built) = self.results.try_recv() {
             arrived = true;
@@ -441,13 +448,9 @@ impl<'a> Unwinder<'a> {
             }
         }
         if !arrived {
-            return;
+            return Vec::new();
         }
-        for tgid in std::mem::take(&mut self.waiting) {
-            if let Some(space) = AddressSpace::read(tgid) {
-                self.add_process(tgid, &space);
-            }
-        }
+        let waiting: Vec<u32> = std::mem::take(&mut self.waiting).into_iter().collect();
         // Built for processes that exited meanwhile.
         let unused: Vec<ObjectKey> = self
             .objects
@@ -458,6 +461,7 @@ impl<'a> Unwinder<'a> {
         for key in unused {
             self.evict(&key);
         }
+        waiting
     }
 
     /// Removes an object and frees its rows.
