@@ -54,6 +54,10 @@ fn assert_jit_split(stacks: &[Stack], three: &str, one: &str, driver: &str, entr
         })
         .map(|s| s.count)
         .sum();
+    eprintln!(
+        "{three}/{one}: share {share:.3} of {all}, {:.1}% with {driver} and {entry}",
+        100.0 * chained as f64 / all as f64
+    );
     assert!(
         chained as f64 >= 0.9 * all as f64,
         "only {chained} of {all} hot samples show {driver} and reach {entry}: {:?}",

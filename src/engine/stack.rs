@@ -354,11 +354,16 @@ impl<'a> StackCollector<'a> {
             let mut unwinder = unwinder.borrow_mut();
             let mut spaces = self.spaces.borrow_mut();
             for tgid in unwinder.poll() {
-                if let Some(space) = spaces.refresh_process(tgid) {
+                // Not announced by BPF yet (a -p target): its mappings as they are.
+                let space = spaces
+                    .refresh_process(tgid)
+                    .or_else(|| AddressSpace::read(tgid));
+                if let Some(space) = space {
                     unwinder.set_trampolines(tgid, spaces.python_trampolines(tgid));
                     unwinder.add_process(tgid, &space);
                 }
             }
+            unwinder.evict_unused();
         }
         if let Some(debuginfod) = &self.debuginfod {
             for build_id in self.spaces.borrow_mut().take_debug_requests() {

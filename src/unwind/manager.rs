@@ -418,6 +418,7 @@ impl<'a> Unwinder<'a> {
                     self.add_process(tgid, &space);
                 }
             }
+            self.evict_unused();
         }
     }
 
@@ -450,8 +451,12 @@ impl<'a> Unwinder<'a> {
         if !arrived {
             return Vec::new();
         }
-        let waiting: Vec<u32> = std::mem::take(&mut self.waiting).into_iter().collect();
-        // Built for processes that exited meanwhile.
+        std::mem::take(&mut self.waiting).into_iter().collect()
+    }
+
+    /// Evicts the tables no process uses (built for processes that exited
+    /// meanwhile); call it after re-adding the processes `poll` returned.
+    pub fn evict_unused(&mut self) {
         let unused: Vec<ObjectKey> = self
             .objects
             .iter()
@@ -461,7 +466,6 @@ impl<'a> Unwinder<'a> {
         for key in unused {
             self.evict(&key);
         }
-        waiting
     }
 
     /// Removes an object and frees its rows.
