@@ -528,8 +528,10 @@ struct DebuginfodServer {
 impl DebuginfodServer {
     fn start(dir: &Path, build_id: &str) -> Self {
         let namespace = format!("bpfscope-dbg-{}", std::process::id());
+        // A namespace left by an interrupted run; usually there is none.
         Command::new("ip")
             .args(["netns", "del", &namespace])
+            .stderr(Stdio::null())
             .status()
             .ok();
         succeed(Command::new("ip").args(["netns", "add", &namespace]));

@@ -223,6 +223,78 @@ fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
     std::fs::remove_file(format!("/tmp/perf-{}.map", python.pid())).ok();
 }
 
+/// Stacks in py::burn of a deep_recursion.py profile, with the number of
+/// py::descend frames each shows and whether it reaches `entry`.
+fn python_recursion_samples(depth: u32, entry: &str) -> (Vec<(usize, bool, u64)>, String) {
+    let python = Command::new(pyenv_python("3.12"))
+        .args(["-X", "perf"])
+        .arg(workload_source("deep_recursion.py"))
+        .args([depth.to_string().as_str(), "8"])
+        .spawn()
+        .expect("start CPython 3.12");
+    let python = Workload(python);
+    std::thread::sleep(Duration::from_millis(1500));
+    let output =
+        run(bpfscope().args(["profile", "-F", "199", "-p", &python.pid().to_string(), "3"]));
+    let summary = stderr(&output);
+    assert!(output.status.success(), "{summary}");
+    std::fs::remove_file(format!("/tmp/perf-{}.map", python.pid())).ok();
+    let samples = parse_folded(&stdout(&output))
+        .iter()
+        .filter(|s| {
+            // The innermost Python frame; native ones of the interpreter lie above it.
+            s.frames
+                .iter()
+                .rev()
+                .find(|f| f.starts_with("py::"))
+                .is_some_and(|f| f.starts_with("py::burn:"))
+        })
+        .map(|s| {
+            let descends = s
+                .frames
+                .iter()
+                .filter(|f| f.starts_with("py::descend:"))
+                .count();
+            (descends, s.frames.iter().any(|f| f == entry), s.count)
+        })
+        .collect();
+    (samples, summary)
+}
+
+#[test]
+fn a_python_recursion_400_deep_keeps_its_depth_and_700_deep_is_cut_and_counted() {
+    let _serial = serial();
+    // 400 Python frames are about 1,600 native ones: whole, down to Py_RunMain.
+    let (samples, summary) = python_recursion_samples(400, "Py_RunMain");
+    let all: u64 = samples.iter().map(|(_, _, count)| count).sum();
+    let whole: u64 = samples
+        .iter()
+        .filter(|(descends, reaches_entry, _)| *descends == 400 && *reaches_entry)
+        .map(|(_, _, count)| count)
+        .sum();
+    eprintln!("400 deep: {whole} of {all} samples in burn whole");
+    assert!(all >= 100, "{all} samples in burn: {summary}");
+    assert!(
+        whole as f64 >= 0.9 * all as f64,
+        "{whole} of {all} samples show 400 descend frames and Py_RunMain: {summary}"
+    );
+    // 700 Python frames pass the 2,048-frame walk: cut, marked, counted.
+    // (CPython 3.12 refuses much deeper recursion through its trampolines.)
+    let (samples, summary) = python_recursion_samples(700, "[truncated]");
+    let all: u64 = samples.iter().map(|(_, _, count)| count).sum();
+    let cut: u64 = samples
+        .iter()
+        .filter(|(descends, marked, _)| *marked && *descends < 700)
+        .map(|(_, _, count)| count)
+        .sum();
+    assert!(all >= 100, "{all} samples in burn: {summary}");
+    assert!(
+        cut as f64 >= 0.9 * all as f64,
+        "{cut} of {all} samples cut and marked: {summary}"
+    );
+    assert!(summary.contains("depth limit"), "{summary}");
+}
+
 #[test]
 fn node_blocking_is_attributed_to_its_js_functions_off_cpu() {
     let _serial = serial();
@@ -238,9 +310,11 @@ fn node_blocking_is_attributed_to_its_js_functions_off_cpu() {
 fn a_perf_map_in_a_containers_own_tmp_is_read_under_its_namespace_pid() {
     let _serial = serial();
     // Node as PID 1 of its own PID namespace, with a /tmp of its own: its
-    // map is /tmp/perf-1.map inside, invisible on the host.
+    // map is /tmp/perf-1.map inside, invisible on the host. The script is
+    // opened before the tmpfs hides /tmp (where a clone may live) and fed to
+    // node on standard input.
     let script = format!(
-        "mount -t tmpfs none /tmp && exec node --perf-basic-prof --interpreted-frames-native-stack --no-turbo-inlining {} 12",
+        "exec 3< '{}' && mount -t tmpfs none /tmp && exec node --perf-basic-prof --interpreted-frames-native-stack --no-turbo-inlining - 12 <&3 3<&-",
         workload_source("split.js").display()
     );
     let namespace = Command::new("unshare")
@@ -259,10 +333,23 @@ fn a_perf_map_in_a_containers_own_tmp_is_read_under_its_namespace_pid() {
         .spawn()
         .unwrap();
     let namespace = Workload(namespace);
-    std::thread::sleep(Duration::from_millis(2000));
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", namespace.pid())).unwrap();
-    let host_pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let mut host_pid = 0u32;
+    let node_started = wait_for(Duration::from_secs(10), || {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", namespace.pid()))
+                .unwrap_or_default();
+        host_pid = children
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or(0);
+        host_pid != 0
+            && std::fs::read_to_string(format!("/proc/{host_pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "node")
+    });
+    assert!(node_started, "node did not start in its namespace");
+    // Past start-up, so the driver's functions are compiled and mapped.
+    std::thread::sleep(Duration::from_millis(1000));
     assert!(
         !Path::new(&format!("/tmp/perf-{host_pid}.map")).exists()
             && !Path::new("/tmp/perf-1.map").exists(),

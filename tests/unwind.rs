@@ -206,7 +206,7 @@ fn a_process_started_after_the_profiler_is_unwound() {
 }
 
 #[test]
-fn deep_stacks_are_walked_to_512_frames_and_cut_ones_say_so() {
+fn deep_stacks_are_walked_to_2048_frames_and_cut_ones_say_so() {
     let _serial = serial();
     let binary = workload("deep_stack");
     let count_frames = |stacks: &[Stack], name: &str| -> Vec<usize> {
@@ -241,8 +241,8 @@ fn deep_stacks_are_walked_to_512_frames_and_cut_ones_say_so() {
     );
     drop(deep);
 
-    // 700 frames: cut at 512, marked, counted.
-    let deeper = Workload::start(&binary, &["700", "6"]);
+    // 3000 frames: cut at 2048, marked, counted.
+    let deeper = Workload::start(&binary, &["3000", "6"]);
     let output =
         run(bpfscope().args(["profile", "-F", "499", "-p", &deeper.pid().to_string(), "2"]));
     let summary = stderr(&output);
@@ -259,6 +259,11 @@ fn deep_stacks_are_walked_to_512_frames_and_cut_ones_say_so() {
             .all(|s| s.frames[1] == "[truncated]" && !s.frames.contains(&"main".to_string())),
         "cut stacks start with [truncated]: {:?}",
         in_burn.iter().map(|s| &s.frames[..3]).collect::<Vec<_>>()
+    );
+    let walked = count_frames(&stacks, "descend");
+    assert!(
+        walked.iter().all(|&frames| frames >= 2040),
+        "cut stacks keep their 2048 frames: {walked:?}"
     );
     assert!(summary.contains("depth limit"), "{summary}");
 }

@@ -122,7 +122,8 @@ struct uw_walk {
 	u32 stop;               /* enum uw_stop */
 	u32 jit_frames;         /* frames in no file mapping walked by frame pointers (auto) */
 	u32 pad;
-	struct uw_stack stack;
+	struct uw_stack stack;  /* the first STACK_CHUNK_FRAMES frames, as interned */
+	u64 deeper_ips[MAX_UNWOUND_FRAMES - STACK_CHUNK_FRAMES];
 };
 
 /* The table unwinder's maps (see unwind.h). */
@@ -148,6 +149,14 @@ struct uw_walk {
 		__type(key, u32);                                       \
 		__type(value, struct uw_stack);                         \
 	} unwound_stacks SEC(".maps");                                  \
+	/* Preallocated: in NMI context, allocating three 4 KiB values for  \
+	 * one stack drains the allocator's per-CPU cache (-ENOMEM). */ \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH);                        \
+		__uint(max_entries, 1024);      /* resized by user space */ \
+		__type(key, struct uw_stack_chunk_key);                 \
+		__type(value, struct uw_stack_chunk);                   \
+	} unwound_stack_chunks SEC(".maps");                            \
 	struct {                                                        \
 		__uint(type, BPF_MAP_TYPE_LRU_HASH);                    \
 		__uint(max_entries, 8192);                              \

@@ -20,6 +20,8 @@ struct address_space_event layout_address_space_event;
 struct uw_row layout_uw_row;
 struct uw_process layout_uw_process;
 struct uw_stack layout_uw_stack;
+struct uw_stack_chunk_key layout_uw_stack_chunk_key;
+struct uw_stack_chunk layout_uw_stack_chunk;
 struct hist layout_hist;
 struct hist_key layout_hist_key;
 struct syscall_total layout_syscall_total;

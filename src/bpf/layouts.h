@@ -69,7 +69,9 @@ _Static_assert(sizeof(struct address_space_event) == 16, "struct address_space_e
 /* --- table-driven unwinding (unwind.h) ---------------------------------- */
 
 #define MAX_USER_FRAMES 127     /* frames of the kernel's stack-trace maps (perf_event_max_stack) */
-#define MAX_UNWOUND_FRAMES 512  /* user frames a table walk records */
+#define MAX_UNWOUND_FRAMES 2048 /* user frames a table walk records */
+#define STACK_CHUNK_FRAMES 512  /* frames per interned piece: deep stacks pay for what they use */
+#define STACK_CHUNKS (MAX_UNWOUND_FRAMES / STACK_CHUNK_FRAMES)
 #define MAX_MAPPINGS 256
 
 enum uw_mode {
@@ -124,13 +126,29 @@ struct uw_process {
 };
 _Static_assert(sizeof(struct uw_process) == 8 + 32 * MAX_MAPPINGS, "struct uw_process: update src/bpf/layouts.rs");
 
+/*
+ * An interned table-walked stack: its first STACK_CHUNK_FRAMES frames here,
+ * in `unwound_stacks`, the rest (len > STACK_CHUNK_FRAMES) in
+ * `unwound_stack_chunks` under (id, 1), (id, 2), ...
+ */
 struct uw_stack {
 	u64 hash;               /* of the frames: a different one under the same id is a collision */
-	u32 len;
+	u32 len;                /* all frames, chunks included */
 	u32 truncated;          /* 1: the walk stopped at MAX_UNWOUND_FRAMES, callers are missing */
-	u64 ips[MAX_UNWOUND_FRAMES];
+	u64 ips[STACK_CHUNK_FRAMES];
 };
-_Static_assert(sizeof(struct uw_stack) == 16 + 8 * MAX_UNWOUND_FRAMES, "struct uw_stack: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_stack) == 16 + 8 * STACK_CHUNK_FRAMES, "struct uw_stack: update src/bpf/layouts.rs");
+
+struct uw_stack_chunk_key {
+	u32 stack_id;
+	u32 index;              /* 1 .. STACK_CHUNKS - 1: frames from index * STACK_CHUNK_FRAMES */
+};
+_Static_assert(sizeof(struct uw_stack_chunk_key) == 8, "struct uw_stack_chunk_key: update src/bpf/layouts.rs");
+
+struct uw_stack_chunk {
+	u64 ips[STACK_CHUNK_FRAMES];
+};
+_Static_assert(sizeof(struct uw_stack_chunk) == 8 * STACK_CHUNK_FRAMES, "struct uw_stack_chunk: update src/bpf/layouts.rs");
 
 /* --- histograms (histogram.h) -------------------------------------------- */
 

@@ -15,7 +15,8 @@ mod generated {
 pub use generated::types::{
     address_space_event, block_flag, connect_event, connection, fs_op, hist, hist_key,
     retransmit_event, run_stat, session_event, slow_op, stack_key, syscall_class, syscall_total,
-    uw_cfa_rule, uw_mapping, uw_mode, uw_process, uw_rbp_rule, uw_row, uw_stack,
+    uw_cfa_rule, uw_mapping, uw_mode, uw_process, uw_rbp_rule, uw_row, uw_stack, uw_stack_chunk,
+    uw_stack_chunk_key,
 };
 
 /// A layout every byte pattern of its size is a valid value of: `#[repr(C)]`
@@ -43,7 +44,9 @@ plain_layouts! {
     uw_row = 16,
     uw_mapping = 32,
     uw_process = 8 + 32 * MAX_MAPPINGS,
-    uw_stack = 16 + 8 * MAX_UNWOUND_FRAMES,
+    uw_stack = 16 + 8 * STACK_CHUNK_FRAMES,
+    uw_stack_chunk_key = 8,
+    uw_stack_chunk = 8 * STACK_CHUNK_FRAMES,
     hist = 8 * HIST_SLOTS + 16,
     hist_key = 32,
     syscall_total = 16,
@@ -58,9 +61,11 @@ plain_layouts! {
 // SAFETY: every bit pattern is a u64 (map values, per-CPU counters).
 unsafe impl Plain for u64 {}
 
-/// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES` and `HIST_SLOTS` in layouts.h.
+/// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES`, `STACK_CHUNK_FRAMES` and
+/// `HIST_SLOTS` in layouts.h.
 pub const MAX_MAPPINGS: usize = 256;
-pub const MAX_UNWOUND_FRAMES: usize = 512;
+pub const MAX_UNWOUND_FRAMES: usize = 2048;
+pub const STACK_CHUNK_FRAMES: usize = 512;
 pub const HIST_SLOTS: usize = 40;
 
 /// A value of `T` from the start of `bytes`, or None if they are too short.

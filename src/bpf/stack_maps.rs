@@ -1,13 +1,17 @@
 //! Reading what the stack tools summed in kernel: the counts map (keyed by
-//! `struct stack_key`) and the two maps its stack ids point into, the
-//! kernel's stack-trace map and the table unwinder's interned stacks.
+//! `struct stack_key`) and the maps its stack ids point into, the kernel's
+//! stack-trace map and the table unwinder's interned stacks (a head of
+//! STACK_CHUNK_FRAMES frames and, for deeper stacks, further chunks).
 
 use std::collections::HashMap;
 
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::layouts::{self, c_string, stack_key, uw_stack};
+use crate::bpf::layouts::{
+    self, c_string, stack_key, uw_stack, uw_stack_chunk, uw_stack_chunk_key, MAX_UNWOUND_FRAMES,
+    STACK_CHUNK_FRAMES,
+};
 
 /// bpf_get_stackid() result meaning "not requested" (set by the BPF side).
 pub const STACK_NOT_REQUESTED: i32 = -1;
@@ -72,26 +76,43 @@ fn parse_stack(raw: &[u8]) -> Vec<u64> {
 pub const TRUNCATED: u64 = u64::MAX;
 
 /// Instruction pointers of an interned table-unwound stack, leaf first,
-/// ending with TRUNCATED if the walk was cut.
-fn unwound_frames(stack: &uw_stack) -> Vec<u64> {
-    let mut frames = stack.ips[..(stack.len as usize).min(stack.ips.len())].to_vec();
+/// ending with TRUNCATED if the walk was cut. `chunk(i)` gives the frames
+/// from i * STACK_CHUNK_FRAMES on; a missing one cuts the stack there too.
+fn unwound_frames(
+    stack: &uw_stack,
+    mut chunk: impl FnMut(u32) -> Result<Option<uw_stack_chunk>>,
+) -> Result<Vec<u64>> {
+    let len = (stack.len as usize).min(MAX_UNWOUND_FRAMES);
+    let mut frames = stack.ips[..len.min(STACK_CHUNK_FRAMES)].to_vec();
+    let mut index = 1;
+    while frames.len() < len {
+        let Some(more) = chunk(index)? else {
+            frames.push(TRUNCATED);
+            return Ok(frames);
+        };
+        let wanted = (len - frames.len()).min(STACK_CHUNK_FRAMES);
+        frames.extend_from_slice(&more.ips[..wanted]);
+        index += 1;
+    }
     if stack.truncated != 0 {
         frames.push(TRUNCATED);
     }
-    frames
+    Ok(frames)
 }
 
 /// Where a stack tool's stacks are interned: the kernel's stack-trace map
-/// (`stacks`) and the table unwinder's `unwound_stacks`.
+/// (`stacks`) and the table unwinder's `unwound_stacks` and
+/// `unwound_stack_chunks`.
 pub struct StackMaps<'a> {
     pub traces: &'a dyn MapCore,
     pub unwound: &'a dyn MapCore,
+    pub unwound_chunks: &'a dyn MapCore,
 }
 
 impl StackMaps<'_> {
-    /// Empties both (serve, between windows).
+    /// Empties them (serve, between windows).
     pub fn clear(&self) {
-        for map in [self.traces, self.unwound] {
+        for map in [self.traces, self.unwound, self.unwound_chunks] {
             for key in map.keys().collect::<Vec<_>>() {
                 map.delete(&key).ok();
             }
@@ -112,7 +133,17 @@ impl StackMaps<'_> {
                     .lookup(&key, MapFlags::ANY)?
                     .and_then(|raw| layouts::read::<uw_stack>(&raw))
                 {
-                    table.insert(id, unwound_frames(&stack));
+                    let chunk = |index| -> Result<Option<uw_stack_chunk>> {
+                        let key = uw_stack_chunk_key {
+                            stack_id: id as u32,
+                            index,
+                        };
+                        Ok(self
+                            .unwound_chunks
+                            .lookup(layouts::bytes_of(&key), MapFlags::ANY)?
+                            .and_then(|raw| layouts::read::<uw_stack_chunk>(&raw)))
+                    };
+                    table.insert(id, unwound_frames(&stack, chunk)?);
                 }
             } else if let Some(raw) = self.traces.lookup(&key, MapFlags::ANY)? {
                 table.insert(id, parse_stack(&raw));
@@ -128,16 +159,48 @@ mod tests {
 
     #[test]
     fn unwound_stack_has_its_length() {
+        let no_chunks = |_| Ok(None);
         let mut stack = uw_stack {
             len: 2,
             ..Default::default()
         };
         stack.ips[..3].copy_from_slice(&[0x10, 0x20, 0x30]);
-        assert_eq!(unwound_frames(&stack), vec![0x10, 0x20]);
-        stack.len = u32::MAX;
-        assert_eq!(unwound_frames(&stack).len(), stack.ips.len());
+        assert_eq!(unwound_frames(&stack, no_chunks).unwrap(), vec![0x10, 0x20]);
         stack.truncated = 1;
-        assert_eq!(unwound_frames(&stack).last(), Some(&TRUNCATED));
+        assert_eq!(
+            unwound_frames(&stack, no_chunks).unwrap().last(),
+            Some(&TRUNCATED)
+        );
+    }
+
+    #[test]
+    fn deep_stacks_continue_in_chunks_up_to_the_walk_limit() {
+        let stack = uw_stack {
+            len: u32::MAX,
+            truncated: 1,
+            ..Default::default()
+        };
+        let mut asked = Vec::new();
+        let frames = unwound_frames(&stack, |index| {
+            asked.push(index);
+            let mut chunk = uw_stack_chunk::default();
+            chunk.ips.fill(u64::from(index));
+            Ok(Some(chunk))
+        })
+        .unwrap();
+        assert_eq!(frames.len(), MAX_UNWOUND_FRAMES + 1);
+        assert_eq!(asked, vec![1, 2, 3]);
+        assert_eq!(frames[STACK_CHUNK_FRAMES], 1);
+        assert_eq!(frames.last(), Some(&TRUNCATED));
+
+        // A chunk missing: its callers are unknown, so the stack is cut.
+        let stack = uw_stack {
+            len: 700,
+            ..Default::default()
+        };
+        let frames = unwound_frames(&stack, |_| Ok(None)).unwrap();
+        assert_eq!(frames.len(), STACK_CHUNK_FRAMES + 1);
+        assert_eq!(frames.last(), Some(&TRUNCATED));
     }
 
     #[test]

@@ -10,7 +10,9 @@
  * in bpf_loop, up to MAX_UNWOUND_FRAMES frames (stacks cut there are
  * marked truncated). The frames are interned in
  * `unwound_stacks` under an id above UNWOUND_STACK_BASE, so counts keys keep
- * one user-stack id whichever unwinder produced it.
+ * one user-stack id whichever unwinder produced it; frames past the first
+ * STACK_CHUNK_FRAMES go to `unwound_stack_chunks`, so only deep stacks
+ * take the memory of deep stacks.
  *
  * Modes: frame pointers only (bpf_get_stackid), tables only, or auto:
  * tables where the process's are loaded, frame pointers for mappings
@@ -135,7 +137,10 @@ __noinline int uw_step(void)
 		st->stop = STOP_DEPTH;
 		return 1;
 	}
-	st->stack.ips[len] = st->ip;
+	if (len < STACK_CHUNK_FRAMES)
+		st->stack.ips[len] = st->ip;
+	else
+		st->deeper_ips[len - STACK_CHUNK_FRAMES] = st->ip;
 	st->stack.len = len + 1;
 	st->hash = (st->hash ^ st->ip) * 0x100000001b3ULL;
 
@@ -253,6 +258,26 @@ static __always_inline void count_stop(u32 stop, bool through_jit)
 }
 
 /*
+ * Stores the walk's frames past the first STACK_CHUNK_FRAMES under (id, 1..),
+ * before the head is interned, so a reader that finds the head finds them.
+ * Non-zero when the chunk map is full.
+ */
+static __always_inline int intern_deeper_frames(struct uw_walk *st, u32 id)
+{
+	struct uw_stack_chunk_key key = { .stack_id = id };
+
+	for (u32 index = 1; index < STACK_CHUNKS; index++) {
+		if (st->stack.len <= index * STACK_CHUNK_FRAMES)
+			break;
+		key.index = index;
+		if (bpf_map_update_elem(&unwound_stack_chunks, &key,
+					&st->deeper_ips[(index - 1) * STACK_CHUNK_FRAMES], BPF_ANY))
+			return -1;
+	}
+	return 0;
+}
+
+/*
  * The current task's user stack by tables, interned; returns its id, or a
  * negative value where frame pointers should be used instead (auto mode:
  * the process's tables are not loaded) or the walk failed.
@@ -295,7 +320,8 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 		stat_inc(STAT_STACK_COLLISION);
 		return -1;
 	}
-	if (bpf_map_update_elem(&unwound_stacks, &id, &st->stack, BPF_NOEXIST)) {
+	if (intern_deeper_frames(st, id) ||
+	    bpf_map_update_elem(&unwound_stacks, &id, &st->stack, BPF_NOEXIST)) {
 		stat_inc(STAT_STACK_MAP_FULL);
 		return -1;
 	}

@@ -87,6 +87,7 @@ pub struct StackObjectMaps<'a> {
     pub counts: &'a dyn MapCore,
     pub stacks: &'a dyn MapCore,
     pub unwound_stacks: &'a dyn MapCore,
+    pub unwound_stack_chunks: &'a dyn MapCore,
     pub unwind_rows: &'a dyn MapCore,
     pub unwind_processes: &'a dyn MapCore,
     pub address_space_events: &'a dyn MapCore,
@@ -101,6 +102,7 @@ macro_rules! stack_object_maps {
             counts: &$skel.maps.counts,
             stacks: &$skel.maps.stacks,
             unwound_stacks: &$skel.maps.unwound_stacks,
+            unwound_stack_chunks: &$skel.maps.unwound_stack_chunks,
             unwind_rows: &$skel.maps.unwind_rows,
             unwind_processes: &$skel.maps.unwind_processes,
             address_space_events: &$skel.maps.address_space_events,
@@ -126,6 +128,11 @@ macro_rules! size_stack_maps {
         open.maps
             .unwound_stacks
             .set_max_entries(options.stack_storage_size)?;
+        // Preallocated, so smaller: a chunk of 512 deeper frames per 16
+        // stacks (4 MiB at the default), as deep stacks are few.
+        open.maps
+            .unwound_stack_chunks
+            .set_max_entries((options.stack_storage_size / 16).max(1))?;
         open.maps
             .unwind_rows
             .set_max_entries(options.unwind.array_entries())?;
@@ -387,6 +394,7 @@ impl<'a> StackCollector<'a> {
         StackMaps {
             traces: self.maps.stacks,
             unwound: self.maps.unwound_stacks,
+            unwound_chunks: self.maps.unwound_stack_chunks,
         }
     }
 
@@ -559,6 +567,9 @@ fn print_summary(
         ));
     }
     if let Some(line) = spaces.debug_stats.summary() {
+        eprintln!("bpfscope: {line}");
+    }
+    if let Some(line) = spaces.perf_map_summary() {
         eprintln!("bpfscope: {line}");
     }
     let dropped = spaces.perf_map_entries_dropped();

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::host::object_files::ObjectFile;
 
@@ -41,6 +42,9 @@ pub struct PerfMap {
     read_to: u64,
     /// Entries not kept because the map was full.
     pub dropped: u64,
+    /// Lines parsed so far, and the time spent reading them.
+    pub lines_read: u64,
+    pub read_time: Duration,
 }
 
 /// Parses one `START SIZE NAME` line.
@@ -87,10 +91,13 @@ impl PerfMap {
         let Some(file) = open_map(tgid) else {
             return;
         };
+        let started = Instant::now();
         let identity = (file.device, file.inode);
         if self.source != Some(identity) || file.size < self.read_to {
             *self = PerfMap {
                 dropped: self.dropped,
+                lines_read: self.lines_read,
+                read_time: self.read_time,
                 ..PerfMap::default()
             };
             self.source = Some(identity);
@@ -121,10 +128,18 @@ impl PerfMap {
         }
         // A last line without its newline is read again next time.
         self.read_to = offset - pending.len() as u64;
+        self.read_time += started.elapsed();
+    }
+
+    /// Entries kept now.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
     }
 
     fn add_lines(&mut self, text: &[u8]) {
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
         for line in text.split(|&b| b == b'\n') {
+            self.lines_read += 1;
             if line.len() > MAX_LINE {
                 continue;
             }
@@ -208,6 +223,7 @@ mod tests {
         map.refresh(me);
         assert_eq!(map.name(0x2008), Some("second"));
         assert_eq!(map.name(0x3008), Some("third"));
+        assert_eq!((map.lines_read, map.entry_count()), (3, 3));
         fs::remove_file(&path).unwrap();
     }
 }

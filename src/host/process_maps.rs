@@ -280,6 +280,26 @@ impl AddressSpaces {
         self.perf_maps.values().map(|map| map.dropped).sum()
     }
 
+    /// "perf maps: …" for the summary, when any process had one.
+    pub fn perf_map_summary(&self) -> Option<String> {
+        let read: Vec<&PerfMap> = self
+            .perf_maps
+            .values()
+            .filter(|map| map.lines_read > 0)
+            .collect();
+        if read.is_empty() {
+            return None;
+        }
+        let entries: usize = read.iter().map(|map| map.entry_count()).sum();
+        let lines: u64 = read.iter().map(|map| map.lines_read).sum();
+        let time: std::time::Duration = read.iter().map(|map| map.read_time).sum();
+        Some(format!(
+            "perf maps: {} processes, {entries} entries ({lines} lines read in {} ms)",
+            read.len(),
+            time.as_millis()
+        ))
+    }
+
     /// Where a process ran when it was snapshotted.
     pub fn context(&self, tgid: u32) -> Option<&Arc<ProcessContext>> {
         self.contexts.get(&tgid)
