@@ -17,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from common import BPFSCOPE, ROOT, Tracer, ensure_release_build, interleaved_ratios, report_ratios
 
@@ -94,6 +95,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ensure_release_build()
+    # V8 writes isolate-*.log files in its working directory.
+    os.chdir(tempfile.mkdtemp(prefix="bpfscope-bench-"))
     perf_map_cost()
     node_overhead(args.rounds)
 

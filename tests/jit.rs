@@ -190,17 +190,22 @@ fn pyenv_python(minor: &str) -> std::path::PathBuf {
     build.join("bin").join(format!("python{minor}"))
 }
 
+/// CPython 3.12 with `-X perf` running a workload, given 1.5 s to start.
+fn start_python_with_perf_map(script: &str, args: &[&str]) -> Workload {
+    let python = Command::new(pyenv_python("3.12"))
+        .args(["-X", "perf"])
+        .arg(workload_source(script))
+        .args(args)
+        .spawn()
+        .expect("start CPython 3.12");
+    std::thread::sleep(Duration::from_millis(1500));
+    Workload(python)
+}
+
 #[test]
 fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
     let _serial = serial();
-    let python = Command::new(pyenv_python("3.12"))
-        .args(["-X", "perf"])
-        .arg(workload_source("split.py"))
-        .arg("12")
-        .spawn()
-        .expect("start CPython 3.12");
-    let python = Workload(python);
-    std::thread::sleep(Duration::from_millis(1500));
+    let python = start_python_with_perf_map("split.py", &["12"]);
     let output =
         run(bpfscope().args(["profile", "-F", "999", "-p", &python.pid().to_string(), "4"]));
     let summary = stderr(&output);
@@ -226,14 +231,7 @@ fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
 /// Stacks in py::burn of a deep_recursion.py profile, with the number of
 /// py::descend frames each shows and whether it reaches `entry`.
 fn python_recursion_samples(depth: u32, entry: &str) -> (Vec<(usize, bool, u64)>, String) {
-    let python = Command::new(pyenv_python("3.12"))
-        .args(["-X", "perf"])
-        .arg(workload_source("deep_recursion.py"))
-        .args([depth.to_string().as_str(), "8"])
-        .spawn()
-        .expect("start CPython 3.12");
-    let python = Workload(python);
-    std::thread::sleep(Duration::from_millis(1500));
+    let python = start_python_with_perf_map("deep_recursion.py", &[&depth.to_string(), "8"]);
     let output =
         run(bpfscope().args(["profile", "-F", "199", "-p", &python.pid().to_string(), "3"]));
     let summary = stderr(&output);
