@@ -68,6 +68,10 @@ tools! {
     Profile => profile::run(ProfileArgs),
     /// Off-CPU flame graphs: time blocked, summed in kernel by stack.
     Offcpu => offcpu::run(OffcpuArgs),
+    /// Off-wake flame graphs: blocked time by blocked stack and waker stack.
+    Offwaketime => offwake::run_offwaketime(OffwaketimeArgs),
+    /// Wakeup flame graphs: blocked time until the wakeup, by waker stack.
+    Wakeuptime => offwake::run_wakeuptime(WakeuptimeArgs),
     /// Run-queue (scheduler) latency histograms.
     Runqlat => runqlat::run(RunqlatArgs),
     /// Syscall counts, latency totals (-L) or latency histograms (--hist).

@@ -23,6 +23,7 @@ enum run_stat {
 	STAT_STACK_REUSED,         /* offcpu: stacks reused from the per-thread cache */
 	STAT_STACK_REVALIDATED,    /* offcpu: cached stacks walked again to check them */
 	STAT_STACK_STALE,          /* offcpu: ... and found different */
+	STAT_THREADS_UNTRACKED,    /* a thread whose state found its map full (raw-tracepoint fallbacks) */
 	STAT_UNWIND_COMPLETE,      /* table unwinding reached the outermost frame */
 	STAT_UNWIND_NO_TABLE,      /* ... stopped: no table or row for a PC */
 	STAT_UNWIND_UNSUPPORTED,   /* ... stopped: an unsupported CFA or RBP rule */
@@ -52,6 +53,27 @@ struct stack_key {
 	char comm[TASK_COMM_LEN];
 };
 _Static_assert(sizeof(struct stack_key) == 40, "struct stack_key: update src/bpf/layouts.rs");
+
+/* What ran the wakeup of a blocked thread (offwaketime, wakeuptime). */
+enum waker_context {
+	WAKER_TASK = 0,         /* a task, in process context (ksoftirqd included): its stacks are the waker's */
+	WAKER_INTERRUPT = 1,    /* an interrupt handler or the softirqs run at its exit (timers,
+				 * devices, IPIs, network receive), or the idle loop */
+	WAKER_UNSEEN = 2,       /* the thread ran again without a wakeup seen (e.g. woken before the run) */
+};
+
+/*
+ * offwaketime and wakeuptime sum blocked time under this key: the blocked
+ * thread (its stacks only in offwaketime) and its waker (stacks and comm
+ * only for WAKER_TASK; in interrupt context only the kernel stack).
+ */
+struct wake_key {
+	struct stack_key target;
+	struct stack_key waker;
+	u32 waker_context;      /* enum waker_context */
+	u32 pad;
+};
+_Static_assert(sizeof(struct wake_key) == 88, "struct wake_key: update src/bpf/layouts.rs");
 
 enum address_space_event_kind {
 	ADDRESS_SPACE_NEW = 0,     /* a process image seen for the first time */

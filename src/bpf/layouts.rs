@@ -16,7 +16,7 @@ pub use generated::types::{
     address_space_event, block_flag, connect_event, connection, fs_op, hist, hist_key,
     retransmit_event, run_stat, session_event, slow_op, stack_key, syscall_class, syscall_total,
     uw_cfa_rule, uw_mapping, uw_mode, uw_process, uw_rbp_rule, uw_row, uw_stack, uw_stack_chunk,
-    uw_stack_chunk_key,
+    uw_stack_chunk_key, wake_key, waker_context,
 };
 
 /// A layout every byte pattern of its size is a valid value of: `#[repr(C)]`
@@ -40,6 +40,7 @@ macro_rules! plain_layouts {
 // The sizes layouts.h asserts with _Static_assert.
 plain_layouts! {
     stack_key = 40,
+    wake_key = 88,
     address_space_event = 16,
     uw_row = 16,
     uw_mapping = 32,

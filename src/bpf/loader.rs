@@ -6,7 +6,7 @@
 
 use std::mem::MaybeUninit;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use libbpf_rs::OpenObject;
 
 /// How a tool's hooks are attached.
@@ -75,4 +75,15 @@ pub fn load_with_fallback<'obj, S>(
         }
     }
     bail!("loading BPF programs failed: {}", refusals.join("; "))
+}
+
+/// Runs a task iterator program once over every task (the flush of what a
+/// tool accumulates per thread in kernel).
+pub fn run_iterator(program: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
+    let link = program
+        .attach_iter_with_opts(libbpf_rs::IterOpts::None)
+        .context("attaching the flush iterator")?;
+    let mut iter = libbpf_rs::Iter::new(&link).context("creating the flush iterator")?;
+    std::io::copy(&mut iter, &mut std::io::sink()).context("running the flush iterator")?;
+    Ok(())
 }

@@ -6,15 +6,9 @@
  *
  * Walking stacks on every context switch costs about half the throughput of
  * a switch-heavy workload, and so does a hash update per block. So:
- * - the switch-out path computes a cheap blocking signature (syscall number,
- *   user ip/sp/bp, the two words on top of the user stack, task state) and
- *   walks the stacks only when the signature is not in the thread's two-slot
- *   cache; once a slot has been used `revalidate_every` times and its stacks
- *   are older than `revalidate_after_ns` (10 ms), they are walked again and a
- *   mismatch is counted (STAT_STACK_STALE), so the error of this shortcut is
- *   measured, never hidden, and the walks per thread stay bounded however
- *   fast it switches. Walks that went through JIT code are never reused:
- *   JIT callers blocking through the same runtime code share a signature;
+ * - the switch-out path walks the stacks only when the thread's blocking
+ *   signature (user registers and task state) is not in its stack cache
+ *   (stack_cache.h), and revalidates cached stacks every 10 ms of reuse;
  * - block time accumulates per thread (in nanoseconds) and is added to the
  *   counts map when the thread's stacks change, every `flush_every` blocks,
  *   when the thread exits, and at the end of the run (a task iterator).
@@ -36,8 +30,6 @@ UNWIND_MAPS;
 
 FORK_FOLLOWER_PROGRAMS
 
-#define PF_KTHREAD 0x00200000
-#define TASK_RUNNING 0
 #define TASK_INTERRUPTIBLE 1
 #define TASK_UNINTERRUPTIBLE 2
 #define TASK_NOLOAD 0x0400
@@ -55,6 +47,9 @@ const volatile u64 revalidate_after_ns = 10000000;
 const volatile u32 flush_every = 64;
 const volatile bool total_by_cgroup = false;   /* serve: off-CPU time per cgroup */
 
+#include "stack_cache.h"
+#include "sched_task.h"
+
 /* Off-CPU nanoseconds per cgroup v2 id, where total_by_cgroup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -70,16 +65,6 @@ struct {
 	__type(value, u64); /* nanoseconds */
 } counts SEC(".maps");
 
-/* Stacks walked for one blocking signature. */
-struct cached_stacks {
-	u64 signature;          /* 0: empty */
-	s32 user_stack_id;
-	s32 kernel_stack_id;
-	u32 uses_since_walk;
-	u32 pad;
-	u64 walked_ns;
-};
-
 /*
  * Off-CPU time not yet added to the counts map, all under one pair of
  * stacks, and the thread's run statistics not yet added to the shared ones
@@ -90,22 +75,15 @@ struct pending_time {
 	s32 kernel_stack_id;
 	u64 ns;
 	u32 blocks;             /* STAT_EVENTS */
-	u32 reused;             /* STAT_STACK_REUSED */
+	u32 pad;
 };
 
-/*
- * A thread's current block, its unflushed time and its stack cache (two
- * slots: a thread often alternates between two blocking points, e.g.
- * preempted in write() and blocked in read()).
- */
-#define CACHE_SLOTS 2
+/* A thread's current block, its unflushed time and its stack cache. */
 struct blocked {
 	u64 start_ns;           /* 0: not blocked (or not selected) */
 	u64 announced_mm;       /* address space already announced to user space */
 	struct pending_time pending;
-	struct cached_stacks cache[CACHE_SLOTS];
-	u32 last_slot;
-	u32 pad;
+	struct stack_cache cache;
 };
 
 struct {
@@ -123,31 +101,6 @@ struct {
 	__type(value, struct blocked);
 } blocked_by_tid SEC(".maps");
 
-/* The fields of a task the hot path needs, read directly (BTF) or with CO-RE (raw). */
-struct task_view {
-	u32 tid;
-	u32 tgid;
-	u32 flags;
-	unsigned int state;     /* at switch-out */
-	u64 mm;
-};
-
-static __always_inline void view_btf(struct task_struct *task, struct task_view *view)
-{
-	view->tid = task->pid;
-	view->tgid = task->tgid;
-	view->flags = task->flags;
-	view->mm = (u64)task->mm;
-}
-
-static __always_inline void view_raw(struct task_struct *task, struct task_view *view)
-{
-	view->tid = BPF_CORE_READ(task, pid);
-	view->tgid = BPF_CORE_READ(task, tgid);
-	view->flags = BPF_CORE_READ(task, flags);
-	view->mm = (u64)BPF_CORE_READ(task, mm);
-}
-
 static __always_inline bool state_selected(unsigned int state)
 {
 	if (state_filter == STATE_ALL)
@@ -159,108 +112,6 @@ static __always_inline bool state_selected(unsigned int state)
 	return (state & state_filter) != 0;
 }
 
-static __always_inline bool thread_kind_selected(bool is_kthread)
-{
-	if (user_threads_only && is_kthread)
-		return false;
-	if (kernel_threads_only && !is_kthread)
-		return false;
-	return true;
-}
-
-static __always_inline u64 mix(u64 hash, u64 value)
-{
-	hash ^= value;
-	return hash * 0x100000001b3ULL;
-}
-
-/*
- * Where a user thread blocked, from its saved user registers and the two
- * words on top of its user stack (usually the return address into the
- * caller of the syscall wrapper). The stack top is always mapped, so this
- * never takes the slow path of a faulting read.
- */
-static __always_inline u64 blocking_signature(struct task_struct *task, unsigned int state)
-{
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	u64 top[2] = {}, sp, syscall_nr = 0;
-	u64 hash = 0xcbf29ce484222325ULL;
-
-	if (!regs)
-		return 0;
-	sp = PT_REGS_SP(regs);
-#if defined(__TARGET_ARCH_x86)
-	syscall_nr = regs->orig_ax;
-#endif
-	bpf_probe_read_user(top, sizeof(top), (void *)sp);
-	hash = mix(hash, PT_REGS_IP(regs));
-	hash = mix(hash, sp);
-	hash = mix(hash, PT_REGS_FP(regs));
-	hash = mix(hash, syscall_nr);
-	hash = mix(hash, top[0]);
-	hash = mix(hash, top[1]);
-	hash = mix(hash, state);
-	return hash | 1; /* never 0, which means "no signature" */
-}
-
-/* Stacks of the block starting now, in *user_id and *kernel_id. */
-static __always_inline void walk_stacks(void *ctx, u32 tgid, bool is_kthread, s32 *user_id, s32 *kernel_id)
-{
-	*user_id = -1;
-	*kernel_id = -1;
-	if (capture_user && !is_kthread)
-		*user_id = capture_user_stack(ctx, tgid);
-	if (capture_kernel)
-		*kernel_id = capture_stack(ctx, 0);
-}
-
-/* Reuses cached stacks for this signature, walking them when unknown or due. */
-static __always_inline void stacks_for_block(void *ctx, struct blocked *b, u64 signature, u32 tgid,
-					     bool is_kthread, u64 now, s32 *user_id, s32 *kernel_id)
-{
-	struct cached_stacks *slot;
-	u32 index = b->last_slot & 1;
-
-	if (!signature) {
-		walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
-		return;
-	}
-	if (b->cache[index].signature != signature)
-		index ^= 1;
-	slot = &b->cache[index];
-	if (slot->signature == signature &&
-	    (slot->uses_since_walk + 1 < revalidate_every || now - slot->walked_ns < revalidate_after_ns)) {
-		slot->uses_since_walk++;
-		*user_id = slot->user_stack_id;
-		*kernel_id = slot->kernel_stack_id;
-		b->last_slot = index;
-		b->pending.reused++;
-		return;
-	}
-	walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
-	if (!is_kthread && capture_user && last_walk_went_through_jit()) {
-		/* Not reusable: see last_walk_went_through_jit(). */
-		if (slot->signature == signature)
-			slot->signature = 0;
-		return;
-	}
-	if (slot->signature == signature) {
-		stat_inc(STAT_STACK_REVALIDATED);
-		if (slot->user_stack_id != *user_id || slot->kernel_stack_id != *kernel_id)
-			stat_inc(STAT_STACK_STALE);
-	} else {
-		/* Unknown signature: replace the slot not used last. */
-		index = (b->last_slot & 1) ^ 1;
-		slot = &b->cache[index];
-	}
-	slot->signature = signature;
-	slot->user_stack_id = *user_id;
-	slot->kernel_stack_id = *kernel_id;
-	slot->uses_since_walk = 0;
-	slot->walked_ns = now;
-	b->last_slot = index;
-}
-
 /* Adds a thread's unflushed off-CPU time to the counts map. */
 static __always_inline void flush_pending(struct task_struct *task, struct blocked *b)
 {
@@ -268,10 +119,8 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 
 	if (b->pending.blocks)
 		stat_add(STAT_EVENTS, b->pending.blocks);
-	if (b->pending.reused)
-		stat_add(STAT_STACK_REUSED, b->pending.reused);
+	flush_reused(&b->cache);
 	b->pending.blocks = 0;
-	b->pending.reused = 0;
 	if (!b->pending.ns)
 		return;
 	key.tgid = BPF_CORE_READ(task, tgid);
@@ -297,8 +146,8 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 	u64 signature = 0;
 
 	if (use_cache && !is_kthread && capture_user)
-		signature = blocking_signature(prev, view->state);
-	stacks_for_block(ctx, b, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
+		signature = user_signature(prev, view->state);
+	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
 	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id) {
 		flush_pending(prev, b);
 		b->pending.user_stack_id = user_id;

@@ -20,6 +20,7 @@ pub struct RunStats {
     pub stacks_reused: u64,
     pub stacks_revalidated: u64,
     pub stacks_stale: u64,
+    pub threads_untracked: u64,
     pub unwind: UnwindStats,
 }
 
@@ -131,6 +132,7 @@ impl RunStats {
             stacks_reused: total(run_stat::STAT_STACK_REUSED)?,
             stacks_revalidated: total(run_stat::STAT_STACK_REVALIDATED)?,
             stacks_stale: total(run_stat::STAT_STACK_STALE)?,
+            threads_untracked: total(run_stat::STAT_THREADS_UNTRACKED)?,
             unwind: UnwindStats {
                 complete: total(run_stat::STAT_UNWIND_COMPLETE)?,
                 no_table: total(run_stat::STAT_UNWIND_NO_TABLE)?,
@@ -195,6 +197,10 @@ impl RunStats {
         note(
             self.followed_children_lost,
             "child processes not followed (target map full)".into(),
+        );
+        note(
+            self.threads_untracked,
+            "threads not timed (per-thread state map full)".into(),
         );
         if self.stacks_stale > 0 {
             losses.push(format!(

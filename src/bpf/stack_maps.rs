@@ -1,5 +1,5 @@
 //! Reading what the stack tools summed in kernel: the counts map (keyed by
-//! `struct stack_key`) and the maps its stack ids point into, the kernel's
+//! `struct stack_key`, or `struct wake_key` for the wakeup tools) and the maps its stack ids point into, the kernel's
 //! stack-trace map and the table unwinder's interned stacks (a head of
 //! STACK_CHUNK_FRAMES frames and, for deeper stacks, further chunks).
 
@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::model::profile::WakerContext;
+
 use crate::bpf::layouts::{
-    self, c_string, stack_key, uw_stack, uw_stack_chunk, uw_stack_chunk_key, MAX_UNWOUND_FRAMES,
-    STACK_CHUNK_FRAMES,
+    self, c_string, stack_key, uw_stack, uw_stack_chunk, uw_stack_chunk_key, wake_key,
+    waker_context, MAX_UNWOUND_FRAMES, STACK_CHUNK_FRAMES,
 };
 
 /// bpf_get_stackid() result meaning "not requested" (set by the BPF side).
@@ -58,6 +60,44 @@ pub fn read_counts(counts: &dyn MapCore) -> Result<Vec<(StackKey, u64)>> {
             layouts::read::<u64>(&value),
         ) {
             entries.push((StackKey::from(&key), value));
+        }
+    }
+    Ok(entries)
+}
+
+/// A wakeup tools' counts key: the blocked thread, and its waker
+/// (`waker_context` tells how much of `waker` is set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WakeKey {
+    pub target: StackKey,
+    pub waker: StackKey,
+    pub context: WakerContext,
+}
+
+/// Every (key, summed value) pair of a wakeup tool's counts map.
+pub fn read_wake_counts(counts: &dyn MapCore) -> Result<Vec<(WakeKey, u64)>> {
+    let mut entries = Vec::new();
+    for raw_key in counts.keys() {
+        let Some(value) = counts.lookup(&raw_key, MapFlags::ANY)? else {
+            continue;
+        };
+        if let (Some(key), Some(value)) = (
+            layouts::read::<wake_key>(&raw_key),
+            layouts::read::<u64>(&value),
+        ) {
+            let context = match waker_context(key.waker_context) {
+                waker_context::WAKER_TASK => WakerContext::Task,
+                waker_context::WAKER_INTERRUPT => WakerContext::Interrupt,
+                _ => WakerContext::Unseen,
+            };
+            entries.push((
+                WakeKey {
+                    target: StackKey::from(&key.target),
+                    waker: StackKey::from(&key.waker),
+                    context,
+                },
+                value,
+            ));
         }
     }
     Ok(entries)

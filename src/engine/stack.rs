@@ -6,7 +6,8 @@
 //! unwinder, collecting until the run ends, reading the in-kernel summary,
 //! symbolizing it into a profile, writing the output, and the summary.
 //!
-//! Counts keys are `struct stack_key` and every stack object declares the
+//! Counts keys are `struct stack_key` (`struct wake_key` for the wakeup
+//! tools, whose samples carry their wakers) and every stack object declares the
 //! maps of common.h's STACK_TRACE_MAP, ADDRESS_SPACE_MAPS, UNWIND_MAPS and
 //! RUN_STATS_MAP, plus a `counts` hash.
 
@@ -30,7 +31,7 @@ use crate::host::process_maps::{AddressSpace, AddressSpaces};
 use crate::host::signals;
 use crate::host::target::{TargetSpec, Targets};
 use crate::model::process::GroupBy;
-use crate::model::profile::{Profile, ProfileKind};
+use crate::model::profile::{Profile, ProfileKind, Waker, WakerContext};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, pprof, svg, ProfileFormat};
 use crate::symbolize::debuginfod::Debuginfod;
@@ -176,6 +177,24 @@ fn collected(tool: &StackTool, profile: &Profile, stats: &RunStats) -> String {
             profile.total() as f64 / 1e6,
             stats.events
         ),
+        ProfileKind::OffWake | ProfileKind::Wakeup => {
+            let by_interrupts: u64 = profile
+                .samples
+                .iter()
+                .filter(|s| {
+                    s.waker
+                        .as_ref()
+                        .is_some_and(|w| w.context == WakerContext::Interrupt)
+                })
+                .map(|s| s.value)
+                .sum();
+            format!(
+                "{:.3} s blocked in {} blocks ({:.1} % of it woken from interrupt context)",
+                profile.total() as f64 / 1e6,
+                stats.events,
+                100.0 * by_interrupts as f64 / profile.total().max(1) as f64
+            )
+        }
     }
 }
 
@@ -184,7 +203,7 @@ fn collected(tool: &StackTool, profile: &Profile, stats: &RunStats) -> String {
 pub fn shown_value(kind: ProfileKind, counted: u64) -> u64 {
     match kind {
         ProfileKind::Cpu { .. } => counted,
-        ProfileKind::OffCpu => (counted + 500) / 1000,
+        ProfileKind::OffCpu | ProfileKind::OffWake | ProfileKind::Wakeup => (counted + 500) / 1000,
     }
 }
 
@@ -259,15 +278,19 @@ pub fn run<'obj, O: StackObject>(
     let waited = waited.elapsed();
 
     let stats = collector.stats()?;
-    let counted = collector
-        .snapshot()?
-        .into_iter()
-        .map(|(key, value)| (key, shown_value(tool.kind, value)))
-        .filter(|(_, value)| *value > 0)
-        .collect();
     let symbolize_started = Instant::now();
     let mut symbolizer = Symbolizer::new(options.debuginfod.clone());
-    let profile = collector.profile(&mut symbolizer, counted, tool.kind, duration)?;
+    let profile = if matches!(tool.kind, ProfileKind::OffWake | ProfileKind::Wakeup) {
+        collector.wake_profile(&mut symbolizer, tool.kind, duration)?
+    } else {
+        let counted = collector
+            .snapshot()?
+            .into_iter()
+            .map(|(key, value)| (key, shown_value(tool.kind, value)))
+            .filter(|(_, value)| *value > 0)
+            .collect();
+        collector.profile(&mut symbolizer, counted, tool.kind, duration)?
+    };
     let symbolized = symbolize_started.elapsed();
     let subtitle = format!(
         "{:.1} s{} on {}{}{}",
@@ -418,6 +441,36 @@ impl<'a> StackCollector<'a> {
             duration,
             samples: symbolize::symbolize_counts(symbolizer, counted, &stack_table, &spaces),
         })
+    }
+
+    /// The profile of a wakeup tool's counts (`struct wake_key`): each
+    /// blocked stack with its waker's, symbolized in one pass.
+    pub fn wake_profile(
+        &self,
+        symbolizer: &mut Symbolizer,
+        kind: ProfileKind,
+        duration: Duration,
+    ) -> Result<Profile> {
+        let counted: Vec<_> = stack_maps::read_wake_counts(self.maps.counts)?
+            .into_iter()
+            .map(|(key, value)| (key, shown_value(kind, value)))
+            .filter(|(_, value)| *value > 0)
+            .collect();
+        // Blocked and waker stacks alternate, so the samples come back in pairs.
+        let both_sides = counted
+            .iter()
+            .flat_map(|(key, value)| [(key.target.clone(), *value), (key.waker.clone(), 0)])
+            .collect();
+        let mut profile = self.profile(symbolizer, both_sides, kind, duration)?;
+        let mut sides = std::mem::take(&mut profile.samples).into_iter();
+        for (key, _) in counted {
+            let (Some(mut blocked), Some(waker)) = (sides.next(), sides.next()) else {
+                break;
+            };
+            blocked.waker = Some(Box::new(Waker::new(key.context, waker)));
+            profile.samples.push(blocked);
+        }
+        Ok(profile)
     }
 
     /// Drops the unwind tables only exited processes used (long-running

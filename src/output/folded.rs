@@ -2,11 +2,14 @@
 //! per distinct stack (below `comm`, the cgroup or container with
 //! `--group-by`), JIT frames named as the runtime's perf map names them, kernel frames suffixed `_[k]`, unnamed frames
 //! `[unknown]` (with their module where known). Lines are sorted and merged.
+//! A blocked stack with a waker (offwaketime, wakeuptime) continues as BCC's
+//! `offwaketime -f` writes it: `--`, the waker's frames from its wakeup call
+//! down to its outermost frame, then its name.
 
 use std::collections::BTreeMap;
 
 use crate::model::process::GroupBy;
-use crate::model::profile::{Frame, FrameKind, Profile};
+use crate::model::profile::{Frame, FrameKind, Profile, Waker, WAKER_SEPARATOR};
 
 /// Rendering choices for folded stacks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,6 +21,9 @@ pub struct FoldOptions {
     /// Suffix JIT frames `_[j]` (flamegraph.pl's annotation; SVGs use it
     /// to colour them).
     pub annotate_jit: bool,
+    /// Suffix waker frames `_[w]` instead of `_[k]` (flamegraph.pl's
+    /// `chain` palette colours them).
+    pub annotate_waker: bool,
 }
 
 /// Frame names must not contain the separators of the format.
@@ -25,12 +31,18 @@ fn sanitize(name: &str) -> String {
     name.replace([';', '\n'], ":")
 }
 
-fn push_frame_names(frame: &Frame, annotate_jit: bool, out: &mut Vec<String>) {
+fn push_frame_names(frame: &Frame, options: FoldOptions, out: &mut Vec<String>) {
     let suffix = match frame.kind {
         FrameKind::Kernel => "_[k]",
-        FrameKind::Jit if annotate_jit => "_[j]",
+        FrameKind::Jit if options.annotate_jit => "_[j]",
         _ => "",
     };
+    push_names(frame, suffix, false, out);
+}
+
+/// A frame's names, outermost function first, or innermost first where the
+/// stack is drawn `inverted` (a waker's).
+fn push_names(frame: &Frame, suffix: &str, inverted: bool, out: &mut Vec<String>) {
     if frame.functions.is_empty() {
         let name = match &frame.module {
             Some(module) => format!("[unknown] ({})", module.file_name()),
@@ -39,9 +51,48 @@ fn push_frame_names(frame: &Frame, annotate_jit: bool, out: &mut Vec<String>) {
         out.push(format!("{name}{suffix}"));
         return;
     }
-    for function in &frame.functions {
+    let names: Box<dyn Iterator<Item = &String>> = if inverted {
+        Box::new(frame.functions.iter().rev())
+    } else {
+        Box::new(frame.functions.iter())
+    };
+    for function in names {
         out.push(format!("{}{suffix}", sanitize(function)));
     }
+}
+
+/// `--`, then the waker's frames from its wakeup call (leaf) outwards, its
+/// kernel frames before its user ones, then its name.
+fn push_waker(waker: &Waker, options: FoldOptions, names: &mut Vec<String>) {
+    let mark = |suffix: &'static str| {
+        if options.annotate_waker {
+            "_[w]"
+        } else {
+            suffix
+        }
+    };
+    names.push(WAKER_SEPARATOR.to_string());
+    if waker.kernel_missing {
+        names.push(format!("[missed kernel stack]{}", mark("")));
+    }
+    for frame in waker.kernel.iter().rev() {
+        push_names(frame, mark("_[k]"), true, names);
+    }
+    let has_user = !waker.user.is_empty() || waker.user_missing;
+    if options.delimiter && has_user && !waker.kernel.is_empty() {
+        names.push("-".to_string());
+    }
+    for frame in waker.user.iter().rev() {
+        let suffix = match frame.kind {
+            FrameKind::Jit if options.annotate_jit && !options.annotate_waker => "_[j]",
+            _ => "",
+        };
+        push_names(frame, mark(suffix), true, names);
+    }
+    if waker.user_missing {
+        names.push(format!("[missed user stack]{}", mark("")));
+    }
+    names.push(format!("{}{}", sanitize(&waker.name), mark("")));
 }
 
 /// The folded stack (without count) of each sample, merged.
@@ -59,7 +110,7 @@ pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
             names.push("[missed user stack]".to_string());
         }
         for frame in &sample.user {
-            push_frame_names(frame, options.annotate_jit, &mut names);
+            push_frame_names(frame, options, &mut names);
         }
         let has_kernel = !sample.kernel.is_empty() || sample.kernel_missing;
         if options.delimiter && has_kernel && names.len() > 1 {
@@ -69,7 +120,10 @@ pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
             names.push("[missed kernel stack]".to_string());
         }
         for frame in &sample.kernel {
-            push_frame_names(frame, options.annotate_jit, &mut names);
+            push_frame_names(frame, options, &mut names);
+        }
+        if let Some(waker) = &sample.waker {
+            push_waker(waker, options, &mut names);
         }
         *folded.entry(names.join(";")).or_insert(0) += sample.value;
     }
@@ -126,7 +180,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::model::module::Module;
-    use crate::model::profile::{ProfileKind, Sample};
+    use crate::model::profile::{ProfileKind, Sample, WakerContext};
 
     /// A frame whose address is derived from its names, so distinct frames differ.
     pub fn frame(kind: FrameKind, names: &[&str]) -> Frame {
@@ -152,6 +206,7 @@ pub(crate) mod tests {
             kernel,
             user_missing: false,
             kernel_missing: false,
+            waker: None,
             value,
         }
     }
@@ -162,6 +217,60 @@ pub(crate) mod tests {
             duration: Duration::from_secs(1),
             samples,
         }
+    }
+
+    /// A reader blocked in wait_for_data, woken by `waker`.
+    pub fn woken_reader(context: WakerContext, kernel: &[&str]) -> Sample {
+        let mut reader = sample(
+            "reader",
+            vec![
+                frame(FrameKind::User, &["main"]),
+                frame(FrameKind::User, &["wait_for_data"]),
+            ],
+            vec![frame(FrameKind::Kernel, &["schedule"])],
+            5,
+        );
+        let stacks = Sample {
+            comm: "writer".into(),
+            user: vec![
+                frame(FrameKind::User, &["main"]),
+                frame(FrameKind::User, &["send", "inlined_send"]),
+            ],
+            kernel: kernel
+                .iter()
+                .map(|name| frame(FrameKind::Kernel, &[name]))
+                .collect(),
+            ..sample("", vec![], vec![], 0)
+        };
+        reader.waker = Some(Box::new(Waker::new(context, stacks)));
+        reader
+    }
+
+    #[test]
+    fn a_waker_follows_its_blocked_stack_from_its_wakeup_call_outwards() {
+        let task = woken_reader(WakerContext::Task, &["pipe_write", "try_to_wake_up"]);
+        assert_eq!(
+            render(&profile(vec![task]), FoldOptions::default()),
+            "reader;main;wait_for_data;schedule_[k];--;try_to_wake_up_[k];pipe_write_[k];inlined_send;send;main;writer 5\n"
+        );
+        // An interrupt's own frames only: not those of the task it landed on.
+        let interrupt = woken_reader(
+            WakerContext::Interrupt,
+            &[
+                "do_idle",
+                "asm_sysvec_apic_timer_interrupt",
+                "hrtimer_interrupt",
+                "hrtimer_wakeup",
+            ],
+        );
+        let options = FoldOptions {
+            annotate_waker: true,
+            ..FoldOptions::default()
+        };
+        assert_eq!(
+            render(&profile(vec![interrupt]), options),
+            "reader;main;wait_for_data;schedule_[k];--;hrtimer_wakeup_[w];hrtimer_interrupt_[w];asm_sysvec_apic_timer_interrupt_[w];[interrupt]_[w] 5\n"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use prost::Message;
 
 use crate::model::module::Module;
 use crate::model::process::{GroupBy, ProcessContext};
-use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind};
+use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind, WAKER_SEPARATOR};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct PprofProfile {
@@ -350,12 +350,19 @@ pub fn build(profile: &Profile, group_by: GroupBy) -> PprofProfile {
                     vec![1, period],
                 )
             }
-            ProfileKind::OffCpu => (
-                vec![builder.value_type("off_cpu", "nanoseconds")],
-                builder.value_type("off_cpu", "nanoseconds"),
-                1,
-                vec![1000],
-            ),
+            ProfileKind::OffCpu | ProfileKind::OffWake | ProfileKind::Wakeup => {
+                let name = match profile.kind {
+                    ProfileKind::OffWake => "off_wake",
+                    ProfileKind::Wakeup => "wakeup_wait",
+                    _ => "off_cpu",
+                };
+                (
+                    vec![builder.value_type(name, "nanoseconds")],
+                    builder.value_type(name, "nanoseconds"),
+                    1,
+                    vec![1000],
+                )
+            }
         };
     builder.profile.sample_type = value_types;
     builder.profile.period_type = Some(period_type);
@@ -370,13 +377,24 @@ pub fn build(profile: &Profile, group_by: GroupBy) -> PprofProfile {
     let tid_key = builder.string("thread_id");
     let comm_key = builder.string("comm");
     for sample in &profile.samples {
-        let mut location_id: Vec<u64> = sample
-            .user
-            .iter()
-            .chain(sample.kernel.iter())
-            .rev()
-            .map(|frame| builder.location(frame))
-            .collect();
+        // Leaf first: a waker's frames sit above the blocked stack, its
+        // name on top and its wakeup call next to the `--` frame, as folded.
+        let mut location_id: Vec<u64> = Vec::new();
+        if let Some(waker) = &sample.waker {
+            location_id.push(builder.root_location(&waker.name));
+            for frame in waker.user.iter().chain(waker.kernel.iter()) {
+                location_id.push(builder.location(frame));
+            }
+            location_id.push(builder.root_location(WAKER_SEPARATOR));
+        }
+        location_id.extend(
+            sample
+                .user
+                .iter()
+                .chain(sample.kernel.iter())
+                .rev()
+                .map(|frame| builder.location(frame)),
+        );
         if let Some(root) = group_by.root_frame(sample.context.as_deref()) {
             location_id.push(builder.root_location(&root));
         }

@@ -1,5 +1,6 @@
 //! The command-line flags several tools share, and their translation into
-//! the typed options the engines take: stack tools (profile, offcpu),
+//! the typed options the engines take: stack tools (profile, offcpu,
+//! offwaketime, wakeuptime, and the blocked threads the last three time),
 //! histogram tools (BCC's `[INTERVAL [COUNT]]` conventions), event tools,
 //! and the unwinding flags. Engines never see these structs.
 
@@ -17,6 +18,63 @@ use crate::model::process::GroupBy;
 use crate::output::ProfileFormat;
 use crate::symbolize::debuginfod::Debuginfod;
 use crate::unwind::{UnwindMode, UnwindOptions, DEFAULT_ROW_CAPACITY};
+
+/// Which blocked threads and blocks the sched_switch tools time (offcpu,
+/// offwaketime, wakeuptime), with BCC's flags.
+#[derive(Debug, clap::Args)]
+pub struct BlockArgs {
+    /// Only these threads (comma-separated TIDs).
+    #[arg(short = 't', long = "tid", value_delimiter = ',', value_name = "TID")]
+    pub tids: Vec<u32>,
+    /// User threads only (no kernel threads).
+    #[arg(
+        short = 'u',
+        long = "user-threads-only",
+        conflicts_with = "kernel_threads_only"
+    )]
+    pub user_threads_only: bool,
+    /// Kernel threads only.
+    #[arg(short = 'k', long = "kernel-threads-only")]
+    pub kernel_threads_only: bool,
+    /// Ignore blocks shorter than this many microseconds.
+    #[arg(
+        short = 'm',
+        long = "min-block-time",
+        default_value_t = 1,
+        value_name = "MIN_US"
+    )]
+    pub min_block_us: u64,
+    /// Ignore blocks longer than this many microseconds.
+    #[arg(short = 'M', long = "max-block-time", value_name = "MAX_US")]
+    pub max_block_us: Option<u64>,
+}
+
+impl BlockArgs {
+    /// The block-time bounds in nanoseconds (-m, -M), checked.
+    pub fn bounds_ns(&self) -> Result<(u64, u64)> {
+        if let Some(max) = self.max_block_us {
+            if max < self.min_block_us {
+                bail!(
+                    "bad block-time bounds: -M {max} is below -m {}",
+                    self.min_block_us
+                );
+            }
+        }
+        Ok((
+            self.min_block_us.saturating_mul(1000),
+            self.max_block_us
+                .map_or(u64::MAX, |us| us.saturating_mul(1000)),
+        ))
+    }
+
+    /// The subtitle's last words.
+    pub fn qualifier(&self) -> String {
+        match self.max_block_us {
+            Some(max) => format!(", blocks of {} to {max} us", self.min_block_us),
+            None => format!(", blocks of {} us or more", self.min_block_us),
+        }
+    }
+}
 
 /// The longest DURATION or INTERVAL any tool takes: a year, in seconds.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;

@@ -8,6 +8,7 @@ pub mod flags;
 pub mod fslatency;
 pub mod funclatency;
 pub mod offcpu;
+pub mod offwake;
 pub mod profile;
 pub mod runqlat;
 pub mod runqlen;
@@ -75,6 +76,11 @@ mod tests {
                 kernel_stack_id,
                 comm
             ]
+        );
+        same_layout!(
+            offwake::skel::types::wake_key,
+            layouts::wake_key,
+            [target, waker, waker_context]
         );
         same_layout!(
             profile::skel::types::uw_row,

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 
@@ -12,7 +12,7 @@ use crate::bpf::filters::{
     attach_fork_follower, autoload_fork_follower, set_filter_flags, write_target_filters,
 };
 use crate::bpf::loader::{
-    load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+    load_with_fallback, object_storage, run_iterator, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
 use crate::bpf::run_stats::STACK_REVALIDATE_EVERY;
 use crate::engine::stack::{
@@ -20,7 +20,7 @@ use crate::engine::stack::{
 };
 use crate::host::target::Targets;
 use crate::model::profile::ProfileKind;
-use crate::tools::flags::StackToolArgs;
+use crate::tools::flags::{BlockArgs, StackToolArgs};
 
 pub(super) mod skel {
     include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
@@ -58,30 +58,8 @@ impl BlockState {
     after_help = "Examples:\n  bpfscope offcpu -o offcpu.svg 10        system-wide for 10 s\n  bpfscope offcpu -p 1234 -m 1000 5       one process, blocks of 1 ms or more\n  bpfscope offcpu --state disk -o io.svg -- tar cf /tmp/x.tar /usr"
 )]
 pub struct OffcpuArgs {
-    /// Only these threads (comma-separated TIDs).
-    #[arg(short = 't', long = "tid", value_delimiter = ',', value_name = "TID")]
-    pub tids: Vec<u32>,
-    /// User threads only (no kernel threads).
-    #[arg(
-        short = 'u',
-        long = "user-threads-only",
-        conflicts_with = "kernel_threads_only"
-    )]
-    pub user_threads_only: bool,
-    /// Kernel threads only.
-    #[arg(short = 'k', long = "kernel-threads-only")]
-    pub kernel_threads_only: bool,
-    /// Ignore blocks shorter than this many microseconds.
-    #[arg(
-        short = 'm',
-        long = "min-block-time",
-        default_value_t = 1,
-        value_name = "MIN_US"
-    )]
-    pub min_block_us: u64,
-    /// Ignore blocks longer than this many microseconds.
-    #[arg(short = 'M', long = "max-block-time", value_name = "MAX_US")]
-    pub max_block_us: Option<u64>,
+    #[command(flatten)]
+    pub blocks: BlockArgs,
     /// Keep blocks by the task's state when it switched out.
     #[arg(long, value_enum, default_value_t = BlockState::All)]
     pub state: BlockState,
@@ -124,15 +102,7 @@ impl StackObject for OffcpuTracer<'_> {
         if !self.accumulates {
             return Ok(());
         }
-        let link = self
-            .skel
-            .progs
-            .flush_all
-            .attach_iter_with_opts(libbpf_rs::IterOpts::None)
-            .context("attaching the flush iterator")?;
-        let mut iter = libbpf_rs::Iter::new(&link).context("creating the flush iterator")?;
-        std::io::copy(&mut iter, &mut std::io::sink()).context("running the flush iterator")?;
-        Ok(())
+        run_iterator(&self.skel.progs.flush_all)
     }
 
     fn stop(&self) -> Result<()> {
@@ -215,23 +185,14 @@ pub fn attach<'obj>(
 
 /// Returns the exit status of `-- COMMAND`, else 0.
 pub fn run(args: OffcpuArgs) -> Result<u8> {
-    let options = args.common.options(&args.tids)?;
-    if let Some(max) = args.max_block_us {
-        if max < args.min_block_us {
-            bail!(
-                "bad block-time bounds: -M {max} is below -m {}",
-                args.min_block_us
-            );
-        }
-    }
+    let options = args.common.options(&args.blocks.tids)?;
+    let (min_block_ns, max_block_ns) = args.blocks.bounds_ns()?;
     let offcpu = OffcpuOptions {
-        user_threads_only: args.user_threads_only,
-        kernel_threads_only: args.kernel_threads_only,
+        user_threads_only: args.blocks.user_threads_only,
+        kernel_threads_only: args.blocks.kernel_threads_only,
         state: args.state,
-        min_block_ns: args.min_block_us.saturating_mul(1000),
-        max_block_ns: args
-            .max_block_us
-            .map_or(u64::MAX, |us| us.saturating_mul(1000)),
+        min_block_ns,
+        max_block_ns,
         total_by_cgroup: false,
     };
     let tool = StackTool {
@@ -239,7 +200,7 @@ pub fn run(args: OffcpuArgs) -> Result<u8> {
         start_line: "tracing off-CPU time".to_string(),
         activity: "tracing off-CPU time",
         rate: String::new(),
-        qualifier: format!(", blocks of {} us or more", args.min_block_us),
+        qualifier: args.blocks.qualifier(),
     };
     let mut storage = object_storage();
     stack::run(&options, &tool, &mut storage, |storage, targets| {

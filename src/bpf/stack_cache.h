@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Walking a thread's stacks costs more than most scheduler events it is
+ * taken on, so the scheduler tools (offcpu, offwaketime, wakeuptime) reuse
+ * them. A cheap signature of where a user thread is (syscall number, user
+ * ip/sp/bp, the two words on top of its user stack, a caller-chosen word)
+ * keys a two-slot per-thread cache (a thread often alternates between two
+ * points, e.g. preempted in write() and blocked in read()). Once a slot has
+ * been used `revalidate_every` times and its stacks are older than
+ * `revalidate_after_ns`, they are walked again and a mismatch is counted
+ * (STAT_STACK_STALE): the error of the shortcut is measured, never hidden,
+ * and walks per thread stay bounded however fast it switches. Walks that
+ * went through JIT code are never reused: JIT callers blocking through the
+ * same runtime code share a signature.
+ * Needs: stats.h, stacks.h, unwind.h, and the includer's const volatile
+ * capture_user, capture_kernel, revalidate_every, revalidate_after_ns.
+ */
+#ifndef BPFSCOPE_STACK_CACHE_H
+#define BPFSCOPE_STACK_CACHE_H
+
+/* Stacks walked for one signature. */
+struct cached_stacks {
+	u64 signature;          /* 0: empty */
+	s32 user_stack_id;
+	s32 kernel_stack_id;
+	u32 uses_since_walk;
+	u32 pad;
+	u64 walked_ns;
+};
+
+#define CACHE_SLOTS 2
+struct stack_cache {
+	struct cached_stacks slots[CACHE_SLOTS];
+	u32 last_slot;
+	u32 reused;             /* STAT_STACK_REUSED not yet added to the shared counter */
+};
+
+static __always_inline u64 signature_mix(u64 hash, u64 value)
+{
+	hash ^= value;
+	return hash * 0x100000001b3ULL;
+}
+
+/*
+ * Where a user thread is, from its saved user registers and the two words
+ * on top of its user stack (usually the return address into the caller of
+ * the syscall wrapper), mixed with `extra` (e.g. the task state). The stack
+ * top is always mapped, so this never takes the slow path of a faulting read.
+ */
+static __always_inline u64 user_signature(struct task_struct *task, u64 extra)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	u64 top[2] = {}, sp, syscall_nr = 0;
+	u64 hash = 0xcbf29ce484222325ULL;
+
+	if (!regs)
+		return 0;
+	sp = PT_REGS_SP(regs);
+#if defined(__TARGET_ARCH_x86)
+	syscall_nr = regs->orig_ax;
+#endif
+	bpf_probe_read_user(top, sizeof(top), (void *)sp);
+	hash = signature_mix(hash, PT_REGS_IP(regs));
+	hash = signature_mix(hash, sp);
+	hash = signature_mix(hash, PT_REGS_FP(regs));
+	hash = signature_mix(hash, syscall_nr);
+	hash = signature_mix(hash, top[0]);
+	hash = signature_mix(hash, top[1]);
+	hash = signature_mix(hash, extra);
+	return hash | 1; /* never 0, which means "no signature" */
+}
+
+/* The current thread's stacks, in *user_id and *kernel_id. */
+static __always_inline void walk_stacks(void *ctx, u32 tgid, bool is_kthread, s32 *user_id, s32 *kernel_id)
+{
+	*user_id = -1;
+	*kernel_id = -1;
+	if (capture_user && !is_kthread)
+		*user_id = capture_user_stack(ctx, tgid);
+	if (capture_kernel)
+		*kernel_id = capture_stack(ctx, 0);
+}
+
+/*
+ * The current thread's stacks: cached ones for this signature, or walked
+ * when the signature is 0 (no cache), unknown or due for revalidation.
+ */
+static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u64 signature, u32 tgid,
+					bool is_kthread, u64 now, s32 *user_id, s32 *kernel_id)
+{
+	struct cached_stacks *slot;
+	u32 index = cache->last_slot & 1;
+
+	if (!signature) {
+		walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
+		return;
+	}
+	if (cache->slots[index].signature != signature)
+		index ^= 1;
+	slot = &cache->slots[index];
+	if (slot->signature == signature &&
+	    (slot->uses_since_walk + 1 < revalidate_every || now - slot->walked_ns < revalidate_after_ns)) {
+		slot->uses_since_walk++;
+		*user_id = slot->user_stack_id;
+		*kernel_id = slot->kernel_stack_id;
+		cache->last_slot = index;
+		cache->reused++;
+		return;
+	}
+	walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
+	if (!is_kthread && capture_user && last_walk_went_through_jit()) {
+		/* Not reusable: see last_walk_went_through_jit(). */
+		if (slot->signature == signature)
+			slot->signature = 0;
+		return;
+	}
+	if (slot->signature == signature) {
+		stat_inc(STAT_STACK_REVALIDATED);
+		if (slot->user_stack_id != *user_id || slot->kernel_stack_id != *kernel_id)
+			stat_inc(STAT_STACK_STALE);
+	} else {
+		/* Unknown signature: replace the slot not used last. */
+		index = (cache->last_slot & 1) ^ 1;
+		slot = &cache->slots[index];
+	}
+	slot->signature = signature;
+	slot->user_stack_id = *user_id;
+	slot->kernel_stack_id = *kernel_id;
+	slot->uses_since_walk = 0;
+	slot->walked_ns = now;
+	cache->last_slot = index;
+}
+
+/* Adds the cache's reuses to the shared counter. */
+static __always_inline void flush_reused(struct stack_cache *cache)
+{
+	if (cache->reused)
+		stat_add(STAT_STACK_REUSED, cache->reused);
+	cache->reused = 0;
+}
+
+#endif /* BPFSCOPE_STACK_CACHE_H */

@@ -1,0 +1,128 @@
+//! End-to-end tests of `bpfscope offwaketime` and `bpfscope wakeuptime`
+//! against ground-truth wakeup workloads, with real BPF programs (run as root).
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+/// The reader's blocked total within this fraction of the time it measured in read().
+const TOTAL_TOLERANCE: f64 = 0.10;
+/// Least share of the blocked time that must sit under the expected waker.
+const ATTRIBUTED: f64 = 0.90;
+
+/// Runs `bpfscope TOOL -o FILE -- wake_chain MODE SECONDS`; returns the
+/// folded stacks and the workload's stdout.
+fn trace(tool: &str, mode: &str, seconds: &str, env: &[(&str, &str)]) -> (Vec<Stack>, String) {
+    let path = tmp_dir().join(format!("{tool}-{mode}.folded"));
+    let output = run(bpfscope()
+        .envs(env.iter().copied())
+        .arg(tool)
+        .arg("-o")
+        .arg(&path)
+        .arg("--")
+        .arg(workload("wake_chain"))
+        .args([mode, seconds]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    (
+        parse_folded(&fs::read_to_string(&path).unwrap()),
+        stdout(&output),
+    )
+}
+
+/// The frames before and after the `--` that separates blocked and waker stacks.
+fn sides(stack: &Stack) -> (&[String], &[String]) {
+    let separator = stack
+        .frames
+        .iter()
+        .position(|frame| frame == "--")
+        .unwrap_or_else(|| panic!("no -- in {:?}", stack.frames));
+    (&stack.frames[..separator], &stack.frames[separator + 1..])
+}
+
+#[test]
+fn offwaketime_joins_the_readers_block_with_the_writers_function() {
+    let _serial = serial();
+    assert_pipe_wakeups_joined(&[]);
+}
+
+#[test]
+fn the_raw_tracepoint_fallback_joins_them_too() {
+    let _serial = serial();
+    assert_pipe_wakeups_joined(&[("BPFSCOPE_FORCE_RAW_TRACEPOINTS", "1")]);
+}
+
+/// wake_chain pipe: the reader's blocked time is what it measured, and
+/// ≥ 90 % of it joins wait_for_data with pw-writer's produce_and_send.
+fn assert_pipe_wakeups_joined(env: &[(&str, &str)]) {
+    let (stacks, report) = trace("offwaketime", "pipe", "3", env);
+    let measured_ms: f64 = report
+        .strip_prefix("blocked_ms ")
+        .and_then(|ms| ms.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no blocked_ms in {report:?}"));
+    let reader = for_comm(&stacks, "pw-reader");
+    let blocked_us = total(&reader) as f64;
+    assert!(
+        (blocked_us / 1000.0 - measured_ms).abs() <= TOTAL_TOLERANCE * measured_ms,
+        "blocked {:.1} ms, the reader measured {measured_ms:.1} ms in read()",
+        blocked_us / 1000.0
+    );
+    let joined: u64 = reader
+        .iter()
+        .filter(|stack| {
+            let (blocked, waker) = sides(stack);
+            blocked.iter().any(|f| f == "wait_for_data")
+                && waker.iter().any(|f| f == "produce_and_send")
+                && waker.last().is_some_and(|name| name == "pw-writer")
+        })
+        .map(|stack| stack.count)
+        .sum();
+    assert!(
+        joined as f64 >= ATTRIBUTED * blocked_us,
+        "only {:.1} % of the reader's blocked time joins wait_for_data with pw-writer's produce_and_send: {:#?}",
+        100.0 * joined as f64 / blocked_us,
+        reader.iter().take(5).collect::<Vec<_>>()
+    );
+    // The waker's stack reads from its wakeup call outwards: the kernel's
+    // wakeup first, then write() and its callers, outermost last.
+    let sample = reader
+        .iter()
+        .find(|stack| sides(stack).1.iter().any(|f| f == "produce_and_send"))
+        .unwrap();
+    let waker = sides(sample).1;
+    let at = |name: &str| waker.iter().position(|f| f == name);
+    assert!(
+        at("produce_and_send") < at("writer") && waker[0].ends_with("_[k]"),
+        "waker frames out of order: {waker:?}"
+    );
+}
+
+#[test]
+fn timer_wakeups_are_labelled_interrupt_context() {
+    let _serial = serial();
+    let (stacks, _) = trace("wakeuptime", "sleep", "2", &[]);
+    let napper = for_comm(&stacks, "napper");
+    let all = total(&napper) as f64;
+    assert!(all >= 1.5e6, "napper blocked only {all} us in 2 s");
+    let by_interrupt: u64 = napper
+        .iter()
+        .filter(|stack| {
+            let (blocked, waker) = sides(stack);
+            blocked == ["napper"]
+                && matches!(waker.last().map(String::as_str), Some("[interrupt]"))
+                && waker.iter().any(|f| f.starts_with("hrtimer_wakeup"))
+                && !waker.iter().any(|f| f == "nap" || f == "napper")
+        })
+        .map(|stack| stack.count)
+        .sum();
+    assert!(
+        by_interrupt as f64 >= ATTRIBUTED * all,
+        "only {:.1} % of napper's blocked time woken by a timer interrupt: {:#?}",
+        100.0 * by_interrupt as f64 / all,
+        napper.iter().take(5).collect::<Vec<_>>()
+    );
+    // No task the interrupt landed on is named as the waker, and the idle
+    // task never shows as a blocked thread.
+    assert!(for_comm(&stacks, "swapper/0").is_empty() && for_comm(&stacks, "swapper/1").is_empty());
+}
