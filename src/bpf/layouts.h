@@ -51,8 +51,10 @@ struct stack_key {
 	s32 user_stack_id;  /* < 0: no user stack */
 	s32 kernel_stack_id;/* < 0: no kernel stack */
 	char comm[TASK_COMM_LEN];
+	u32 time_slot;      /* profile --heatmap: 20 ms slots since the start; else 0 */
+	u32 pad;
 };
-_Static_assert(sizeof(struct stack_key) == 40, "struct stack_key: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct stack_key) == 48, "struct stack_key: update src/bpf/layouts.rs");
 
 /* What ran the wakeup of a blocked thread (offwaketime, wakeuptime). */
 enum waker_context {
@@ -73,7 +75,7 @@ struct wake_key {
 	u32 waker_context;      /* enum waker_context */
 	u32 pad;
 };
-_Static_assert(sizeof(struct wake_key) == 88, "struct wake_key: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct wake_key) == 104, "struct wake_key: update src/bpf/layouts.rs");
 
 enum address_space_event_kind {
 	ADDRESS_SPACE_NEW = 0,     /* a process image seen for the first time */

@@ -39,8 +39,8 @@ macro_rules! plain_layouts {
 
 // The sizes layouts.h asserts with _Static_assert.
 plain_layouts! {
-    stack_key = 40,
-    wake_key = 88,
+    stack_key = 48,
+    wake_key = 104,
     address_space_event = 16,
     uw_row = 16,
     uw_mapping = 32,
@@ -127,6 +127,8 @@ mod tests {
             user_stack_id: 3,
             kernel_stack_id: -14,
             comm: [0; 16],
+            time_slot: 11,
+            pad: 0,
         };
         let bytes = bytes_of(&key).to_vec();
         let back: stack_key = read(&bytes).unwrap();
@@ -134,8 +136,11 @@ mod tests {
             (back.tgid, back.tid, back.address_space),
             (7, 9, 0xdead_beef)
         );
-        assert_eq!((back.user_stack_id, back.kernel_stack_id), (3, -14));
-        assert!(read::<stack_key>(&bytes[..39]).is_none());
+        assert_eq!(
+            (back.user_stack_id, back.kernel_stack_id, back.time_slot),
+            (3, -14, 11)
+        );
+        assert!(read::<stack_key>(&bytes[..47]).is_none());
     }
 
     #[test]

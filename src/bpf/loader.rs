@@ -87,3 +87,14 @@ pub fn run_iterator(program: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
     std::io::copy(&mut iter, &mut std::io::sink()).context("running the flush iterator")?;
     Ok(())
 }
+
+/// Now on the clock BPF programs read with bpf_ktime_get_ns() (CLOCK_MONOTONIC).
+pub fn bpf_clock_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}

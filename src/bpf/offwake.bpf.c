@@ -88,6 +88,8 @@ static __always_inline bool same_key(const struct wake_key *a, const struct wake
 {
 	const u64 *x = (const u64 *)a, *y = (const u64 *)b;
 
+	/* Every byte of the key is a field or zeroed padding. */
+
 	for (int i = 0; i < sizeof(*a) / sizeof(u64); i++)
 		if (x[i] != y[i])
 			return false;

@@ -24,6 +24,8 @@ const volatile bool capture_user = true;
 const volatile bool capture_kernel = true;
 const volatile bool include_idle = false;
 const volatile bool per_thread = false;
+const volatile u64 time_slot_ns = 0;       /* --heatmap: count per slot of this length */
+const volatile u64 start_ns = 0;           /* ... from this CLOCK_MONOTONIC time */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -53,6 +55,8 @@ int sample_stack(struct bpf_perf_event_data *ctx)
 	key.user_stack_id = -1;
 	key.kernel_stack_id = -1;
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	if (time_slot_ns)
+		key.time_slot = (bpf_ktime_get_ns() - start_ns) / time_slot_ns;
 
 	if (capture_user && key.address_space)
 		key.user_stack_id = capture_user_stack(ctx, tgid);

@@ -33,6 +33,7 @@ pub struct StackKey {
     pub user_stack_id: i32,
     pub kernel_stack_id: i32,
     pub comm: String,
+    pub time_slot: u32,
 }
 
 impl From<&stack_key> for StackKey {
@@ -44,6 +45,7 @@ impl From<&stack_key> for StackKey {
             user_stack_id: key.user_stack_id,
             kernel_stack_id: key.kernel_stack_id,
             comm: c_string(&key.comm),
+            time_slot: key.time_slot,
         }
     }
 }

@@ -31,9 +31,9 @@ use crate::host::process_maps::{AddressSpace, AddressSpaces};
 use crate::host::signals;
 use crate::host::target::{TargetSpec, Targets};
 use crate::model::process::GroupBy;
-use crate::model::profile::{Profile, ProfileKind, Waker, WakerContext};
+use crate::model::profile::{Frame, Profile, ProfileKind, Waker, WakerContext};
 use crate::output::folded::{self, FoldOptions};
-use crate::output::{self, pprof, svg, ProfileFormat};
+use crate::output::{self, heatmap, pprof, svg, ProfileFormat};
 use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::{self, Symbolizer};
 use crate::unwind::manager::Unwinder;
@@ -223,6 +223,9 @@ pub fn run<'obj, O: StackObject>(
     storage: &'obj mut ObjectStorage,
     attach: impl FnOnce(&'obj mut ObjectStorage, &Targets) -> Result<O>,
 ) -> Result<u8> {
+    if options.format == ProfileFormat::Html && !matches!(tool.kind, ProfileKind::Cpu { .. }) {
+        anyhow::bail!("the subsecond heatmap page (.html, -f html) is made by `profile` only");
+    }
     if let Some(path) = &options.output {
         output::check_writable(path)?;
     }
@@ -574,6 +577,9 @@ fn write_profile(options: &StackOptions, profile: &Profile, subtitle: &str) -> R
         ProfileFormat::Folded => folded::render(profile, fold_options).into_bytes(),
         ProfileFormat::Svg => svg::render(profile, fold_options, subtitle)?,
         ProfileFormat::Pprof => pprof::render(profile, options.group_by)?,
+        ProfileFormat::Html => {
+            heatmap::render(profile, fold_options, "CPU subsecond heatmap", subtitle)?
+        }
     };
     output::write_output(options.output.as_deref(), &bytes)
 }
@@ -587,9 +593,29 @@ fn print_summary(
     output: Option<&PathBuf>,
 ) {
     let processes: HashSet<u32> = profile.samples.iter().map(|s| s.pid).collect();
+    // A heatmap has a sample per stack and time slot: count stacks once.
+    let unique_stacks = profile
+        .samples
+        .iter()
+        .map(|s| {
+            let addresses = |frames: &[Frame]| frames.iter().map(|f| f.address).collect::<Vec<_>>();
+            let waker = s
+                .waker
+                .as_ref()
+                .map(|w| (&w.name, addresses(&w.user), addresses(&w.kernel)));
+            (
+                s.pid,
+                s.tid,
+                &s.comm,
+                addresses(&s.user),
+                addresses(&s.kernel),
+                waker,
+            )
+        })
+        .collect::<HashSet<_>>()
+        .len();
     let mut line = format!(
-        "bpfscope: {collected}, {} unique stacks, {} processes",
-        profile.samples.len(),
+        "bpfscope: {collected}, {unique_stacks} unique stacks, {} processes",
         processes.len()
     );
     let namespaced: HashSet<u32> = profile

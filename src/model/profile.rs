@@ -43,6 +43,9 @@ pub struct Sample {
     /// The kernel stack was asked for but was lost (stack map full or collision).
     pub kernel_missing: bool,
     pub value: u64,
+    /// The 20 ms slot since the start of the profile it was counted in
+    /// (heatmaps), else 0.
+    pub time_slot: u32,
     /// Who woke the thread (off-wake and wakeup profiles only).
     pub waker: Option<Box<Waker>>,
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::process::GroupBy;
-use crate::model::profile::{Frame, FrameKind, Profile, Waker, WAKER_SEPARATOR};
+use crate::model::profile::{Frame, FrameKind, Profile, Sample, Waker, WAKER_SEPARATOR};
 
 /// Rendering choices for folded stacks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -99,35 +99,40 @@ fn push_waker(waker: &Waker, options: FoldOptions, names: &mut Vec<String>) {
 pub fn fold(profile: &Profile, options: FoldOptions) -> BTreeMap<String, u64> {
     let mut folded = BTreeMap::new();
     for sample in &profile.samples {
-        let mut names: Vec<String> = options
-            .group_by
-            .root_frame(sample.context.as_deref())
-            .iter()
-            .map(|root| sanitize(root))
-            .collect();
-        names.push(sanitize(&sample.comm));
-        if sample.user_missing {
-            names.push("[missed user stack]".to_string());
-        }
-        for frame in &sample.user {
-            push_frame_names(frame, options, &mut names);
-        }
-        let has_kernel = !sample.kernel.is_empty() || sample.kernel_missing;
-        if options.delimiter && has_kernel && names.len() > 1 {
-            names.push("-".to_string());
-        }
-        if sample.kernel_missing {
-            names.push("[missed kernel stack]".to_string());
-        }
-        for frame in &sample.kernel {
-            push_frame_names(frame, options, &mut names);
-        }
-        if let Some(waker) = &sample.waker {
-            push_waker(waker, options, &mut names);
-        }
-        *folded.entry(names.join(";")).or_insert(0) += sample.value;
+        *folded.entry(fold_sample(sample, options)).or_insert(0) += sample.value;
     }
     folded
+}
+
+/// One sample's folded stack, without its count.
+pub fn fold_sample(sample: &Sample, options: FoldOptions) -> String {
+    let mut names: Vec<String> = options
+        .group_by
+        .root_frame(sample.context.as_deref())
+        .iter()
+        .map(|root| sanitize(root))
+        .collect();
+    names.push(sanitize(&sample.comm));
+    if sample.user_missing {
+        names.push("[missed user stack]".to_string());
+    }
+    for frame in &sample.user {
+        push_frame_names(frame, options, &mut names);
+    }
+    let has_kernel = !sample.kernel.is_empty() || sample.kernel_missing;
+    if options.delimiter && has_kernel && names.len() > 1 {
+        names.push("-".to_string());
+    }
+    if sample.kernel_missing {
+        names.push("[missed kernel stack]".to_string());
+    }
+    for frame in &sample.kernel {
+        push_frame_names(frame, options, &mut names);
+    }
+    if let Some(waker) = &sample.waker {
+        push_waker(waker, options, &mut names);
+    }
+    names.join(";")
 }
 
 /// Folded text, one `stack count` line each.
@@ -180,7 +185,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::model::module::Module;
-    use crate::model::profile::{ProfileKind, Sample, WakerContext};
+    use crate::model::profile::{ProfileKind, WakerContext};
 
     /// A frame whose address is derived from its names, so distinct frames differ.
     pub fn frame(kind: FrameKind, names: &[&str]) -> Frame {
@@ -207,6 +212,7 @@ pub(crate) mod tests {
             user_missing: false,
             kernel_missing: false,
             waker: None,
+            time_slot: 0,
             value,
         }
     }

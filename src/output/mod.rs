@@ -5,6 +5,7 @@
 
 pub mod diff;
 pub mod folded;
+pub mod heatmap;
 pub mod histogram;
 pub mod pprof;
 pub mod prometheus;
@@ -23,6 +24,8 @@ pub enum ProfileFormat {
     Folded,
     Svg,
     Pprof,
+    /// A subsecond heatmap page with flame graphs of selected ranges (profile only).
+    Html,
 }
 
 impl ProfileFormat {
@@ -35,6 +38,8 @@ impl ProfileFormat {
             Some(Self::Pprof)
         } else if name.ends_with(".folded") || name.ends_with(".txt") {
             Some(Self::Folded)
+        } else if name.ends_with(".html") || name.ends_with(".htm") {
+            Some(Self::Html)
         } else {
             None
         }
@@ -46,7 +51,7 @@ impl ProfileFormat {
             (Some(format), _) => Ok(format),
             (None, Some(path)) => Self::from_path(path).with_context(|| {
                 format!(
-                    "cannot tell the output format from {:?}; use .svg, .folded/.txt or .pb.gz/.pprof, or pass -f",
+                    "cannot tell the output format from {:?}; use .svg, .folded/.txt, .pb.gz/.pprof or .html, or pass -f",
                     path.display()
                 )
             }),

@@ -381,6 +381,7 @@ pub fn symbolize_counts(
                 user_missing,
                 kernel_missing,
                 value,
+                time_slot: key.time_slot,
                 waker: None,
             }
         })

@@ -11,7 +11,9 @@ use libbpf_rs::Link;
 use crate::bpf::filters::{
     attach_fork_follower, autoload_fork_follower, set_filter_flags, write_target_filters,
 };
-use crate::bpf::loader::{load_with_fallback, object_storage, ObjectStorage, TRACEPOINT_FLAVORS};
+use crate::bpf::loader::{
+    bpf_clock_ns, load_with_fallback, object_storage, ObjectStorage, TRACEPOINT_FLAVORS,
+};
 use crate::bpf::perf_event;
 use crate::engine::stack::{
     self, size_stack_maps, stack_object_maps, StackCapture, StackObject, StackObjectMaps, StackTool,
@@ -19,6 +21,7 @@ use crate::engine::stack::{
 use crate::host::cpus;
 use crate::host::target::Targets;
 use crate::model::profile::ProfileKind;
+use crate::output::{heatmap, ProfileFormat};
 use crate::tools::flags::StackToolArgs;
 
 pub(super) mod skel {
@@ -70,6 +73,8 @@ pub struct SamplerOptions {
     pub cpus: Vec<u32>,
     pub include_idle: bool,
     pub per_thread: bool,
+    /// Count samples per 20 ms time slot too (the heatmap page).
+    pub heatmap: bool,
 }
 
 /// The loaded profile programs, sampling until stopped (also `serve`'s).
@@ -106,6 +111,10 @@ pub fn attach<'obj>(
         rodata.capture_kernel = capture.kernel;
         rodata.include_idle = options.include_idle;
         rodata.per_thread = options.per_thread;
+        if options.heatmap {
+            rodata.time_slot_ns = heatmap::SLOT_NS;
+            rodata.start_ns = bpf_clock_ns();
+        }
         size_stack_maps!(open, capture);
         autoload_fork_follower!(open, filters, flavor);
         open.load().context("loading the profile BPF programs")
@@ -136,6 +145,7 @@ pub fn run(args: ProfileArgs) -> Result<u8> {
         cpus: args.cpus()?,
         include_idle: args.include_idle,
         per_thread: !args.tids.is_empty(),
+        heatmap: options.format == ProfileFormat::Html,
     };
     let tool = StackTool {
         kind: ProfileKind::Cpu { hz: args.frequency },

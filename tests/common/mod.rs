@@ -3,6 +3,8 @@
 //! so that concurrent BPF runs and CPU burners do not disturb each other.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -217,6 +217,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         cpus: cpus::online_cpus()?,
         include_idle: false,
         per_thread: false,
+        heatmap: false,
     };
     let sampler = profile::attach(sampler_storage, &targets, &capture, &sampler_options)?;
 
