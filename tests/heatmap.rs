@@ -4,7 +4,9 @@
 //! must show the busier band at the same offset in every second, and
 //! clicking the first and last cell of a range inside it must render a
 //! flame graph of that range alone. A screenshot is kept in
-//! target/test-artifacts/.
+//! target/test-artifacts/. serve keeps the same slots for its last minutes:
+//! its `/heatmap.html` shows the phases too, and `diff_base` compares the
+//! last seconds with earlier ones.
 
 mod common;
 
@@ -118,4 +120,90 @@ fn heatmap_shows_the_phases_and_a_selected_range_renders_its_own_flame_graph() {
         "phase_one holds {one} of {samples} selected samples (phase_two {two})"
     );
     browser.screenshot("heatmap-selected.png");
+}
+
+/// The heatmap data a page embeds: (slot, samples) per cell, summed over
+/// the stacks that contain `function`.
+fn page_cells(page: &str, function: &str) -> Vec<(usize, u64)> {
+    let start = page
+        .find("application/json\">")
+        .expect("no data in the page")
+        + 18;
+    let end = start + page[start..].find("</script>").unwrap();
+    let data: Value = serde_json::from_str(&page[start..end].replace("<\\/", "</")).unwrap();
+    let stacks = data["stacks"].as_array().unwrap();
+    let mut cells = std::collections::HashMap::new();
+    for cell in data["cells"].as_array().unwrap() {
+        let stack = stacks[cell[1].as_u64().unwrap() as usize].as_str().unwrap();
+        if stack.split(';').any(|frame| frame == function) {
+            *cells.entry(cell[0].as_u64().unwrap() as usize).or_insert(0) +=
+                cell[2].as_u64().unwrap();
+        }
+    }
+    cells.into_iter().collect()
+}
+
+#[test]
+fn serve_heatmap_and_diff_base_read_the_agents_cpu_history() {
+    let _serial = serial();
+    let (serve, port) = start_serve();
+    let phases = Workload::start(&workload("phases"), &["8"]);
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    drop(phases);
+    let split = Workload::start(&workload("cpu_split"), &["7"]);
+    std::thread::sleep(std::time::Duration::from_secs(6));
+
+    // The 8 s of phases, 6 to 14 s ago, show their busier 300 ms band (the
+    // sampler runs at 99 Hz here: rows are summed over the seconds).
+    let (status, page) = get(port, "/heatmap.html?seconds=20");
+    assert_eq!(status, 200, "{page}");
+    let cells = page_cells(&page, "phases");
+    // The seconds the phases ran in whole: all but the first and last with samples.
+    let mut columns: Vec<usize> = cells.iter().map(|(slot, _)| slot / ROWS).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    assert!(
+        columns.len() >= 7,
+        "phases seen in only {} seconds: {columns:?}",
+        columns.len()
+    );
+    let mut rows = vec![0; ROWS];
+    for &column in &columns[1..columns.len() - 1] {
+        for (row, count) in column_rows(&cells, column).into_iter().enumerate() {
+            rows[row] += count;
+        }
+    }
+    let (_, ratio) = busiest_band(&rows);
+    assert!(
+        ratio >= 1.4,
+        "no busier 300 ms band in the phases' seconds ({ratio:.2}x): {rows:?}"
+    );
+
+    // The last 5 s (cpu_split) against the 5 s that ended 8 s earlier (phases).
+    let (status, svg) = get(port, "/flamegraph.svg?seconds=5&diff_base=8");
+    assert_eq!(status, 200, "{svg}");
+    let title_of = |name: &str| {
+        svg.split("<title>")
+            .skip(1)
+            .map(|t| t.split("</title>").next().unwrap())
+            .find(|t| t.starts_with(&format!("{name} (")))
+            .map(str::to_string)
+    };
+    // Differential graphs colour leaves by the change of their own samples:
+    // cpu_split's leaf, spin() under burn_three and burn_one, is new.
+    assert!(
+        title_of("burn_three").is_some(),
+        "no burn_three in {svg:.2000}"
+    );
+    let spin = title_of("spin").unwrap_or_else(|| panic!("no spin in {svg:.2000}"));
+    assert!(spin.contains("; +"), "spin did not grow: {spin}");
+    assert!(
+        title_of("phase_two").is_none(),
+        "phase_two drawn in the last 5 s"
+    );
+    let (status, message) = get(port, "/flamegraph.svg?diff_base=590");
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("history"), "{message}");
+    drop(split);
+    drop(serve);
 }

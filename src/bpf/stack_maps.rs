@@ -67,6 +67,24 @@ pub fn read_counts(counts: &dyn MapCore) -> Result<Vec<(StackKey, u64)>> {
     Ok(entries)
 }
 
+/// Takes every (key, summed value) pair out of a counts map: what BPF adds
+/// afterwards starts from zero under a new entry (serve's CPU history).
+pub fn drain_counts(counts: &dyn MapCore) -> Result<Vec<(StackKey, u64)>> {
+    let mut entries = Vec::new();
+    for raw_key in counts.keys().collect::<Vec<_>>() {
+        let Some(value) = counts.lookup_and_delete(&raw_key)? else {
+            continue;
+        };
+        if let (Some(key), Some(value)) = (
+            layouts::read::<stack_key>(&raw_key),
+            layouts::read::<u64>(&value),
+        ) {
+            entries.push((StackKey::from(&key), value));
+        }
+    }
+    Ok(entries)
+}
+
 /// A wakeup tools' counts key: the blocked thread, and its waker
 /// (`waker_context` tells how much of `waker` is set).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -416,6 +416,25 @@ impl<'a> StackCollector<'a> {
             .collect())
     }
 
+    /// Takes the counts out of the kernel map (serve's CPU history drains
+    /// it every second and keeps what it read).
+    pub fn drain(&self) -> Result<Vec<(StackKey, u64)>> {
+        stack_maps::drain_counts(self.maps.counts)
+    }
+
+    /// The frames of the stacks with these ids, as interned now.
+    pub fn read_stacks(
+        &self,
+        ids: impl IntoIterator<Item = i32>,
+    ) -> Result<HashMap<i32, Vec<u64>>> {
+        self.stack_maps().read(ids)
+    }
+
+    /// Empties the stack maps (once every id in use has been read).
+    pub fn clear_stacks(&self) {
+        self.stack_maps().clear();
+    }
+
     fn stack_maps(&self) -> StackMaps<'a> {
         StackMaps {
             traces: self.maps.stacks,
@@ -437,13 +456,26 @@ impl<'a> StackCollector<'a> {
             .iter()
             .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id]);
         let stack_table = self.stack_maps().read(stack_ids)?;
+        Ok(self.profile_from(symbolizer, counted, &stack_table, kind, duration))
+    }
+
+    /// Symbolizes counted stacks whose ids index `stack_table` (frames read
+    /// earlier, as serve's history keeps them) into a profile.
+    pub fn profile_from(
+        &self,
+        symbolizer: &mut Symbolizer,
+        counted: Vec<(StackKey, u64)>,
+        stack_table: &HashMap<i32, Vec<u64>>,
+        kind: ProfileKind,
+        duration: Duration,
+    ) -> Profile {
         let mut spaces = self.spaces.borrow_mut();
         spaces.refresh_living();
-        Ok(Profile {
+        Profile {
             kind,
             duration,
-            samples: symbolize::symbolize_counts(symbolizer, counted, &stack_table, &spaces),
-        })
+            samples: symbolize::symbolize_counts(symbolizer, counted, stack_table, &spaces),
+        }
     }
 
     /// The profile of a wakeup tool's counts (`struct wake_key`): each

@@ -81,6 +81,8 @@ pub struct SamplerOptions {
 pub struct Sampler<'obj> {
     pub skel: ProfileSkel<'obj>,
     links: RefCell<Vec<Link>>,
+    /// With time slots (heatmap): slot 0 starts at this bpf_clock_ns() time.
+    pub start_ns: u64,
 }
 
 impl StackObject for Sampler<'_> {
@@ -102,6 +104,7 @@ pub fn attach<'obj>(
     options: &SamplerOptions,
 ) -> Result<Sampler<'obj>> {
     let filters = targets.filter_flags();
+    let start_ns = bpf_clock_ns();
     let (skel, flavor) = load_with_fallback(storage, TRACEPOINT_FLAVORS, |storage, flavor| {
         let mut open = ProfileSkelBuilder::default()
             .open(storage)
@@ -113,7 +116,7 @@ pub fn attach<'obj>(
         rodata.per_thread = options.per_thread;
         if options.heatmap {
             rodata.time_slot_ns = heatmap::SLOT_NS;
-            rodata.start_ns = bpf_clock_ns();
+            rodata.start_ns = start_ns;
         }
         size_stack_maps!(open, capture);
         autoload_fork_follower!(open, filters, flavor);
@@ -133,6 +136,7 @@ pub fn attach<'obj>(
     Ok(Sampler {
         skel,
         links: RefCell::new(links),
+        start_ns,
     })
 }
 

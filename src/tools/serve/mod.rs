@@ -9,6 +9,7 @@
 //! Listens on loopback unless told otherwise; SIGTERM or Ctrl-C detaches
 //! everything and exits 0.
 
+mod history;
 mod metrics;
 mod page;
 mod windows;
@@ -35,6 +36,7 @@ use crate::tools::offcpu::{self, BlockState, OffcpuOptions};
 use crate::tools::profile::{self, SamplerOptions};
 use crate::tools::runqlat::{self, RunqlatOptions};
 use crate::tools::tcpconnlat;
+use history::History;
 use metrics::{HistogramMaps, Metrics, Sources};
 use windows::{Profiles, StackSource, Window, ENDPOINTS};
 
@@ -64,6 +66,8 @@ pub enum MetricSource {
   /debug/pprof/profile?seconds=N  gzipped pprof CPU profile of the next N seconds (default 30)
   /debug/pprof/offcpu?seconds=N   the same for off-CPU time (with --metrics ...,offcpu)
   /flamegraph.svg?seconds=N    CPU flame graph (default 10)
+  /flamegraph.svg?diff_base=S[&seconds=N]  differential flame graph: the last N s against the N s ending S s earlier
+  /heatmap.html?seconds=N      subsecond heatmap of the last N s of CPU samples (default 300, up to 600)
   /offcpu.svg?seconds=N        off-CPU flame graph (with --metrics ...,offcpu)")]
 pub struct ServeArgs {
     /// Address to listen on (loopback by default; give 0.0.0.0:PORT to expose it).
@@ -217,7 +221,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         cpus: cpus::online_cpus()?,
         include_idle: false,
         per_thread: false,
-        heatmap: false,
+        heatmap: true,
     };
     let sampler = profile::attach(sampler_storage, &targets, &capture, &sampler_options)?;
 
@@ -255,6 +259,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 )
             })
             .transpose()?,
+        history: RefCell::new(History::new(sampler.start_ns, STACK_STORAGE)),
         hz: args.hz,
     };
     let mut sources = Sources::default();
@@ -315,6 +320,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             source.collector.consume();
             source.collector.after_poll();
         }
+        profiles.tick()?;
         // Answer the windows that have ended.
         let (done, waiting): (Vec<Window>, Vec<Window>) =
             windows.into_iter().partition(Window::ended);
@@ -352,6 +358,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         let url = request.url().to_string();
         let path = url.split('?').next().unwrap_or("");
+        let from_history = match path {
+            "/flamegraph.svg" if url.contains("diff_base=") => {
+                Some((profiles.diff_svg(&url), "image/svg+xml"))
+            }
+            "/heatmap.html" => Some((profiles.heatmap_page(&url), "text/html; charset=utf-8")),
+            _ => None,
+        };
+        if let Some((page, content_type)) = from_history {
+            let response = match page {
+                Ok(Ok(bytes)) => http_result(Ok(bytes), content_type, ""),
+                Ok(Err(message)) => http_text(400, message),
+                Err(error) => http_result(Err(error), content_type, "reading the CPU history"),
+            };
+            let _ = request.respond(response);
+            continue;
+        }
         if let Some(&(_, kind, format, seconds)) = ENDPOINTS.iter().find(|e| e.0 == path) {
             match profiles.open(request, &url, (kind, format, seconds))? {
                 Ok(window) => windows.push(window),

@@ -1,11 +1,14 @@
 //! The live page at `/`: the current CPU flame graph (the interactive SVG of
-//! `/flamegraph.svg`, click to zoom) and the main latency histograms. A few
-//! lines of inline script refresh the histograms every 5 s and the flame
-//! graph every 30 s unless the reader has zoomed into it; nothing is
-//! downloaded from anywhere else.
+//! `/flamegraph.svg`, click to zoom), the subsecond heatmap of the last
+//! minutes (`/heatmap.html`: click two cells for the flame graph of that
+//! range) and the main latency histograms. A few lines of inline script
+//! refresh the histograms every 5 s and the flame graph every 30 s unless the
+//! reader has zoomed into it; nothing is downloaded from anywhere else.
 
 /// Seconds each flame graph on the page covers.
 pub const FLAME_GRAPH_SECONDS: u64 = 5;
+/// Seconds the page's heatmap covers.
+pub const HEATMAP_SECONDS: u64 = 180;
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -34,8 +37,12 @@ pre {{ font-size: 12px; background: #f6f6f6; padding: 0.5em; }}
 <h1>bpfscope on {host}</h1>
 <p class="note">CPU flame graph of the last {seconds} s of sampling: click a frame to zoom, "Reset Zoom" to go back.
 It refreshes every 30 s unless zoomed. <span id="status"></span>
-· <a href="/metrics">metrics</a> · <a href="/debug/pprof/profile?seconds=30">pprof (30 s)</a>{offcpu_link}</p>
+· <a href="/metrics">metrics</a> · <a href="/debug/pprof/profile?seconds=30">pprof (30 s)</a>{offcpu_link}
+· <a href="/flamegraph.svg?seconds=10&amp;diff_base=60">what changed: the last 10 s against a minute earlier</a></p>
 <iframe id="flamegraph" title="CPU flame graph" src="/flamegraph.svg?seconds={seconds}"></iframe>
+<h2>Subsecond heatmap of the last {heatmap_seconds} s</h2>
+<p class="note">As it was when the page loaded (<a href="/heatmap.html?seconds={heatmap_seconds}">open it alone</a>, or reload for the latest).</p>
+<iframe id="heatmap" title="CPU subsecond heatmap" style="height: 90vh" src="/heatmap.html?seconds={heatmap_seconds}"></iframe>
 <h2>Latency histograms</h2>
 <pre id="histograms">{histograms}</pre>
 <script>
@@ -64,6 +71,7 @@ setInterval(() => {{
 "#,
         host = escape(host),
         seconds = FLAME_GRAPH_SECONDS,
+        heatmap_seconds = HEATMAP_SECONDS,
         histograms = escape(histograms),
     )
 }
@@ -78,6 +86,7 @@ mod tests {
         assert!(page.contains("bpfscope on h&lt;1&gt;"));
         assert!(page.contains("<pre id=\"histograms\">a &lt; b</pre>"));
         assert!(page.contains("src=\"/flamegraph.svg?seconds=5\""));
+        assert!(page.contains("src=\"/heatmap.html?seconds=180\""));
         assert!(!page.contains("offcpu.svg"));
         assert!(!page.contains("<script src"));
     }

@@ -1,8 +1,11 @@
 //! Profile windows: `/debug/pprof/profile`, `/debug/pprof/offcpu`,
 //! `/flamegraph.svg` and `/offcpu.svg` answer with the profile of the next N
-//! seconds. Stacks are counted in kernel all the time; a window is the
+//! seconds. Stacks are counted in kernel all the time; a CPU window is the
+//! sum of the CPU history's slots it covered, an off-CPU window the
 //! difference of two snapshots of the counts map, so windows overlap freely
-//! and wait in the main loop without blocking other requests.
+//! and wait in the main loop without blocking other requests. From the CPU
+//! history alone, at once: `/flamegraph.svg?diff_base=SECONDS_AGO` (the last
+//! window against the one that many seconds earlier) and `/heatmap.html`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,14 +15,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::history::{History, HISTORY_SECONDS};
 use crate::bpf::stack_maps::StackKey;
 use crate::engine::stack::{hostname, shown_value, StackCollector, StackObject};
 use crate::host::process_maps::AddressSpaces;
 use crate::host::target::Targets;
+use crate::model::diff::DiffProfile;
 use crate::model::process::GroupBy;
-use crate::model::profile::ProfileKind;
-use crate::output::folded::FoldOptions;
-use crate::output::{pprof, svg};
+use crate::model::profile::{Profile, ProfileKind};
+use crate::output::folded::{self, FoldOptions};
+use crate::output::heatmap::{self, ROWS_PER_SECOND};
+use crate::output::{diff, pprof, svg};
 use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::Symbolizer;
 use crate::unwind::UnwindOptions;
@@ -73,7 +79,15 @@ pub struct Window {
     format: WindowFormat,
     started: Instant,
     length: Duration,
-    baseline: HashMap<StackKey, u64>,
+    since: Since,
+}
+
+/// Where a window's profile starts.
+enum Since {
+    /// A CPU window: this slot of the history.
+    Slot(u32),
+    /// An off-CPU window: the counts then.
+    Counts(HashMap<StackKey, u64>),
 }
 
 impl Window {
@@ -84,22 +98,29 @@ impl Window {
 
 /// `seconds=N` from a query string.
 pub fn window_seconds(url: &str, default: u64) -> Result<u64, String> {
+    query_seconds(url, "seconds", MAX_WINDOW_SECONDS).map(|seconds| seconds.unwrap_or(default))
+}
+
+/// `NAME=N` from a query string, 1 to `max`, if given.
+pub fn query_seconds(url: &str, name: &str, max: u64) -> Result<Option<u64>, String> {
     let Some(query) = url.split_once('?').map(|(_, q)| q) else {
-        return Ok(default);
+        return Ok(None);
     };
+    let prefix = format!("{name}=");
     match query
         .split('&')
-        .find_map(|pair| pair.strip_prefix("seconds="))
+        .find_map(|pair| pair.strip_prefix(prefix.as_str()))
     {
-        None => Ok(default),
+        None => Ok(None),
         Some(text) => match text.parse::<u64>() {
-            Ok(seconds) if (1..=MAX_WINDOW_SECONDS).contains(&seconds) => Ok(seconds),
-            _ => Err(format!(
-                "bad seconds={text}: give 1 to {MAX_WINDOW_SECONDS}\n"
-            )),
+            Ok(seconds) if (1..=max).contains(&seconds) => Ok(Some(seconds)),
+            _ => Err(format!("bad {name}={text}: give 1 to {max}\n")),
         },
     }
 }
+
+/// Slots per second of history.
+const SLOTS: u64 = ROWS_PER_SECOND as u64;
 
 /// One in-kernel stack count: its object, and the engine's collector around it.
 pub struct StackSource<'a> {
@@ -149,6 +170,8 @@ pub struct Profiles<'a> {
     pub spaces: Rc<RefCell<AddressSpaces>>,
     pub cpu: StackSource<'a>,
     pub offcpu: Option<StackSource<'a>>,
+    /// The CPU source's counts, drained about every second.
+    pub history: RefCell<History>,
     pub hz: u64,
 }
 
@@ -178,16 +201,117 @@ impl<'a> Profiles<'a> {
             return Ok(Err((request, 404, message.to_string())));
         };
         match window_seconds(url, default_seconds) {
-            Ok(seconds) => Ok(Ok(Window {
-                request,
-                kind,
-                format,
-                started: Instant::now(),
-                length: Duration::from_secs(seconds),
-                baseline: source.snapshot()?,
-            })),
+            Ok(seconds) => {
+                let since = match kind {
+                    StackKind::Cpu => {
+                        let mut history = self.history.borrow_mut();
+                        history.tick(&source.collector, true)?;
+                        Since::Slot(history.now_slot())
+                    }
+                    StackKind::OffCpu => Since::Counts(source.snapshot()?),
+                };
+                Ok(Ok(Window {
+                    request,
+                    kind,
+                    format,
+                    started: Instant::now(),
+                    length: Duration::from_secs(seconds),
+                    since,
+                }))
+            }
             Err(message) => Ok(Err((request, 400, message))),
         }
+    }
+
+    /// Drains the CPU counts into the history (about once a second).
+    pub fn tick(&self) -> Result<()> {
+        self.history.borrow_mut().tick(&self.cpu.collector, false)
+    }
+
+    /// The CPU profile of history slots first..=last (per slot: `per_slot`).
+    fn history_profile(&self, first: u32, last: u32, per_slot: bool) -> Result<Profile> {
+        let mut history = self.history.borrow_mut();
+        history.tick(&self.cpu.collector, true)?;
+        let counted = if per_slot {
+            history.slots(first, last)
+        } else {
+            history.counts(first, last)
+        };
+        let seconds = f64::from(last.saturating_sub(first) + 1) / SLOTS as f64;
+        Ok(self.cpu.collector.profile_from(
+            &mut self.symbolizer.borrow_mut().0,
+            counted,
+            history.stacks(),
+            ProfileKind::Cpu { hz: self.hz },
+            Duration::from_secs_f64(seconds),
+        ))
+    }
+
+    /// `/flamegraph.svg?diff_base=SECONDS_AGO[&seconds=N]`: the last N
+    /// seconds (default 10) against the N seconds that ended SECONDS_AGO
+    /// earlier, as a differential flame graph normalized to equal totals.
+    pub fn diff_svg(&self, url: &str) -> Result<Result<Vec<u8>, String>> {
+        let (seconds, ago) = match (
+            window_seconds(url, 10),
+            query_seconds(url, "diff_base", HISTORY_SECONDS),
+        ) {
+            (Ok(seconds), Ok(Some(ago))) => (seconds, ago),
+            (Err(message), _) | (_, Err(message)) => return Ok(Err(message)),
+            (_, Ok(None)) => return Ok(Err("diff_base=SECONDS_AGO is missing\n".into())),
+        };
+        let covered = self.history.borrow().covered_seconds();
+        if seconds + ago > covered {
+            return Ok(Err(format!(
+                "diff_base={ago} with seconds={seconds} needs {} s of history; the agent has {covered} s (it keeps {HISTORY_SECONDS})\n",
+                seconds + ago
+            )));
+        }
+        let now = self.history.borrow().now_slot();
+        let last = now.saturating_sub(1);
+        let first = (u64::from(now).saturating_sub(seconds * SLOTS)) as u32;
+        let shift = (ago * SLOTS) as u32;
+        let after = self.history_profile(first, last, false)?;
+        let before = self.history_profile(
+            first.saturating_sub(shift),
+            last.saturating_sub(shift),
+            false,
+        )?;
+        let options = FoldOptions::default();
+        let diff = DiffProfile::new(
+            &folded::fold(&before, options),
+            &folded::fold(&after, options),
+        )
+        .normalized();
+        let subtitle = format!(
+            "the last {seconds} s against the {seconds} s ending {ago} s earlier, at {} Hz on {}, normalized (red: grew, blue: shrank)",
+            self.hz,
+            hostname()
+        );
+        Ok(Ok(diff::render_svg(&diff, false, &subtitle)?))
+    }
+
+    /// `/heatmap.html[?seconds=N]`: the subsecond heatmap of the last N
+    /// seconds of CPU samples (default 300).
+    pub fn heatmap_page(&self, url: &str) -> Result<Result<Vec<u8>, String>> {
+        let seconds = match query_seconds(url, "seconds", HISTORY_SECONDS) {
+            Ok(seconds) => seconds.unwrap_or(300),
+            Err(message) => return Ok(Err(message)),
+        };
+        let now = self.history.borrow().now_slot();
+        // Columns start on whole seconds of the sampler's clock.
+        let first = (u64::from(now).saturating_sub(seconds * SLOTS) / SLOTS * SLOTS) as u32;
+        let profile = self.history_profile(first, now, true)?;
+        let subtitle = format!(
+            "the last {seconds} s at {} Hz on {}, from bpfscope serve",
+            self.hz,
+            hostname()
+        );
+        Ok(Ok(heatmap::render(
+            &profile,
+            FoldOptions::default(),
+            "CPU subsecond heatmap",
+            &subtitle,
+        )?))
     }
 
     /// The rendered profile of an ended window: counts now minus counts then.
@@ -195,26 +319,33 @@ impl<'a> Profiles<'a> {
         let source = self
             .source(window.kind)
             .expect("windows open only on attached sources");
-        let kind = match window.kind {
-            StackKind::Cpu => ProfileKind::Cpu { hz: self.hz },
-            StackKind::OffCpu => ProfileKind::OffCpu,
-        };
-        let counted: Vec<(StackKey, u64)> = source
-            .snapshot()?
-            .into_iter()
-            .filter_map(|(key, now)| {
-                let then = window.baseline.get(&key).copied().unwrap_or(0);
-                let value = shown_value(kind, now.saturating_sub(then));
-                (value > 0).then_some((key, value))
-            })
-            .collect();
         let duration = window.started.elapsed();
-        let profile = source.collector.profile(
-            &mut self.symbolizer.borrow_mut().0,
-            counted,
-            kind,
-            duration,
-        )?;
+        let profile = match &window.since {
+            Since::Slot(first) => {
+                let last = self.history.borrow().now_slot();
+                let mut profile = self.history_profile(*first, last, false)?;
+                profile.duration = duration;
+                profile
+            }
+            Since::Counts(baseline) => {
+                let kind = ProfileKind::OffCpu;
+                let counted: Vec<(StackKey, u64)> = source
+                    .snapshot()?
+                    .into_iter()
+                    .filter_map(|(key, now)| {
+                        let then = baseline.get(&key).copied().unwrap_or(0);
+                        let value = shown_value(kind, now.saturating_sub(then));
+                        (value > 0).then_some((key, value))
+                    })
+                    .collect();
+                source.collector.profile(
+                    &mut self.symbolizer.borrow_mut().0,
+                    counted,
+                    kind,
+                    duration,
+                )?
+            }
+        };
         Ok(match window.format {
             WindowFormat::Pprof => pprof::render(&profile, GroupBy::Process)?,
             WindowFormat::Svg => {
@@ -246,9 +377,12 @@ impl<'a> Profiles<'a> {
         self.spaces.borrow_mut().forget_exited();
         for source in self.sources() {
             source.collector.forget_exited_tables();
-            source
+        }
+        // The CPU history drains its counts and empties its stack maps itself.
+        if let Some(offcpu) = &self.offcpu {
+            offcpu
                 .collector
-                .reset_if_full(source.max_stacks, RESET_FILL);
+                .reset_if_full(offcpu.max_stacks, RESET_FILL);
         }
         let mut symbolizer = self.symbolizer.borrow_mut();
         if symbolizer.1.elapsed() > SYMBOLIZER_LIFETIME
