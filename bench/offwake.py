@@ -7,7 +7,7 @@ context-switch storm.
 Throughput of `taskset -c 0 perf bench sched pipe -l L` (every switch is a
 pipe wakeup) with each tracer running system-wide at its default settings,
 divided by the untraced throughput, interleaved in one run with
-libbpf-tools `wakeuptime` (install it with `scripts/install-deps.sh
+`bpfscope offcpu` (for reference) and libbpf-tools `wakeuptime` (install it with `scripts/install-deps.sh
 libbpf-tools`). Targets: wakeuptime >= 0.85, offwaketime >= 0.80.
 """
 import argparse
@@ -33,6 +33,8 @@ def main():
                ready_text="tracing blocked"),
         Tracer("bpfscope offwaketime", [BPFSCOPE, "offwaketime", "-o", "/tmp/bpfscope-bench-offwake.folded"],
                ready_text="tracing blocked"),
+        Tracer("bpfscope offcpu (reference)", [BPFSCOPE, "offcpu", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
+               ready_text="tracing off-CPU"),
         peer,
     ]
     ratios = interleaved_ratios(workload, tracers, args.rounds, parse=ops_per_second)

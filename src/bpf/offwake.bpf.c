@@ -62,7 +62,7 @@ struct wake_state {
 	u32 woken;                      /* the waker part of `block` is set */
 	u32 pending_blocks;             /* STAT_EVENTS */
 	u64 pending_ns;
-	struct wake_key block;          /* the block under way */
+	struct wake_key block;          /* the block under way (target comm read at flush) */
 	struct wake_key pending;        /* the key of pending_ns */
 	struct stack_cache blocked_cache;  /* where this thread blocks */
 	struct stack_cache waker_cache;    /* where this thread wakes others */
@@ -96,7 +96,8 @@ static __always_inline bool same_key(const struct wake_key *a, const struct wake
 	return true;
 }
 
-static __always_inline void flush_pending(struct wake_state *s)
+/* Adds the thread's (`task`'s) unflushed time to the counts map, under its name now. */
+static __always_inline void flush_pending(struct task_struct *task, struct wake_state *s)
 {
 	if (s->pending_blocks)
 		stat_add(STAT_EVENTS, s->pending_blocks);
@@ -105,7 +106,10 @@ static __always_inline void flush_pending(struct wake_state *s)
 	flush_reused(&s->waker_cache);
 	if (!s->pending_ns)
 		return;
+	/* Named only while added: blocks compare without the name. */
+	BPF_CORE_READ_INTO(&s->pending.target.comm, task, comm);
 	add_to_count(&counts, &s->pending, s->pending_ns);
+	__builtin_memset(&s->pending.target.comm, 0, sizeof(s->pending.target.comm));
 	s->pending_ns = 0;
 }
 
@@ -127,7 +131,6 @@ static __always_inline void block_starts(void *ctx, struct task_struct *prev, st
 
 	target->tgid = view->tgid;
 	target->address_space = view->mm;
-	BPF_CORE_READ_INTO(&target->comm, prev, comm);
 	target->user_stack_id = -1;
 	target->kernel_stack_id = -1;
 	if (blocked_stacks) {
@@ -141,8 +144,8 @@ static __always_inline void block_starts(void *ctx, struct task_struct *prev, st
 	s->blocked_ns = now;
 }
 
-/* The block ends (woken, or running again): its time goes to the pending sum. */
-static __always_inline void block_ends(struct wake_state *s, u64 now)
+/* `task`'s block ends (woken, or running again): its time goes to the pending sum. */
+static __always_inline void block_ends(struct task_struct *task, struct wake_state *s, u64 now)
 {
 	u64 delta = now - s->blocked_ns;
 
@@ -156,12 +159,12 @@ static __always_inline void block_ends(struct wake_state *s, u64 now)
 	if (delta < min_block_ns || delta > max_block_ns)
 		return;
 	if (!same_key(&s->pending, &s->block)) {
-		flush_pending(s);
+		flush_pending(task, s);
 		s->pending = s->block;
 	}
 	s->pending_ns += delta;
 	if (++s->pending_blocks >= flush_every)
-		flush_pending(s);
+		flush_pending(task, s);
 }
 
 /*
@@ -189,43 +192,42 @@ struct {
  * only name where kallsyms lists data symbols.) The idle task is never the
  * waker: it runs IPI work deferred to it.
  */
-static __always_inline u32 waking_context(struct task_struct *current, u32 current_tid)
+static __always_inline u32 waking_context(u32 current_tid, u64 task_stack)
 {
 	u32 zero = 0;
 	u64 *slot = bpf_map_lookup_elem(&stack_address, &zero);
-	u64 task_stack = 0;
+	u64 here = 0;
 
 	if (current_tid == 0)
 		return WAKER_INTERRUPT;
 	if (!slot)
 		return WAKER_TASK;
-	*slot = (u64)&task_stack;
-	task_stack = (u64)BPF_CORE_READ(current, stack);
-	if (*slot - task_stack >= TASK_STACK_BOUND)
+	*slot = (u64)&here;
+	/* Read back through the map (volatile: not the pointer the compiler still holds). */
+	if (*(volatile u64 *)slot - task_stack >= TASK_STACK_BOUND)
 		return WAKER_INTERRUPT;
 	return WAKER_TASK;
 }
 
 /*
- * The current context wakes the thread whose state is `s`. `waker_state`
- * (the current task's, for its stack cache) may be NULL: walk every time.
+ * The current context (`current`: the current task's fields, and where its
+ * stack is) wakes `wakee`, whose state is `s`. `waker_state` (the current
+ * task's, for its stack cache) may be NULL: walk every time.
  */
-static __always_inline void woken_by_current(void *ctx, struct wake_state *s,
+static __always_inline void woken_by_current(void *ctx, struct task_struct *wakee, struct wake_state *s,
+					     struct task_view *current, u64 task_stack,
 					     struct wake_state *waker_state, u64 signature, u64 now)
 {
-	struct task_struct *current = (struct task_struct *)bpf_get_current_task();
 	struct stack_key *waker = &s->block.waker;
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 context = waking_context(current, (u32)pid_tgid);
-	bool is_kthread;
+	u32 context = waking_context(current->tid, task_stack);
+	bool is_kthread = current->flags & PF_KTHREAD;
 
 	__builtin_memset(waker, 0, sizeof(*waker));
 	waker->user_stack_id = -1;
 	waker->kernel_stack_id = -1;
 	if (context == WAKER_TASK) {
-		is_kthread = BPF_CORE_READ(current, flags) & PF_KTHREAD;
-		waker->tgid = pid_tgid >> 32;
-		waker->address_space = (u64)BPF_CORE_READ(current, mm);
+		waker->tgid = current->tgid;
+		waker->address_space = current->mm;
 		bpf_get_current_comm(&waker->comm, sizeof(waker->comm));
 		if (waker_state) {
 			cached_walk(ctx, &waker_state->waker_cache, is_kthread ? 0 : signature, waker->tgid,
@@ -242,7 +244,7 @@ static __always_inline void woken_by_current(void *ctx, struct wake_state *s,
 	s->block.waker_context = context;
 	s->woken = 1;
 	if (end_at_wakeup)
-		block_ends(s, now);
+		block_ends(wakee, s, now);
 }
 
 static __always_inline bool blocker_selected(struct task_view *view)
@@ -273,7 +275,7 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_str
 	}
 	s = bpf_task_storage_get(&wake_tasks, next, 0, 0);
 	if (s && s->blocked_ns)
-		block_ends(s, now);
+		block_ends(next, s, now);
 	return 0;
 }
 
@@ -281,19 +283,21 @@ SEC("tp_btf/sched_waking")
 int BPF_PROG(waking_btf, struct task_struct *p)
 {
 	struct wake_state *s = bpf_task_storage_get(&wake_tasks, p, 0, 0);
-	struct task_struct *current;
 	struct wake_state *waker_state = NULL;
+	struct task_struct *current;
+	struct task_view view;
 	u64 signature = 0;
 
 	if (!s || !s->blocked_ns || s->woken)
 		return 0;
 	current = bpf_get_current_task_btf();
-	if (current->pid) {
+	view_btf(current, &view);
+	if (view.tid) {
 		waker_state = bpf_task_storage_get(&wake_tasks, current, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (capture_user)
+		if (capture_user && view.mm)
 			signature = user_signature(current, 0);
 	}
-	woken_by_current(ctx, s, waker_state, signature, bpf_ktime_get_ns());
+	woken_by_current(ctx, p, s, &view, (u64)current->stack, waker_state, signature, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -304,7 +308,7 @@ int BPF_PROG(exit_btf, struct task_struct *task)
 	struct wake_state *s = bpf_task_storage_get(&wake_tasks, task, 0, 0);
 
 	if (s)
-		flush_pending(s);
+		flush_pending(task, s);
 	return 0;
 }
 
@@ -319,7 +323,7 @@ int flush_all(struct bpf_iter__task *ctx)
 		return 0;
 	s = bpf_task_storage_get(&wake_tasks, task, 0, 0);
 	if (s)
-		flush_pending(s);
+		flush_pending(task, s);
 	return 0;
 }
 
@@ -353,7 +357,7 @@ int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_str
 	}
 	s = state_by_tid(BPF_CORE_READ(next, pid), false);
 	if (s && s->blocked_ns)
-		block_ends(s, now);
+		block_ends(next, s, now);
 	return 0;
 }
 
@@ -361,10 +365,14 @@ SEC("raw_tp/sched_waking")
 int BPF_PROG(waking_raw, struct task_struct *p)
 {
 	struct wake_state *s = state_by_tid(BPF_CORE_READ(p, pid), false);
+	struct task_struct *current;
+	struct task_view view;
 
 	if (!s || !s->blocked_ns || s->woken)
 		return 0;
-	woken_by_current(ctx, s, NULL, 0, bpf_ktime_get_ns());
+	current = (struct task_struct *)bpf_get_current_task();
+	view_raw(current, &view);
+	woken_by_current(ctx, p, s, &view, (u64)BPF_CORE_READ(current, stack), NULL, 0, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -376,7 +384,7 @@ int BPF_PROG(exit_raw, struct task_struct *task)
 	struct wake_state *s = bpf_map_lookup_elem(&wake_by_tid, &tid);
 
 	if (s) {
-		flush_pending(s);
+		flush_pending(task, s);
 		bpf_map_delete_elem(&wake_by_tid, &tid);
 	}
 	return 0;
