@@ -99,6 +99,26 @@ fn assert_pipe_wakeups_joined(env: &[(&str, &str)]) {
 }
 
 #[test]
+fn max_block_time_drops_longer_blocks() {
+    let _serial = serial();
+    let path = tmp_dir().join("offwaketime-max.folded");
+    let output = run(bpfscope()
+        .args(["offwaketime", "-M", "1000", "-o"])
+        .arg(&path)
+        .arg("--")
+        .arg(workload("wake_chain"))
+        .args(["pipe", "1"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    // The reader's blocks last about 4 ms: none is 1 ms or less.
+    let stacks = parse_folded(&fs::read_to_string(&path).unwrap());
+    let reader = total(&for_comm(&stacks, "pw-reader"));
+    assert!(
+        reader < 20_000,
+        "pw-reader kept {reader} us of blocks over 1 ms"
+    );
+}
+
+#[test]
 fn timer_wakeups_are_labelled_interrupt_context() {
     let _serial = serial();
     let (stacks, _) = trace("wakeuptime", "sleep", "2", &[]);

@@ -530,7 +530,28 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
-    use crate::output::folded::tests::{frame, profile, sample};
+    use crate::model::profile::WakerContext;
+    use crate::output::folded::tests::{frame, profile, sample, woken_reader};
+
+    #[test]
+    fn a_waker_sits_above_its_blocked_stack_as_in_folded_output() {
+        let mut p = profile(vec![woken_reader(
+            WakerContext::Task,
+            &["pipe_write", "try_to_wake_up"],
+        )]);
+        p.kind = ProfileKind::OffWake;
+        let from_pprof = fold_pprof(&render(&p, GroupBy::Process).unwrap()).unwrap();
+        // As folded (without its `_[k]` marks), in nanoseconds; only a frame
+        // with inlined functions reads outermost first, as a pprof location's
+        // lines are the same wherever the address appears.
+        assert_eq!(
+            from_pprof.into_iter().collect::<Vec<_>>(),
+            vec![(
+                "reader;main;wait_for_data;schedule;--;try_to_wake_up;pipe_write;send;inlined_send;main;writer".to_string(),
+                5000
+            )]
+        );
+    }
 
     #[test]
     fn reads_its_own_output_back_as_folded_stacks() {
