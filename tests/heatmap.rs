@@ -201,7 +201,7 @@ fn serve_heatmap_and_diff_base_read_the_agents_cpu_history() {
         title_of("phase_two").is_none(),
         "phase_two drawn in the last 5 s"
     );
-    let (status, message) = get(port, "/flamegraph.svg?diff_base=590");
+    let (status, message) = get(port, "/flamegraph.svg?diff_base=290");
     assert_eq!(status, 400, "{message}");
     assert!(message.contains("history"), "{message}");
     drop(split);

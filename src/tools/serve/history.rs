@@ -1,4 +1,4 @@
-//! serve's CPU profile of the last minutes, 20 ms slot by slot. The sampler
+//! serve's CPU profile of the last five minutes, 20 ms slot by slot. The sampler
 //! counts per (time slot, stack) in kernel; about every second the history
 //! drains the counts map and reads the frames of the stacks it has not seen
 //! yet, so the kernel maps stay small however long the agent runs, and the
@@ -16,8 +16,12 @@ use crate::bpf::stack_maps::StackKey;
 use crate::engine::stack::StackCollector;
 use crate::output::heatmap::{ROWS_PER_SECOND, SLOT_NS};
 
-/// How long the history keeps samples.
-pub const HISTORY_SECONDS: u64 = 600;
+/// How far back requests may look (diff_base + seconds, heatmaps): the
+/// longest profile window.
+pub const HISTORY_SECONDS: u64 = 300;
+/// How long samples are kept: a window of HISTORY_SECONDS may be answered
+/// a little after it ended.
+const KEEP_SECONDS: u64 = HISTORY_SECONDS + 20;
 /// Ticks closer than this do nothing (the main loop calls often).
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// Unreferenced keys and stacks are dropped this often.
@@ -125,7 +129,7 @@ impl History {
         }
         let keep_from = self
             .now_slot()
-            .saturating_sub((HISTORY_SECONDS * u64::from(ROWS_PER_SECOND)) as u32);
+            .saturating_sub((KEEP_SECONDS * u64::from(ROWS_PER_SECOND)) as u32);
         while self
             .entries
             .front()

@@ -67,7 +67,7 @@ pub enum MetricSource {
   /debug/pprof/offcpu?seconds=N   the same for off-CPU time (with --metrics ...,offcpu)
   /flamegraph.svg?seconds=N    CPU flame graph (default 10)
   /flamegraph.svg?diff_base=S[&seconds=N]  differential flame graph: the last N s against the N s ending S s earlier
-  /heatmap.html?seconds=N      subsecond heatmap of the last N s of CPU samples (default 300, up to 600)
+  /heatmap.html?seconds=N      subsecond heatmap of the last N s of CPU samples (default and most 300)
   /offcpu.svg?seconds=N        off-CPU flame graph (with --metrics ...,offcpu)")]
 pub struct ServeArgs {
     /// Address to listen on (loopback by default; give 0.0.0.0:PORT to expose it).

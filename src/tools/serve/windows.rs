@@ -30,8 +30,9 @@ use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::Symbolizer;
 use crate::unwind::UnwindOptions;
 
-/// Longest profile window a request may ask for.
-const MAX_WINDOW_SECONDS: u64 = 300;
+/// Longest profile window a request may ask for (CPU windows are read
+/// from the history).
+const MAX_WINDOW_SECONDS: u64 = HISTORY_SECONDS;
 /// The in-kernel stack maps are emptied when this full, between windows.
 const RESET_FILL: f64 = 0.8;
 /// The symbolizer starts afresh after this long or this many cached
