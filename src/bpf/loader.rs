@@ -4,10 +4,11 @@
 //! everywhere bpfscope runs. When a flavor is refused the next is tried, and
 //! stderr says so.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::OpenObject;
+use libbpf_rs::{Link, OpenObject};
 
 /// How a tool's hooks are attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,15 +78,46 @@ pub fn load_with_fallback<'obj, S>(
     bail!("loading BPF programs failed: {}", refusals.join("; "))
 }
 
-/// Runs a task iterator program once over every task (the flush of what a
-/// tool accumulates per thread in kernel).
-pub fn run_iterator(program: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
-    let link = program
-        .attach_iter_with_opts(libbpf_rs::IterOpts::None)
-        .context("attaching the flush iterator")?;
-    let mut iter = libbpf_rs::Iter::new(&link).context("creating the flush iterator")?;
-    std::io::copy(&mut iter, &mut std::io::sink()).context("running the flush iterator")?;
-    Ok(())
+/// The links of a sched_switch tool whose threads accumulate time in task
+/// storage (offcpu, offwaketime, wakeuptime: BTF flavor), which a task
+/// iterator adds to the counts map: the exit hook stays attached until the
+/// last flush, so no exiting thread's time is lost.
+pub struct AccumulatingLinks {
+    links: RefCell<Vec<Link>>,
+    exit_hook: RefCell<Option<Link>>,
+    /// False for the raw-tracepoint flavor, which adds every block at once.
+    accumulates: bool,
+}
+
+impl AccumulatingLinks {
+    pub fn new(links: Vec<Link>, exit_hook: Option<Link>, accumulates: bool) -> Self {
+        AccumulatingLinks {
+            links: RefCell::new(links),
+            exit_hook: RefCell::new(exit_hook),
+            accumulates,
+        }
+    }
+
+    /// Runs `iterator` once over every task, where threads accumulate.
+    pub fn flush(&self, iterator: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
+        if !self.accumulates {
+            return Ok(());
+        }
+        let link = iterator
+            .attach_iter_with_opts(libbpf_rs::IterOpts::None)
+            .context("attaching the flush iterator")?;
+        let mut iter = libbpf_rs::Iter::new(&link).context("creating the flush iterator")?;
+        std::io::copy(&mut iter, &mut std::io::sink()).context("running the flush iterator")?;
+        Ok(())
+    }
+
+    /// Detaches, flushing before the exit hook goes.
+    pub fn stop(&self, iterator: &libbpf_rs::ProgramMut<'_>) -> Result<()> {
+        self.links.borrow_mut().clear();
+        let flushed = self.flush(iterator);
+        self.exit_hook.borrow_mut().take();
+        flushed
+    }
 }
 
 /// Now on the clock BPF programs read with bpf_ktime_get_ns() (CLOCK_MONOTONIC).

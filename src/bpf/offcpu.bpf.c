@@ -205,31 +205,8 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_str
 	return 0;
 }
 
-/* A thread's unflushed time must not die with it. */
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exit_btf, struct task_struct *task)
-{
-	struct blocked *b = bpf_task_storage_get(&blocked_tasks, task, 0, 0);
-
-	if (b)
-		flush_pending(task, b);
-	return 0;
-}
-
-/* Run by user space at the end: flushes every living thread's time. */
-SEC("iter/task")
-int flush_all(struct bpf_iter__task *ctx)
-{
-	struct task_struct *task = ctx->task;
-	struct blocked *b;
-
-	if (!task)
-		return 0;
-	b = bpf_task_storage_get(&blocked_tasks, task, 0, 0);
-	if (b)
-		flush_pending(task, b);
-	return 0;
-}
+/* A thread's unflushed time must not die with it, nor stay in task storage at the end. */
+PER_THREAD_FLUSH_PROGRAMS(blocked_tasks, struct blocked)
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)

@@ -301,31 +301,8 @@ int BPF_PROG(waking_btf, struct task_struct *p)
 	return 0;
 }
 
-/* A thread's unflushed time must not die with it. */
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exit_btf, struct task_struct *task)
-{
-	struct wake_state *s = bpf_task_storage_get(&wake_tasks, task, 0, 0);
-
-	if (s)
-		flush_pending(task, s);
-	return 0;
-}
-
-/* Run by user space at the end: flushes every living thread's time. */
-SEC("iter/task")
-int flush_all(struct bpf_iter__task *ctx)
-{
-	struct task_struct *task = ctx->task;
-	struct wake_state *s;
-
-	if (!task)
-		return 0;
-	s = bpf_task_storage_get(&wake_tasks, task, 0, 0);
-	if (s)
-		flush_pending(task, s);
-	return 0;
-}
+/* A thread's unflushed time must not die with it, nor stay in task storage at the end. */
+PER_THREAD_FLUSH_PROGRAMS(wake_tasks, struct wake_state)
 
 static __always_inline struct wake_state *state_by_tid(u32 tid, bool create)
 {

@@ -45,4 +45,35 @@ static __always_inline bool thread_kind_selected(bool is_kthread)
 	return true;
 }
 
+/*
+ * The programs that keep the time a thread accumulates in task storage
+ * (`map`, values of `type`) from being lost: one at thread exit, and an
+ * iterator user space runs at the end over every living thread. The
+ * includer defines flush_pending(struct task_struct *, type *).
+ */
+#define PER_THREAD_FLUSH_PROGRAMS(map, type)					\
+SEC("tp_btf/sched_process_exit")						\
+int BPF_PROG(exit_btf, struct task_struct *task)				\
+{										\
+	type *state = bpf_task_storage_get(&map, task, 0, 0);			\
+										\
+	if (state)								\
+		flush_pending(task, state);					\
+	return 0;								\
+}										\
+										\
+SEC("iter/task")								\
+int flush_all(struct bpf_iter__task *ctx)					\
+{										\
+	struct task_struct *task = ctx->task;					\
+	type *state;								\
+										\
+	if (!task)								\
+		return 0;							\
+	state = bpf_task_storage_get(&map, task, 0, 0);				\
+	if (state)								\
+		flush_pending(task, state);					\
+	return 0;								\
+}
+
 #endif /* BPFSCOPE_SCHED_TASK_H */

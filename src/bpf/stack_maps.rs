@@ -52,27 +52,23 @@ impl From<&stack_key> for StackKey {
 
 /// Every (key, summed value) pair of a counts map.
 pub fn read_counts(counts: &dyn MapCore) -> Result<Vec<(StackKey, u64)>> {
-    let mut entries = Vec::new();
-    for raw_key in counts.keys() {
-        let Some(value) = counts.lookup(&raw_key, MapFlags::ANY)? else {
-            continue;
-        };
-        if let (Some(key), Some(value)) = (
-            layouts::read::<stack_key>(&raw_key),
-            layouts::read::<u64>(&value),
-        ) {
-            entries.push((StackKey::from(&key), value));
-        }
-    }
-    Ok(entries)
+    counts_by(counts, |key| Ok(counts.lookup(key, MapFlags::ANY)?))
 }
 
 /// Takes every (key, summed value) pair out of a counts map: what BPF adds
 /// afterwards starts from zero under a new entry (serve's CPU history).
 pub fn drain_counts(counts: &dyn MapCore) -> Result<Vec<(StackKey, u64)>> {
+    counts_by(counts, |key| Ok(counts.lookup_and_delete(key)?))
+}
+
+/// The counts map's pairs, each value got by `value_of(key)`.
+fn counts_by(
+    counts: &dyn MapCore,
+    value_of: impl Fn(&[u8]) -> Result<Option<Vec<u8>>>,
+) -> Result<Vec<(StackKey, u64)>> {
     let mut entries = Vec::new();
     for raw_key in counts.keys().collect::<Vec<_>>() {
-        let Some(value) = counts.lookup_and_delete(&raw_key)? else {
+        let Some(value) = value_of(&raw_key)? else {
             continue;
         };
         if let (Some(key), Some(value)) = (

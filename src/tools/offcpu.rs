@@ -2,8 +2,6 @@
 //! block from sched_switch out to sched_switch in and sums it in kernel under
 //! the stacks the thread blocked in; user space reads only the sums.
 
-use std::cell::RefCell;
-
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
@@ -12,7 +10,8 @@ use crate::bpf::filters::{
     attach_fork_follower, autoload_fork_follower, set_filter_flags, write_target_filters,
 };
 use crate::bpf::loader::{
-    load_with_fallback, object_storage, run_iterator, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+    load_with_fallback, object_storage, AccumulatingLinks, HookFlavor, ObjectStorage,
+    TRACEPOINT_FLAVORS,
 };
 use crate::bpf::run_stats::STACK_REVALIDATE_EVERY;
 use crate::engine::stack::{
@@ -82,13 +81,7 @@ pub struct OffcpuOptions {
 /// The loaded offcpu programs and their links.
 pub struct OffcpuTracer<'obj> {
     pub skel: OffcpuSkel<'obj>,
-    links: RefCell<Vec<Link>>,
-    /// The thread-exit hook (BTF flavor): detached only after the last
-    /// flush, so no exiting thread's time is lost.
-    exit_hook: RefCell<Option<Link>>,
-    /// Whether threads accumulate time in task storage (BTF flavor), which
-    /// a flush moves to the counts map; the raw flavor adds every block at once.
-    accumulates: bool,
+    links: AccumulatingLinks,
 }
 
 impl StackObject for OffcpuTracer<'_> {
@@ -99,19 +92,11 @@ impl StackObject for OffcpuTracer<'_> {
     /// Runs the task iterator that adds every thread's accumulated time to
     /// the counts map.
     fn flush(&self) -> Result<()> {
-        if !self.accumulates {
-            return Ok(());
-        }
-        run_iterator(&self.skel.progs.flush_all)
+        self.links.flush(&self.skel.progs.flush_all)
     }
 
     fn stop(&self) -> Result<()> {
-        self.links.borrow_mut().clear();
-        // Time still accumulated per thread goes to the counts map; the exit
-        // hook stays until then.
-        let flushed = self.flush();
-        self.exit_hook.borrow_mut().take();
-        flushed
+        self.links.stop(&self.skel.progs.flush_all)
     }
 }
 
@@ -177,9 +162,7 @@ pub fn attach<'obj>(
     links.push(switch.attach().context("attaching to sched_switch")?);
     Ok(OffcpuTracer {
         skel,
-        links: RefCell::new(links),
-        exit_hook: RefCell::new(exit_hook),
-        accumulates: btf,
+        links: AccumulatingLinks::new(links, exit_hook, btf),
     })
 }
 

@@ -5,8 +5,6 @@
 //! blocked stack and the waker's; wakeuptime from block to wakeup, under the
 //! waker's stack only.
 
-use std::cell::RefCell;
-
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
@@ -15,7 +13,8 @@ use crate::bpf::filters::{
     attach_fork_follower, autoload_fork_follower, set_filter_flags, write_target_filters,
 };
 use crate::bpf::loader::{
-    load_with_fallback, object_storage, run_iterator, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
+    load_with_fallback, object_storage, AccumulatingLinks, HookFlavor, ObjectStorage,
+    TRACEPOINT_FLAVORS,
 };
 use crate::bpf::run_stats::STACK_REVALIDATE_EVERY;
 use crate::engine::stack::{
@@ -66,13 +65,7 @@ struct OffwakeOptions {
 /// The loaded offwake programs and their links.
 struct OffwakeTracer<'obj> {
     skel: OffwakeSkel<'obj>,
-    links: RefCell<Vec<Link>>,
-    /// The thread-exit hook: detached only after the last flush, so no
-    /// exiting thread's time is lost.
-    exit_hook: RefCell<Option<Link>>,
-    /// Whether threads accumulate time in task storage (BTF flavor), which
-    /// a flush moves to the counts map; the raw flavor adds every block at once.
-    accumulates: bool,
+    links: AccumulatingLinks,
 }
 
 impl StackObject for OffwakeTracer<'_> {
@@ -80,18 +73,14 @@ impl StackObject for OffwakeTracer<'_> {
         stack_object_maps!(self.skel)
     }
 
+    /// Runs the task iterator that adds every thread's accumulated time to
+    /// the counts map.
     fn flush(&self) -> Result<()> {
-        if !self.accumulates {
-            return Ok(());
-        }
-        run_iterator(&self.skel.progs.flush_all)
+        self.links.flush(&self.skel.progs.flush_all)
     }
 
     fn stop(&self) -> Result<()> {
-        self.links.borrow_mut().clear();
-        let flushed = self.flush();
-        self.exit_hook.borrow_mut().take();
-        flushed
+        self.links.stop(&self.skel.progs.flush_all)
     }
 }
 
@@ -160,9 +149,7 @@ fn attach<'obj>(
     links.push(switch.attach().context("attaching to sched_switch")?);
     Ok(OffwakeTracer {
         skel,
-        links: RefCell::new(links),
-        exit_hook: RefCell::new(exit_hook),
-        accumulates: btf,
+        links: AccumulatingLinks::new(links, exit_hook, btf),
     })
 }
 
