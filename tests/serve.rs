@@ -405,3 +405,61 @@ fn max_series_folds_the_quietest_into_other() {
     drop(cgroups);
     stop_serve(serve);
 }
+
+/// The capability sets of one thread, from its status file.
+fn capability_sets(status: &str) -> Vec<(String, u64)> {
+    status
+        .lines()
+        .filter(|line| line.starts_with("Cap"))
+        .filter_map(|line| {
+            let (name, hex) = line.split_once(':')?;
+            Some((name.to_string(), u64::from_str_radix(hex.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn capabilities_are_dropped_in_every_thread_and_windows_still_name_new_processes() {
+    let _serial = serial();
+    let (serve, port) = start_serve();
+    // bpf, perfmon, sys_ptrace, checkpoint_restore, dac_read_search, syslog.
+    let kept: u64 = [39, 38, 19, 40, 2, 34].iter().map(|bit| 1u64 << bit).sum();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", serve.pid())).unwrap();
+    let mut threads = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        for (set, mask) in capability_sets(&status) {
+            let expected = if set == "CapInh" || set == "CapAmb" {
+                0
+            } else {
+                kept
+            };
+            assert_eq!(
+                mask,
+                expected,
+                "{set} of thread {:?}: {mask:#x}",
+                task.file_name()
+            );
+        }
+        threads += 1;
+    }
+    assert!(threads >= 2, "only {threads} threads checked");
+    // Started after the drop: its mappings, files and symbols are still read.
+    let burner = Workload::start(&workload("cpu_split"), &["5"]);
+    let (status, svg) = get(port, "/flamegraph.svg?seconds=3");
+    assert_eq!(status, 200);
+    assert!(
+        svg.contains("burn_three"),
+        "no burn_three in the window: {svg:.1500}"
+    );
+    drop(burner);
+    drop(serve);
+
+    let output = run(bpfscope().args(["serve", "--capabilities.keep", "bpf,fly"]));
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("unknown capability") && message.lines().count() == 1,
+        "{message}"
+    );
+}

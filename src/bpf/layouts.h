@@ -24,6 +24,7 @@ enum run_stat {
 	STAT_STACK_REVALIDATED,    /* offcpu: cached stacks walked again to check them */
 	STAT_STACK_STALE,          /* offcpu: ... and found different */
 	STAT_THREADS_UNTRACKED,    /* a thread whose state found its map full (raw-tracepoint fallbacks) */
+	STAT_WAKEUP_UNSEEN,        /* wakeuptime: a block whose wakeup was not seen, dropped */
 	STAT_UNWIND_COMPLETE,      /* table unwinding reached the outermost frame */
 	STAT_UNWIND_NO_TABLE,      /* ... stopped: no table or row for a PC */
 	STAT_UNWIND_UNSUPPORTED,   /* ... stopped: an unsupported CFA or RBP rule */

@@ -10,7 +10,10 @@
  *   deferred IPI work) only the kernel stack and the context: the task the
  *   interrupt landed on is not the waker. wakeuptime ends the block here.
  * - sched_switch in: offwaketime ends the block (run-queue wait included,
- *   as BCC's offwaketime counts it).
+ *   as BCC's offwaketime counts it). Every block of a selected thread
+ *   (switched out not runnable) ends with a sched_waking: a wakeup between
+ *   setting the state and switching out makes the thread runnable again,
+ *   and it does not switch out blocked.
  * Blocked time accumulates per thread under one key and is added to the
  * counts map when the key changes, every `flush_every` blocks, when the
  * thread exits, and at the end of the run (a task iterator). The idle task
@@ -89,7 +92,6 @@ static __always_inline bool same_key(const struct wake_key *a, const struct wake
 	const u64 *x = (const u64 *)a, *y = (const u64 *)b;
 
 	/* Every byte of the key is a field or zeroed padding. */
-
 	for (int i = 0; i < sizeof(*a) / sizeof(u64); i++)
 		if (x[i] != y[i])
 			return false;
@@ -129,6 +131,8 @@ static __always_inline void block_starts(void *ctx, struct task_struct *prev, st
 	bool is_kthread = view->flags & PF_KTHREAD;
 	u64 signature = 0;
 
+	if (s->blocked_ns)
+		stat_inc(STAT_WAKEUP_UNSEEN); /* only wakeuptime leaves a block open */
 	target->tgid = view->tgid;
 	target->address_space = view->mm;
 	target->user_stack_id = -1;
@@ -273,6 +277,9 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_str
 				block_starts(ctx, prev, &view, s, now, true);
 		}
 	}
+	/* wakeuptime ends blocks at the wakeup, which every block has (see below). */
+	if (end_at_wakeup)
+		return 0;
 	s = bpf_task_storage_get(&wake_tasks, next, 0, 0);
 	if (s && s->blocked_ns)
 		block_ends(next, s, now);

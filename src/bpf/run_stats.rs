@@ -21,6 +21,7 @@ pub struct RunStats {
     pub stacks_revalidated: u64,
     pub stacks_stale: u64,
     pub threads_untracked: u64,
+    pub wakeups_unseen: u64,
     pub unwind: UnwindStats,
 }
 
@@ -133,6 +134,7 @@ impl RunStats {
             stacks_revalidated: total(run_stat::STAT_STACK_REVALIDATED)?,
             stacks_stale: total(run_stat::STAT_STACK_STALE)?,
             threads_untracked: total(run_stat::STAT_THREADS_UNTRACKED)?,
+            wakeups_unseen: total(run_stat::STAT_WAKEUP_UNSEEN)?,
             unwind: UnwindStats {
                 complete: total(run_stat::STAT_UNWIND_COMPLETE)?,
                 no_table: total(run_stat::STAT_UNWIND_NO_TABLE)?,
@@ -201,6 +203,11 @@ impl RunStats {
         note(
             self.threads_untracked,
             "threads not timed (per-thread state map full)".into(),
+        );
+        note(
+            self.wakeups_unseen,
+            "blocks dropped because their wakeup was not seen (a wakeup inside another BPF program)"
+                .into(),
         );
         if self.stacks_stale > 0 {
             losses.push(format!(

@@ -3,6 +3,7 @@
 //! it starts), snapshots of processes' mappings, cgroup names, CPUs,
 //! syscall names and signals.
 
+pub mod capabilities;
 pub mod cgroup_names;
 pub mod containers;
 pub mod cpus;

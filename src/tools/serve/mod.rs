@@ -27,7 +27,7 @@ use crate::bpf::{perf_event, preflight, program_stats};
 use crate::engine::stack::{hostname, StackCapture, StackObject};
 use crate::host::process_maps::AddressSpaces;
 use crate::host::target::TargetSpec;
-use crate::host::{self, cpus, signals};
+use crate::host::{self, capabilities, cpus, signals};
 use crate::symbolize::Symbolizer;
 use crate::tools::biolatency::{self, BiolatencyOptions};
 use crate::tools::flags::{DebuginfodArgs, UnwindArgs};
@@ -99,6 +99,20 @@ pub struct ServeArgs {
     /// Reported anyway where sysctl kernel.bpf_stats_enabled is 1.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Capabilities to keep once started (comma-separated; `all` drops
+    /// none); every other one is dropped before the programs are loaded,
+    /// bounding set included. The default is what serve uses: bpf, perfmon
+    /// (programs, perf events, maps, iterators), sys_ptrace (other users'
+    /// /proc/PID/maps, mem, root), checkpoint_restore (/proc/PID/map_files),
+    /// dac_read_search (other users' perf maps and files), syslog (kernel
+    /// symbol addresses). Add net_bind_service to listen on a port below 1024.
+    #[arg(
+        long = "capabilities.keep",
+        value_delimiter = ',',
+        default_values = capabilities::KEEP_BY_DEFAULT,
+        value_name = "CAPS"
+    )]
+    pub capabilities_keep: Vec<String>,
     #[command(flatten)]
     pub unwind: UnwindArgs,
     #[command(flatten)]
@@ -152,7 +166,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // Every client, object file and BPF object takes a descriptor: use all the host allows.
     host::limits::raise_open_files();
     preflight::check_all()?;
-    let server = tiny_http::Server::http(args.listen)
+    let keep = if args.capabilities_keep.iter().any(|name| name == "all") {
+        None
+    } else {
+        Some(capabilities::parse(&args.capabilities_keep)?)
+    };
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
+    // Enabling statistics needs CAP_SYS_ADMIN: before the capabilities go.
+    let stats_enabled = args.bpf_stats.then(program_stats::enable).transpose()?;
+    // Capabilities are per thread: drop them before the first thread starts
+    // (the HTTP server's, the unwind-table builder's), keeping what loading
+    // and running the programs needs.
+    if let Some(keep) = keep {
+        let kept = capabilities::keep_only(keep)?;
+        eprintln!(
+            "bpfscope: capabilities kept: {} (the rest dropped, bounding set included)",
+            capabilities::describe(kept)
+        );
+    }
+    let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
     let targets = TargetSpec::default().resolve()?;
     let enabled = |source| args.metrics.contains(&source);
@@ -225,7 +258,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let sampler = profile::attach(sampler_storage, &targets, &capture, &sampler_options)?;
 
-    let stats_enabled = args.bpf_stats.then(program_stats::enable).transpose()?;
     let mut metrics = Metrics::new(
         args.cgroup_labels,
         args.max_series,
