@@ -147,8 +147,12 @@ impl History {
         if let Some(&id) = self.stack_ids.get(&frames) {
             return id;
         }
-        let id = self.next_stack_id;
-        self.next_stack_id = self.next_stack_id.wrapping_add(1) & i32::MAX;
+        let mut id = self.next_stack_id;
+        // After 2^31 stacks the ids wrap: never over one still in use.
+        while self.stacks.contains_key(&id) {
+            id = id.wrapping_add(1) & i32::MAX;
+        }
+        self.next_stack_id = id.wrapping_add(1) & i32::MAX;
         self.stacks.insert(id, frames.clone());
         self.stack_ids.insert(frames, id);
         id
@@ -192,6 +196,12 @@ impl History {
             .collect();
         self.stacks.retain(|id, _| used.contains(id));
         self.stack_ids.retain(|_, id| used.contains(id));
+        // Give back what a busy minute grew them to.
+        self.entries.shrink_to_fit();
+        self.stacks.shrink_to_fit();
+        self.stack_ids.shrink_to_fit();
+        self.key_index.shrink_to_fit();
+        self.from_kernel.shrink_to_fit();
     }
 
     /// Samples per key in slots first..=last (time_slot 0).
