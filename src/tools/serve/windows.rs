@@ -205,9 +205,8 @@ impl<'a> Profiles<'a> {
             Ok(seconds) => {
                 let since = match kind {
                     StackKind::Cpu => {
-                        let mut history = self.history.borrow_mut();
-                        history.tick(&source.collector, true)?;
-                        Since::Slot(history.now_slot())
+                        self.catch_up()?;
+                        Since::Slot(self.history.borrow().now_slot())
                     }
                     StackKind::OffCpu => Since::Counts(source.snapshot()?),
                 };
@@ -229,10 +228,15 @@ impl<'a> Profiles<'a> {
         self.history.borrow_mut().tick(&self.cpu.collector, false)
     }
 
-    /// The CPU profile of history slots first..=last (per slot: `per_slot`).
+    /// Drains the CPU counts into the history now (before reading it).
+    fn catch_up(&self) -> Result<()> {
+        self.history.borrow_mut().tick(&self.cpu.collector, true)
+    }
+
+    /// The CPU profile of history slots first..=last (per slot: `per_slot`),
+    /// as the last `catch_up` left the history.
     fn history_profile(&self, first: u32, last: u32, per_slot: bool) -> Result<Profile> {
-        let mut history = self.history.borrow_mut();
-        history.tick(&self.cpu.collector, true)?;
+        let history = self.history.borrow();
         let counted = if per_slot {
             history.slots(first, last)
         } else {
@@ -260,6 +264,7 @@ impl<'a> Profiles<'a> {
             (Err(message), _) | (_, Err(message)) => return Ok(Err(message)),
             (_, Ok(None)) => return Ok(Err("diff_base=SECONDS_AGO is missing\n".into())),
         };
+        self.catch_up()?;
         let covered = self.history.borrow().covered_seconds();
         if seconds + ago > covered {
             return Ok(Err(format!(
@@ -298,6 +303,7 @@ impl<'a> Profiles<'a> {
             Ok(seconds) => seconds.unwrap_or(300),
             Err(message) => return Ok(Err(message)),
         };
+        self.catch_up()?;
         let now = self.history.borrow().now_slot();
         // Columns start on whole seconds of the sampler's clock.
         let first = (u64::from(now).saturating_sub(seconds * SLOTS) / SLOTS * SLOTS) as u32;
@@ -315,7 +321,8 @@ impl<'a> Profiles<'a> {
         )?))
     }
 
-    /// The rendered profile of an ended window: counts now minus counts then.
+    /// The rendered profile of an ended window: the CPU history's slots since
+    /// it opened, or the off-CPU counts now minus the counts then.
     pub fn render(&self, window: &Window) -> Result<Vec<u8>> {
         let source = self
             .source(window.kind)
@@ -323,6 +330,7 @@ impl<'a> Profiles<'a> {
         let duration = window.started.elapsed();
         let profile = match &window.since {
             Since::Slot(first) => {
+                self.catch_up()?;
                 let last = self.history.borrow().now_slot();
                 let mut profile = self.history_profile(*first, last, false)?;
                 profile.duration = duration;
