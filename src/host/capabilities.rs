@@ -109,8 +109,10 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Keeps only `keep` (and only what the process has now): the bounding set
 /// loses the rest first (which needs CAP_SETPCAP, dropped last), then the
-/// ambient set is cleared and the other sets are set. Returns the kept mask.
-pub fn keep_only(keep: u64) -> Result<u64> {
+/// ambient set is cleared and the other sets are set. Returns the kept mask,
+/// and whether the bounding set could be cut too (not without CAP_SETPCAP,
+/// as for a non-root user given ambient capabilities).
+pub fn keep_only(keep: u64) -> Result<(u64, bool)> {
     let header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
@@ -122,14 +124,18 @@ pub fn keep_only(keep: u64) -> Result<u64> {
     }
     let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
     let kept = keep & permitted;
+    let mut bounding_cut = true;
     for bit in 0..64u64 {
         if kept & (1 << bit) != 0 {
             continue;
         }
         // SAFETY: prctl with integer arguments. EINVAL: a capability this kernel does not have.
         let dropped = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, bit, 0, 0, 0) };
-        if dropped != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            break;
+        if dropped != 0 {
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINVAL) => break,
+                _ => bounding_cut = false,
+            }
         }
     }
     // SAFETY: prctl with integer arguments.
@@ -160,7 +166,7 @@ pub fn keep_only(keep: u64) -> Result<u64> {
     if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error()).context("dropping capabilities");
     }
-    Ok(kept)
+    Ok((kept, bounding_cut))
 }
 
 #[cfg(test)]

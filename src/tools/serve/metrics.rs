@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
@@ -19,6 +20,8 @@ use crate::host::containers::container_of_cgroup;
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::render_text;
 use crate::output::prometheus::{Exposition, Sample, Series};
+
+use super::http::HttpCounters;
 
 /// A histogram tool's maps: keyed histograms and the per-CPU total.
 pub struct HistogramMaps<'a> {
@@ -336,7 +339,12 @@ impl Metrics {
 
     /// The `/metrics` exposition, read from the kernel now.
     /// The exposition; `unwind_rows` is the rows the profiles' table unwinders hold.
-    pub fn scrape(&mut self, sources: &Sources, unwind_rows: u64) -> Result<String> {
+    pub fn scrape(
+        &mut self,
+        sources: &Sources,
+        unwind_rows: u64,
+        http: &HttpCounters,
+    ) -> Result<String> {
         let mut exposition = Exposition::default();
         let mut folded: Vec<Sample> = Vec::new();
         for family in self.families(sources)? {
@@ -439,6 +447,24 @@ impl Metrics {
             "bpfscope_cpu_seconds_total",
             "CPU time used by the bpfscope agent itself (user and system).",
             cpu,
+        );
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        exposition.gauge(
+            "bpfscope_http_connections_open",
+            "HTTP connections the agent holds now (at most --web.max-connections).",
+            count(&http.connections_open),
+        );
+        exposition.samples(
+            "bpfscope_http_connections_rejected_total",
+            "HTTP connections (requests, for unauthorized) turned away, by why: over --web.max-connections, accept failed (out of descriptors), TLS handshake failed or timed out, no valid credentials.",
+            "counter",
+            &[
+                ("limit", &http.connections_refused),
+                ("accept_failed", &http.accept_errors),
+                ("tls_failed", &http.tls_handshakes_failed),
+                ("unauthorized", &http.unauthorized),
+            ]
+            .map(|(reason, counter)| (labels(&[("reason", reason)]), count(counter))),
         );
         Ok(exposition.finish())
     }

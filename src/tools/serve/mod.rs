@@ -10,13 +10,18 @@
 //! everything and exits 0.
 
 mod history;
+mod http;
 mod metrics;
 mod page;
+mod web_config;
 mod windows;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -37,8 +42,10 @@ use crate::tools::profile::{self, SamplerOptions};
 use crate::tools::runqlat::{self, RunqlatOptions};
 use crate::tools::tcpconnlat;
 use history::History;
+use http::{HttpCounters, Limits, Reply, Request};
 use metrics::{HistogramMaps, Metrics, Sources};
-use windows::{Profiles, StackSource, Window, ENDPOINTS};
+use web_config::WebConfig;
+use windows::{window_seconds, Profiles, StackSource, Window, ENDPOINTS};
 
 /// What `/metrics` measures, besides the continuous CPU profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,39 +120,46 @@ pub struct ServeArgs {
         value_name = "CAPS"
     )]
     pub capabilities_keep: Vec<String>,
+    /// TLS and basic authentication, in the exporter toolkit's YAML format
+    /// (tls_server_config: cert_file, key_file, client_auth_type,
+    /// client_ca_file, min_version, max_version; basic_auth_users: bcrypt
+    /// hashes), so a Prometheus scrape_config for node_exporter works.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Connections served at once; more are answered 503 and closed. Each
+    /// costs a task and at most 24 KiB of buffers, never a thread.
+    #[arg(long = "web.max-connections", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+    /// Profile windows open at once; requests for another get a 429.
+    /// Requests for the same profile within a second share one window.
+    #[arg(long = "web.max-windows", default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_windows: u32,
+    /// Seconds a connection has to send a request's headers, and to start
+    /// the next one on a kept-alive connection.
+    #[arg(long = "web.read-timeout", default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
     #[command(flatten)]
     pub unwind: UnwindArgs,
     #[command(flatten)]
     pub debug_info: DebuginfodArgs,
 }
 
+/// A client that reads none of a response for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request line and headers (a browser's are 1-2 KiB).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 const STACK_STORAGE: u32 = 16384;
 const MAX_STACKS: u32 = 40960;
 
-fn http_bytes(
-    status: u16,
-    content_type: &str,
-    body: Vec<u8>,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-    tiny_http::Response::from_data(body)
-        .with_status_code(status)
-        .with_header(header)
-}
-
-fn http_text(status: u16, body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    http_bytes(status, "text/plain; charset=utf-8", body.into_bytes())
-}
-
-/// A response from what a handler produced, or a 500 saying what failed.
-fn http_result(
-    result: Result<Vec<u8>>,
-    content_type: &str,
-    failed: &str,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+/// A reply from what a handler produced, or a 500 saying what failed.
+fn reply_from(result: Result<Vec<u8>>, content_type: &'static str, failed: &str) -> Reply {
     match result {
-        Ok(body) => http_bytes(200, content_type, body),
-        Err(error) => http_text(500, format!("{failed} failed: {error:#}\n")),
+        Ok(body) => Reply::bytes(200, content_type, body),
+        Err(error) => Reply::text(500, format!("{failed} failed: {error:#}\n")),
     }
 }
 
@@ -171,6 +185,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
     } else {
         Some(capabilities::parse(&args.capabilities_keep)?)
     };
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    if !args.listen.ip().is_loopback() && web.tls.is_none() && web.users.is_empty() {
+        eprintln!(
+            "bpfscope: warning: listening on {} without TLS or authentication: anyone who reaches the port reads every process's stacks and names (see --web.config.file)",
+            args.listen
+        );
+    }
+    let access = web.describe();
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
     // Enabling statistics needs CAP_SYS_ADMIN: before the capabilities go.
@@ -179,14 +204,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // (the HTTP server's, the unwind-table builder's), keeping what loading
     // and running the programs needs.
     if let Some(keep) = keep {
-        let kept = capabilities::keep_only(keep)?;
+        let (kept, bounding_cut) = capabilities::keep_only(keep)?;
+        let bounding = if bounding_cut {
+            "bounding set included"
+        } else {
+            "the bounding set left as is: cutting it needs CAP_SETPCAP"
+        };
         eprintln!(
-            "bpfscope: capabilities kept: {} (the rest dropped, bounding set included)",
+            "bpfscope: capabilities kept: {} (the rest dropped, {bounding})",
             capabilities::describe(kept)
         );
     }
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_timeout: Duration::from_secs(args.read_timeout),
+        write_timeout: WRITE_TIMEOUT,
+        max_header_bytes: MAX_HEADER_BYTES,
+    };
+    let http_counters = Arc::new(HttpCounters::default());
+    let incoming = http::start(listener, limits, web, Arc::clone(&http_counters))?;
     let targets = TargetSpec::default().resolve()?;
     let enabled = |source| args.metrics.contains(&source);
     let mut storages = [(); 6].map(|_| object_storage());
@@ -340,55 +376,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
 
     signals::install();
+    let scheme = if access.starts_with("TLS") {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "bpfscope: serving on http://{} (/, /metrics, /debug/pprof/profile, /flamegraph.svg)",
+        "bpfscope: serving on {scheme}://{} ({access}; /, /metrics, /debug/pprof/profile, /flamegraph.svg)",
         args.listen
     );
     let host = hostname();
     let mut windows: Vec<Window> = Vec::new();
-    let mut last_reset_check = Instant::now();
-    while !signals::stop_requested() {
-        for source in profiles.sources() {
-            source.collector.consume();
-            source.collector.after_poll();
-        }
-        profiles.tick()?;
-        // Answer the windows that have ended.
-        let (done, waiting): (Vec<Window>, Vec<Window>) =
-            windows.into_iter().partition(Window::ended);
-        windows = waiting;
-        for window in done {
-            let content_type = Profiles::content_type(&window);
-            let response = http_result(
-                profiles.render(&window),
-                content_type,
-                "building the profile",
-            );
-            let _ = window.request.respond(response);
-            // Symbolizing allocates a lot briefly: give it back, so memory stays flat.
-            // SAFETY: malloc_trim only releases free heap memory.
-            unsafe { libc::malloc_trim(0) };
-        }
-        if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
-            // No window is open, so no snapshot of an exited process can still be needed.
-            profiles.tidy();
-            last_reset_check = Instant::now();
-        }
-
-        let Some(request) = server.recv_timeout(Duration::from_millis(100))? else {
-            continue;
-        };
-        if !matches!(
-            request.method(),
-            tiny_http::Method::Get | tiny_http::Method::Head
-        ) {
-            let allow = tiny_http::Header::from_bytes("Allow", "GET, HEAD").expect("valid header");
-            let response =
-                http_text(405, "only GET and HEAD are served\n".into()).with_header(allow);
-            let _ = request.respond(response);
-            continue;
-        }
-        let url = request.url().to_string();
+    let mut answer = |request: Request, windows: &mut Vec<Window>| -> Result<()> {
+        let url = request.url.clone();
         let path = url.split('?').next().unwrap_or("");
         let from_history = match path {
             "/flamegraph.svg" if url.contains("diff_base=") => {
@@ -398,25 +398,45 @@ pub fn run(args: ServeArgs) -> Result<()> {
             _ => None,
         };
         if let Some((page, content_type)) = from_history {
-            let response = match page {
-                Ok(Ok(bytes)) => http_result(Ok(bytes), content_type, ""),
-                Ok(Err(message)) => http_text(400, message),
-                Err(error) => http_result(Err(error), content_type, "reading the CPU history"),
-            };
-            let _ = request.respond(response);
-            continue;
+            request.respond(match page {
+                Ok(Ok(bytes)) => Reply::bytes(200, content_type, bytes),
+                Ok(Err(message)) => Reply::text(400, message),
+                Err(error) => reply_from(Err(error), content_type, "reading the CPU history"),
+            });
+            return Ok(());
         }
-        if let Some(&(_, kind, format, seconds)) = ENDPOINTS.iter().find(|e| e.0 == path) {
-            match profiles.open(request, &url, (kind, format, seconds))? {
-                Ok(window) => windows.push(window),
-                Err((request, status, message)) => {
-                    let _ = request.respond(http_text(status, message));
+        if let Some(&(_, kind, format, default_seconds)) = ENDPOINTS.iter().find(|e| e.0 == path) {
+            let seconds = match window_seconds(&url, default_seconds) {
+                Ok(seconds) => seconds,
+                Err(message) => {
+                    request.respond(Reply::text(400, message));
+                    return Ok(());
                 }
+            };
+            let wanted = (kind, format, seconds);
+            if let Some(window) = windows.iter_mut().find(|window| window.joins(wanted)) {
+                window.requests.push(request);
+                return Ok(());
             }
-            continue;
+            if windows.len() >= args.max_windows as usize {
+                let message = format!(
+                    "{} profile windows are open (--web.max-windows); try again when one ends\n",
+                    windows.len()
+                );
+                request.respond(Reply::text(429, message).with_header("Retry-After", "10"));
+                return Ok(());
+            }
+            match profiles.open(wanted)? {
+                Ok(mut window) => {
+                    window.requests.push(request);
+                    windows.push(window);
+                }
+                Err((status, message)) => request.respond(Reply::text(status, message)),
+            }
+            return Ok(());
         }
-        let response = match path {
-            "/metrics" => http_result(
+        request.respond(match path {
+            "/metrics" => reply_from(
                 metrics
                     .scrape(
                         &sources,
@@ -424,27 +444,69 @@ pub fn run(args: ServeArgs) -> Result<()> {
                             .sources()
                             .map(|source| source.collector.unwind_rows_in_use())
                             .sum(),
+                        &http_counters,
                     )
                     .map(String::into_bytes),
                 "text/plain; version=0.0.4; charset=utf-8",
                 "reading the kernel maps",
             ),
-            "/histograms" => http_result(
+            "/histograms" => reply_from(
                 metrics.histogram_text(&sources).map(String::into_bytes),
                 "text/plain; charset=utf-8",
                 "reading the kernel maps",
             ),
-            "/" => http_result(
+            "/" => reply_from(
                 metrics
                     .histogram_text(&sources)
                     .map(|text| page::render(&host, &text, offcpu.is_some()).into_bytes()),
                 "text/html; charset=utf-8",
                 "reading the kernel maps",
             ),
-            _ => http_text(404, "not found\n".into()),
-        };
-        // A client that went away is not the agent's problem.
-        let _ = request.respond(response);
+            _ => Reply::text(404, "not found\n"),
+        });
+        Ok(())
+    };
+    let mut last_reset_check = Instant::now();
+    while !signals::stop_requested() {
+        for source in profiles.sources() {
+            source.collector.consume();
+            source.collector.after_poll();
+        }
+        profiles.tick()?;
+        // Answer the windows that have ended; requests that came meanwhile
+        // (a scrape) are answered between renderings, never after all of them.
+        let (done, waiting): (Vec<Window>, Vec<Window>) =
+            windows.into_iter().partition(Window::ended);
+        windows = waiting;
+        for mut window in done {
+            let content_type = Profiles::content_type(&window);
+            let rendered = profiles.render(&window);
+            for request in window.requests.drain(..) {
+                request.respond(match &rendered {
+                    Ok(body) => Reply::bytes(200, content_type, body.clone()),
+                    Err(error) => {
+                        Reply::text(500, format!("building the profile failed: {error:#}\n"))
+                    }
+                });
+            }
+            drop(rendered);
+            // Symbolizing allocates a lot briefly: give it back, so memory stays flat.
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe { libc::malloc_trim(0) };
+            while let Ok(request) = incoming.try_recv() {
+                answer(request, &mut windows)?;
+            }
+        }
+        if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
+            // No window is open, so no snapshot of an exited process can still be needed.
+            profiles.tidy();
+            last_reset_check = Instant::now();
+        }
+        match incoming.recv_timeout(Duration::from_millis(100)) {
+            Ok(request) => answer(request, &mut windows)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => bail!("the HTTP server stopped"),
+        }
     }
     // Detach everything before saying so; what borrows the objects goes first.
     drop((profiles, sources));

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::history::{History, HISTORY_SECONDS};
+use super::http::Request;
 use crate::bpf::stack_maps::StackKey;
 use crate::engine::stack::{hostname, shown_value, StackCollector, StackObject};
 use crate::host::process_maps::AddressSpaces;
@@ -42,7 +43,7 @@ const SYMBOLIZER_LIFETIME: Duration = Duration::from_secs(300);
 const SYMBOL_CACHE_LIMIT: usize = 50_000;
 
 /// What a window is rendered as.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum WindowFormat {
     Pprof,
     Svg,
@@ -73,15 +74,20 @@ pub const ENDPOINTS: [(&str, StackKind, WindowFormat, u64); 4] = [
     ("/offcpu.svg", StackKind::OffCpu, WindowFormat::Svg, 10),
 ];
 
-/// A request waiting for the end of its window.
+/// Requests waiting for the end of one window: requests for the same
+/// profile that arrive within `JOIN_WITHIN` of each other share it.
 pub struct Window {
-    pub request: tiny_http::Request,
+    pub requests: Vec<Request>,
     kind: StackKind,
     format: WindowFormat,
     started: Instant,
     length: Duration,
     since: Since,
 }
+
+/// Requests for the same kind, format and length this close together share
+/// one window, and so one rendering.
+const JOIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where a window's profile starts.
 enum Since {
@@ -94,6 +100,14 @@ enum Since {
 impl Window {
     pub fn ended(&self) -> bool {
         self.started.elapsed() >= self.length
+    }
+
+    /// Whether a request for this profile can wait for this window.
+    pub fn joins(&self, (kind, format, seconds): (StackKind, WindowFormat, u64)) -> bool {
+        self.kind == kind
+            && self.format == format
+            && self.length == Duration::from_secs(seconds)
+            && self.started.elapsed() < JOIN_WITHIN
     }
 }
 
@@ -189,38 +203,32 @@ impl<'a> Profiles<'a> {
         std::iter::once(&self.cpu).chain(self.offcpu.as_ref())
     }
 
-    /// Opens a window for `request`, or says why not (status, message).
+    /// Opens a window of `seconds` for the requests that will join it, or
+    /// says why not (status, message).
     pub fn open(
         &self,
-        request: tiny_http::Request,
-        url: &str,
-        (kind, format, default_seconds): (StackKind, WindowFormat, u64),
-    ) -> Result<Result<Window, (tiny_http::Request, u16, String)>> {
+        (kind, format, seconds): (StackKind, WindowFormat, u64),
+    ) -> Result<Result<Window, (u16, String)>> {
         let Some(source) = self.source(kind) else {
             let message =
                 "off-CPU profiles need the offcpu source: start serve with --metrics ...,offcpu\n";
-            return Ok(Err((request, 404, message.to_string())));
+            return Ok(Err((404, message.to_string())));
         };
-        match window_seconds(url, default_seconds) {
-            Ok(seconds) => {
-                let since = match kind {
-                    StackKind::Cpu => {
-                        self.catch_up()?;
-                        Since::Slot(self.history.borrow().now_slot())
-                    }
-                    StackKind::OffCpu => Since::Counts(source.snapshot()?),
-                };
-                Ok(Ok(Window {
-                    request,
-                    kind,
-                    format,
-                    started: Instant::now(),
-                    length: Duration::from_secs(seconds),
-                    since,
-                }))
+        let since = match kind {
+            StackKind::Cpu => {
+                self.catch_up()?;
+                Since::Slot(self.history.borrow().now_slot())
             }
-            Err(message) => Ok(Err((request, 400, message))),
-        }
+            StackKind::OffCpu => Since::Counts(source.snapshot()?),
+        };
+        Ok(Ok(Window {
+            requests: Vec::new(),
+            kind,
+            format,
+            started: Instant::now(),
+            length: Duration::from_secs(seconds),
+            since,
+        }))
     }
 
     /// Drains the CPU counts into the history (about once a second).

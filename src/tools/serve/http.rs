@@ -1,0 +1,414 @@
+//! The agent's HTTP front, built to hold under hostile clients: hyper's
+//! HTTP/1.1 connections as tasks on one tokio thread, so a connection costs
+//! a task and a buffer, never a thread.
+//! - At most `max_connections` connections; the next ones get a 503 and are
+//!   closed at once, counted.
+//! - A connection must send a request's headers within `header_timeout` of
+//!   starting to wait for them, which also ends idle keep-alive connections;
+//!   headers (with the request line) are capped; a client that stops reading
+//!   a response is dropped after `write_timeout`.
+//! - Methods other than GET and HEAD get a 405 here, and requests without
+//!   valid credentials a 401 (`web_config`), before the main loop sees them.
+//! - Running out of descriptors refuses connections and never ends the agent.
+//!
+//! Requests that pass go to the main loop, which owns the BPF objects, over a
+//! channel; each carries the one-shot channel its answer goes back on.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::Sleep;
+
+use super::web_config::WebConfig;
+
+/// How the front protects itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Bytes of request line and headers.
+    pub max_header_bytes: usize,
+}
+
+/// Longest request target accepted (414 beyond).
+const MAX_URL_BYTES: usize = 4096;
+/// At most this many successful credential checks are remembered.
+const AUTH_CACHE_ENTRIES: usize = 64;
+
+/// What the front counted, for `/metrics`.
+#[derive(Default)]
+pub struct HttpCounters {
+    pub connections_open: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub accept_errors: AtomicU64,
+    pub tls_handshakes_failed: AtomicU64,
+    pub unauthorized: AtomicU64,
+}
+
+/// An answer from the main loop.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Reply {
+            status,
+            content_type,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Reply::bytes(
+            status,
+            "text/plain; charset=utf-8",
+            body.into().into_bytes(),
+        )
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// A request that passed the front's checks: its target (path and query),
+/// and where its answer goes.
+pub struct Request {
+    pub url: String,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Request {
+    /// Answers; a client that went away is not the agent's problem.
+    pub fn respond(self, reply: Reply) {
+        let _ = self.reply.send(reply);
+    }
+}
+
+/// Starts serving `listener` on its own thread; requests arrive on the
+/// returned channel. The thread ends with the process.
+pub fn start(
+    listener: std::net::TcpListener,
+    limits: Limits,
+    web: WebConfig,
+    counters: Arc<HttpCounters>,
+) -> Result<mpsc::Receiver<Request>> {
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the listening socket non-blocking")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        // Password checks (bcrypt) run here, one at a time.
+        .max_blocking_threads(1)
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let (sender, receiver) = mpsc::channel();
+    let front = Arc::new(Front {
+        limits,
+        web,
+        counters,
+        to_main: Mutex::new(sender),
+        accepted_credentials: Mutex::new(HashSet::new()),
+    });
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(listener, front).await,
+                    Err(error) => eprintln!("bpfscope: cannot serve HTTP: {error}"),
+                }
+            })
+        })
+        .context("cannot start the HTTP thread")?;
+    Ok(receiver)
+}
+
+struct Front {
+    limits: Limits,
+    web: WebConfig,
+    counters: Arc<HttpCounters>,
+    to_main: Mutex<mpsc::Sender<Request>>,
+    /// SHA-256 of user and password of credentials bcrypt accepted.
+    accepted_credentials: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// Sent, as far as the socket takes it, to connections over the limit.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 37\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbpfscope: too many connections open\n";
+
+async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
+    let permits = Arc::new(Semaphore::new(front.limits.max_connections));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or memory: refuse for a moment and go on.
+                front.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            front
+                .counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let front = Arc::clone(&front);
+        tokio::spawn(async move {
+            front
+                .counters
+                .connections_open
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            serve_connection(stream, &front).await;
+            front
+                .counters
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>) {
+    let limits = front.limits;
+    match &front.web.tls {
+        None => serve_http(WriteDeadline::new(stream, limits.write_timeout), front).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => {
+                    serve_http(WriteDeadline::new(tls, limits.write_timeout), front).await
+                }
+                _ => {
+                    front
+                        .counters
+                        .tls_handshakes_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(io: WriteDeadline<S>, front: &Arc<Front>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = front.limits;
+    let service = service_fn(|request| {
+        let front = Arc::clone(front);
+        async move { Ok::<_, Infallible>(answer(request, &front).await) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+type Response = hyper::Response<Full<Bytes>>;
+
+fn response(reply: Reply) -> Response {
+    let mut builder = hyper::Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, reply.content_type);
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::from_static(b"bad header\n"))))
+}
+
+async fn answer(request: hyper::Request<Incoming>, front: &Arc<Front>) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return response(
+            Reply::text(405, "only GET and HEAD are served\n").with_header("Allow", "GET, HEAD"),
+        );
+    }
+    let url = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |target| target.as_str())
+        .to_string();
+    if url.len() > MAX_URL_BYTES {
+        return response(Reply::text(
+            414,
+            format!("request target over {MAX_URL_BYTES} bytes\n"),
+        ));
+    }
+    if !front.web.users.is_empty() && !authorized(&request, front).await {
+        front.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return response(
+            Reply::text(401, "unauthorized\n")
+                .with_header("WWW-Authenticate", "Basic realm=\"bpfscope\""),
+        );
+    }
+    let (reply, answered) = oneshot::channel();
+    let sent = front
+        .to_main
+        .lock()
+        .map(|to_main| to_main.send(Request { url, reply }).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        return response(Reply::text(503, "the agent is stopping\n"));
+    }
+    match answered.await {
+        Ok(reply) => response(reply),
+        Err(_) => response(Reply::text(503, "the agent is stopping\n")),
+    }
+}
+
+/// Whether the request carries Basic credentials of a configured user.
+/// Unknown users cost a bcrypt check too, so timing does not tell them.
+async fn authorized(request: &hyper::Request<Incoming>, front: &Arc<Front>) -> bool {
+    let Some((user, password)) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(super::web_config::basic_credentials)
+    else {
+        return false;
+    };
+    let key: [u8; 32] = Sha256::new()
+        .chain_update(user.as_bytes())
+        .chain_update([0])
+        .chain_update(password.as_bytes())
+        .finalize()
+        .into();
+    if front
+        .accepted_credentials
+        .lock()
+        .is_ok_and(|accepted| accepted.contains(&key))
+    {
+        return true;
+    }
+    let hash = front.web.users.get(&user).cloned();
+    let check = tokio::task::spawn_blocking(move || {
+        let hash = hash
+            .as_deref()
+            .unwrap_or(super::web_config::UNKNOWN_USER_HASH);
+        bcrypt::verify(password, hash).unwrap_or(false)
+            && hash != super::web_config::UNKNOWN_USER_HASH
+    });
+    let accepted = check.await.unwrap_or(false);
+    if accepted {
+        if let Ok(mut cache) = front.accepted_credentials.lock() {
+            if cache.len() >= AUTH_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key);
+        }
+    }
+    accepted
+}
+
+/// A stream whose writes fail once they have waited `timeout` without
+/// progress: a client that stops reading cannot hold its connection.
+struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After the inner stream said Pending: an error once stalled too long.
+    fn check_stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        result: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.check_stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progressed(result, cx)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progressed(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progressed(result, cx)
+    }
+}
