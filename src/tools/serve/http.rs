@@ -1,8 +1,9 @@
 //! The agent's HTTP front, built to hold under hostile clients: hyper's
 //! HTTP/1.1 connections as tasks on one tokio thread, so a connection costs
 //! a task and a buffer, never a thread.
-//! - At most `max_connections` connections; the next ones get a 503 and are
-//!   closed at once, counted.
+//! - At most `max_connections` connections. When full, the oldest one that
+//!   has not sent a request yet is closed to make room; when every one has,
+//!   the newcomer gets a 503 and is closed at once. Both are counted.
 //! - A connection must send a request's headers within `header_timeout` of
 //!   starting to wait for them, which also ends idle keep-alive connections;
 //!   headers (with the request line) are capped; a client that stops reading
@@ -14,12 +15,12 @@
 //! Requests that pass go to the main loop, which owns the BPF objects, over a
 //! channel; each carries the one-shot channel its answer goes back on.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,7 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Sleep;
 
 use super::web_config::WebConfig;
@@ -59,6 +60,8 @@ const AUTH_CACHE_ENTRIES: usize = 64;
 pub struct HttpCounters {
     pub connections_open: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Closed, while the front was full, before sending a request.
+    pub evicted: AtomicU64,
     pub accept_errors: AtomicU64,
     pub tls_handshakes_failed: AtomicU64,
     pub unauthorized: AtomicU64,
@@ -162,8 +165,17 @@ struct Front {
 /// Sent, as far as the socket takes it, to connections over the limit.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 37\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbpfscope: too many connections open\n";
 
+/// A connection the front holds: whether it still waits for its first
+/// request, and how to close it.
+struct Held {
+    before_first_request: AtomicBool,
+    close: Notify,
+}
+
 async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
     let permits = Arc::new(Semaphore::new(front.limits.max_connections));
+    // Oldest first.
+    let held: Arc<Mutex<VecDeque<Arc<Held>>>> = Arc::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -174,7 +186,22 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            // Full: the oldest connection that has not sent a request yet
+            // (a half-open one, most likely) makes room, so idle sockets
+            // cannot lock clients out; with none, the newcomer is refused.
+            Err(_) if evict_oldest_before_request(&held) => {
+                front.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                let freed = Arc::clone(&permits).acquire_owned();
+                tokio::time::timeout(Duration::from_millis(100), freed)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             front
                 .counters
                 .connections_refused
@@ -183,13 +210,27 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
             continue;
         };
         let front = Arc::clone(&front);
+        let connection = Arc::new(Held {
+            before_first_request: AtomicBool::new(true),
+            close: Notify::new(),
+        });
+        if let Ok(mut held) = held.lock() {
+            held.push_back(Arc::clone(&connection));
+        }
+        let held = Arc::clone(&held);
         tokio::spawn(async move {
             front
                 .counters
                 .connections_open
                 .fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
-            serve_connection(stream, &front).await;
+            tokio::select! {
+                () = serve_connection(stream, &front, &connection) => {}
+                () = connection.close.notified() => {}
+            }
+            if let Ok(mut held) = held.lock() {
+                held.retain(|other| !Arc::ptr_eq(other, &connection));
+            }
             front
                 .counters
                 .connections_open
@@ -199,15 +240,42 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>) {
+/// Tells the oldest connection still before its first request to close;
+/// false when every connection has sent one.
+fn evict_oldest_before_request(held: &Mutex<VecDeque<Arc<Held>>>) -> bool {
+    let Ok(held) = held.lock() else {
+        return false;
+    };
+    let oldest = held.iter().find(|connection| {
+        connection
+            .before_first_request
+            .swap(false, Ordering::Relaxed)
+    });
+    match oldest {
+        Some(connection) => {
+            connection.close.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>, held: &Arc<Held>) {
     let limits = front.limits;
     match &front.web.tls {
-        None => serve_http(WriteDeadline::new(stream, limits.write_timeout), front).await,
+        None => {
+            serve_http(
+                WriteDeadline::new(stream, limits.write_timeout),
+                front,
+                held,
+            )
+            .await
+        }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls)) => {
-                    serve_http(WriteDeadline::new(tls, limits.write_timeout), front).await
+                    serve_http(WriteDeadline::new(tls, limits.write_timeout), front, held).await
                 }
                 _ => {
                     front
@@ -220,12 +288,13 @@ async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>) {
     }
 }
 
-async fn serve_http<S>(io: WriteDeadline<S>, front: &Arc<Front>)
+async fn serve_http<S>(io: WriteDeadline<S>, front: &Arc<Front>, held: &Arc<Held>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = front.limits;
     let service = service_fn(|request| {
+        held.before_first_request.store(false, Ordering::Relaxed);
         let front = Arc::clone(front);
         async move { Ok::<_, Infallible>(answer(request, &front).await) }
     });

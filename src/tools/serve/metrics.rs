@@ -456,10 +456,11 @@ impl Metrics {
         );
         exposition.samples(
             "bpfscope_http_connections_rejected_total",
-            "HTTP connections (requests, for unauthorized) turned away, by why: over --web.max-connections, accept failed (out of descriptors), TLS handshake failed or timed out, no valid credentials.",
+            "HTTP connections (requests, for unauthorized) turned away, by why: over --web.max-connections, closed to make room before sending a request, accept failed (out of descriptors), TLS handshake failed or timed out, no valid credentials.",
             "counter",
             &[
                 ("limit", &http.connections_refused),
+                ("evicted_before_request", &http.evicted),
                 ("accept_failed", &http.accept_errors),
                 ("tls_failed", &http.tls_handshakes_failed),
                 ("unauthorized", &http.unauthorized),
