@@ -141,12 +141,18 @@ pub fn run(args: FunclatencyArgs) -> Result<()> {
         };
         program
             .attach_uprobe_with_opts(attach_pid, &probe.binary, 0, options)
-            .with_context(|| {
-                format!(
-                    "cannot attach to {} in {} (is the function there, with a symbol?)",
+            .map_err(|error| {
+                // Uprobe perf events need CAP_SYS_ADMIN; bpf and perfmon are not enough.
+                let hint = if error.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+                    "attaching uprobes needs root or CAP_SYS_ADMIN"
+                } else {
+                    "is the function there, with a symbol?"
+                };
+                anyhow::Error::new(error).context(format!(
+                    "cannot attach to {} in {} ({hint})",
                     probe.function,
                     probe.binary.display()
-                )
+                ))
             })
     };
     let links = [

@@ -15,7 +15,7 @@
 //! Requests that pass go to the main loop, which owns the BPF objects, over a
 //! channel; each carries the one-shot channel its answer goes back on.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -174,8 +174,9 @@ struct Held {
 
 async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
     let permits = Arc::new(Semaphore::new(front.limits.max_connections));
-    // Oldest first.
-    let held: Arc<Mutex<VecDeque<Arc<Held>>>> = Arc::default();
+    // By arrival: the oldest first.
+    let held: Arc<Mutex<BTreeMap<u64, Arc<Held>>>> = Arc::default();
+    let mut arrivals = 0u64;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -214,8 +215,10 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
             before_first_request: AtomicBool::new(true),
             close: Notify::new(),
         });
+        arrivals += 1;
+        let arrival = arrivals;
         if let Ok(mut held) = held.lock() {
-            held.push_back(Arc::clone(&connection));
+            held.insert(arrival, Arc::clone(&connection));
         }
         let held = Arc::clone(&held);
         tokio::spawn(async move {
@@ -229,7 +232,7 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
                 () = connection.close.notified() => {}
             }
             if let Ok(mut held) = held.lock() {
-                held.retain(|other| !Arc::ptr_eq(other, &connection));
+                held.remove(&arrival);
             }
             front
                 .counters
@@ -242,11 +245,11 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
 
 /// Tells the oldest connection still before its first request to close;
 /// false when every connection has sent one.
-fn evict_oldest_before_request(held: &Mutex<VecDeque<Arc<Held>>>) -> bool {
+fn evict_oldest_before_request(held: &Mutex<BTreeMap<u64, Arc<Held>>>) -> bool {
     let Ok(held) = held.lock() else {
         return false;
     };
-    let oldest = held.iter().find(|connection| {
+    let oldest = held.values().find(|connection| {
         connection
             .before_first_request
             .swap(false, Ordering::Relaxed)

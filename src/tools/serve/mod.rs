@@ -128,7 +128,7 @@ pub struct ServeArgs {
     pub web_config_file: Option<PathBuf>,
     /// Connections served at once; more are answered 503 and closed. Each
     /// costs a task and at most 24 KiB of buffers, never a thread.
-    #[arg(long = "web.max-connections", default_value_t = 256, value_name = "N",
+    #[arg(long = "web.max-connections", default_value_t = 1024, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
     /// Profile windows open at once; requests for another get a 429.
