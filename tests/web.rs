@@ -213,6 +213,48 @@ fn half_open_connections_huge_headers_and_slow_clients_are_bounded() {
     stop_serve(serve);
 }
 
+#[test]
+fn out_of_descriptors_it_keeps_answering() {
+    let _serial = serial();
+    raise_own_descriptor_limit();
+    let port = free_port();
+    let mut serve = Workload(
+        Command::new("prlimit")
+            .args(["--nofile=200:200", "--"])
+            .arg(env!("CARGO_BIN_EXE_bpfscope"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let serving = wait_for(Duration::from_secs(10), || try_get(port, "/") == Some(200));
+    assert!(serving, "serve never answered");
+    // More half-open connections than it has descriptors left.
+    let held: Vec<TcpStream> = (0..400)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.write_all(b"G").ok()?;
+            Some(stream)
+        })
+        .collect();
+    let answered = wait_for(Duration::from_secs(5), || {
+        try_get(port, "/metrics") == Some(200)
+    });
+    assert!(answered, "no answer once out of descriptors");
+    assert!(serve.0.try_wait().unwrap().is_none(), "serve ended");
+    let metrics = get(port, "/metrics").1;
+    let failed = sample(
+        &metrics,
+        "bpfscope_http_connections_rejected_total{reason=\"accept_failed\"}",
+    );
+    assert!(
+        failed >= 1.0,
+        "the descriptor limit was never reached:\n{metrics}"
+    );
+    drop(held);
+    stop_serve(serve);
+}
+
 /// GETs a path; (status, seconds it took).
 fn timed_status(port: u16, path: &str) -> (u16, f64) {
     let started = Instant::now();

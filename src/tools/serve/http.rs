@@ -10,7 +10,8 @@
 //!   a response is dropped after `write_timeout`.
 //! - Methods other than GET and HEAD get a 405 here, and requests without
 //!   valid credentials a 401 (`web_config`), before the main loop sees them.
-//! - Running out of descriptors refuses connections and never ends the agent.
+//! - Running out of descriptors never ends the agent: it closes the oldest
+//!   connection that has sent no request, or refuses until one ends.
 //!
 //! Requests that pass go to the main loop, which owns the BPF objects, over a
 //! channel; each carries the one-shot channel its answer goes back on.
@@ -181,9 +182,15 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(_) => {
-                // Out of descriptors or memory: refuse for a moment and go on.
+                // Out of descriptors or memory: close the oldest connection
+                // that has sent no request, if any, else wait a moment; go on.
                 front.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if evict_oldest_before_request(&held) {
+                    front.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 continue;
             }
         };
