@@ -68,20 +68,21 @@ pub struct HttpCounters {
     pub unauthorized: AtomicU64,
 }
 
-/// An answer from the main loop.
+/// An answer from the main loop. The body is shared: requests that joined
+/// one window get the same rendering without copies.
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+    pub fn bytes(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         Reply {
             status,
             content_type,
-            body,
+            body: body.into(),
             headers: Vec::new(),
         }
     }
@@ -327,7 +328,7 @@ fn response(reply: Reply) -> Response {
         builder = builder.header(name, value);
     }
     builder
-        .body(Full::new(Bytes::from(reply.body)))
+        .body(Full::new(reply.body))
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::from_static(b"bad header\n"))))
 }
 

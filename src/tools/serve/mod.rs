@@ -6,6 +6,9 @@
 //! - Profile windows of the next N seconds, CPU and off-CPU, as pprof or
 //!   flame graphs (`windows`); the live page (`page`).
 //!
+//! HTTP arrives through a front that holds under hostile clients (`http`),
+//! with TLS and basic authentication where configured (`web_config`); this
+//! module's loop, which owns the BPF objects, answers what passes it.
 //! Listens on loopback unless told otherwise; SIGTERM or Ctrl-C detaches
 //! everything and exits 0.
 
@@ -482,7 +485,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         windows = waiting;
         for mut window in done {
             let content_type = Profiles::content_type(&window);
-            let rendered = profiles.render(&window);
+            let rendered = profiles.render(&window).map(hyper::body::Bytes::from);
             for request in window.requests.drain(..) {
                 request.respond(match &rendered {
                     Ok(body) => Reply::bytes(200, content_type, body.clone()),
