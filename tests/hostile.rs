@@ -14,26 +14,9 @@ use common::*;
 
 const USER: &str = "bpfscope-hostile";
 
-/// The test's unprivileged user (created once) and its uid.
+/// The test's unprivileged user (created once): (uid, gid).
 fn hostile_user() -> (u32, u32) {
-    let id = |flag: &str| -> Option<u32> {
-        let output = Command::new("id").args([flag, USER]).output().ok()?;
-        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .status()
-            .expect("useradd (passwd) is installed");
-        assert!(status.success() || id("-u").is_some(), "creating {USER}");
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
+    system_user(USER)
 }
 
 /// A directory the hostile user owns.

@@ -34,33 +34,6 @@ fn unit_value(unit: &str, key: &str) -> String {
         .to_string()
 }
 
-fn service_user() -> (u32, u32) {
-    let id = |flag: &str| -> Option<u32> {
-        let output = Command::new("id")
-            .args([flag, SERVICE_USER])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ])
-            .status()
-            .expect("useradd (passwd) is installed");
-        assert!(
-            status.success() || id("-u").is_some(),
-            "creating {SERVICE_USER}"
-        );
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
-}
-
 #[test]
 fn the_package_installs_and_its_unit_runs_serve_without_root() {
     let _serial = serial();
@@ -114,7 +87,7 @@ fn the_package_installs_and_its_unit_runs_serve_without_root() {
     );
     let exec_start = unit_value(&unit, "ExecStart");
     assert_eq!(exec_start, "/usr/bin/bpfscope serve $BPFSCOPE_SERVE_ARGS");
-    let (uid, gid) = service_user();
+    let (uid, gid) = system_user(SERVICE_USER);
     let state = Path::new("/tmp").join(format!("bpfscope-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).unwrap();

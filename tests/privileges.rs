@@ -11,31 +11,10 @@ use common::*;
 
 const USER: &str = "bpfscope-caps";
 
-fn test_user() -> (u32, u32) {
-    let id = |flag: &str| -> Option<u32> {
-        let output = Command::new("id").args([flag, USER]).output().ok()?;
-        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .status()
-            .expect("useradd (passwd) is installed");
-        assert!(status.success() || id("-u").is_some(), "creating {USER}");
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
-}
-
 /// `bpfscope ARGS` as the test user with only `caps` (e.g. "bpf,perfmon"),
 /// in a directory the user owns.
 fn run_with_caps(caps: &str, args: &[&str]) -> Output {
-    let (uid, gid) = test_user();
+    let (uid, gid) = system_user(USER);
     let dir = tmp_dir().join(format!("caps-{}-{}", args[0], std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -11,12 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn stop_serve(mut serve: Workload) {
-    assert_eq!(unsafe { kill(serve.pid() as i32, 15) }, 0);
-    let status = serve.0.wait().unwrap();
-    assert!(status.success(), "SIGTERM should exit 0: {status}");
-}
-
 /// The value of the first sample line starting with `prefix`.
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
     metrics
@@ -184,10 +178,6 @@ fn busy_port_and_bad_address_are_clear_errors() {
     assert!(!text.contains("panicked"));
     let output = run(bpfscope().args(["serve", "--listen", "not-an-address"]));
     assert_eq!(output.status.code(), Some(2));
-}
-
-extern "C" {
-    fn kill(pid: i32, signal: i32) -> i32;
 }
 
 /// What `go tool pprof -top` says of a profile (kept as `name` in the test directory).

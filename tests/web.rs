@@ -12,16 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-extern "C" {
-    fn kill(pid: i32, signal: i32) -> i32;
-}
-
-fn stop_serve(mut serve: Workload) {
-    assert_eq!(unsafe { kill(serve.pid() as i32, 15) }, 0);
-    let status = serve.0.wait().unwrap();
-    assert!(status.success(), "SIGTERM should exit 0: {status}");
-}
-
 /// A `/proc/PID/status` field in its unit (threads, kB).
 fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -308,6 +308,35 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A system user without a login, created once (useradd); (uid, gid).
+pub fn system_user(name: &str) -> (u32, u32) {
+    let id = |flag: &str| -> Option<u32> {
+        let output = Command::new("id").args([flag, name]).output().ok()?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let status = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .status()
+            .expect("useradd (passwd) is installed");
+        assert!(status.success() || id("-u").is_some(), "creating {name}");
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// Stops `serve` with SIGTERM; it must exit 0.
+pub fn stop_serve(mut serve: Workload) {
+    assert_eq!(unsafe { kill(serve.pid() as i32, 15) }, 0);
+    let status = serve.0.wait().unwrap();
+    assert!(status.success(), "SIGTERM should exit 0: {status}");
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -138,7 +138,7 @@ pub fn start(
         limits,
         web,
         counters,
-        to_main: Mutex::new(sender),
+        to_main: sender,
         accepted_credentials: Mutex::new(HashSet::new()),
     });
     std::thread::Builder::new()
@@ -159,7 +159,7 @@ struct Front {
     limits: Limits,
     web: WebConfig,
     counters: Arc<HttpCounters>,
-    to_main: Mutex<mpsc::Sender<Request>>,
+    to_main: mpsc::Sender<Request>,
     /// SHA-256 of user and password of credentials bcrypt accepted.
     accepted_credentials: Mutex<HashSet<[u8; 32]>>,
 }
@@ -357,11 +357,7 @@ async fn answer(request: hyper::Request<Incoming>, front: &Arc<Front>) -> Respon
         );
     }
     let (reply, answered) = oneshot::channel();
-    let sent = front
-        .to_main
-        .lock()
-        .map(|to_main| to_main.send(Request { url, reply }).is_ok())
-        .unwrap_or(false);
+    let sent = front.to_main.send(Request { url, reply }).is_ok();
     if !sent {
         return response(Reply::text(503, "the agent is stopping\n"));
     }

@@ -140,10 +140,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_windows: u32,
     /// Seconds a connection has to send a request's headers, and to start
-    /// the next one on a kept-alive connection (30: a scraper every 15 s
-    /// keeps its connection, and its TLS session). Idle sockets cannot lock
-    /// clients out meanwhile: a full front closes the oldest of them.
-    #[arg(long = "web.read-timeout", default_value_t = 30, value_name = "SECONDS",
+    /// the next one on a kept-alive connection (nginx's header timeout; a
+    /// scraper every 15 or 30 s keeps its connection and TLS session). Idle
+    /// sockets cannot lock clients out meanwhile: a full front closes the
+    /// oldest of them.
+    #[arg(long = "web.read-timeout", default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub read_timeout: u64,
     #[command(flatten)]
