@@ -95,14 +95,8 @@ fn the_package_installs_and_its_unit_runs_serve_without_root() {
     let port = free_port();
     let caps = ambient.join(",");
     let serve = Workload(
-        Command::new("setpriv")
+        with_ambient_caps(uid, gid, &caps)
             .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={gid}"),
-                "--clear-groups",
-                &format!("--inh-caps={caps}"),
-                &format!("--ambient-caps={caps}"),
-                "--no-new-privs",
                 "/usr/bin/bpfscope",
                 "serve",
                 "--listen",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -21,15 +21,7 @@ fn run_with_caps(caps: &str, args: &[&str]) -> Output {
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
     let caps: Vec<String> = caps.split(',').map(|cap| format!("+{cap}")).collect();
     let caps = caps.join(",");
-    let output = run(Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={gid}"),
-            "--clear-groups",
-            &format!("--inh-caps={caps}"),
-            &format!("--ambient-caps={caps}"),
-            "--no-new-privs",
-        ])
+    let output = run(with_ambient_caps(uid, gid, &caps)
         .arg(env!("CARGO_BIN_EXE_bpfscope"))
         .args(args)
         .current_dir(&dir)

@@ -70,18 +70,7 @@ fn a_real_prometheus_scrapes_it() {
         ),
     )
     .unwrap();
-    let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus is installed by the test command");
-    let prometheus = Workload(prometheus);
+    let prometheus = start_prometheus(&config, &dir.join("data"), prometheus_port);
     let status = Command::new(workload("direct_writes"))
         .arg("100")
         .arg(tmp_dir())

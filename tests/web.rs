@@ -507,21 +507,10 @@ fn tls_and_basic_auth_with_a_real_prometheus() {
         ),
     )
     .unwrap();
-    let prometheus = Workload(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is installed by the test command"),
+    let prometheus = start_prometheus(
+        &dir.join("prometheus.yml"),
+        &dir.join("data"),
+        prometheus_port,
     );
     let mut last = String::new();
     let scraped = wait_for(Duration::from_secs(30), || {

@@ -330,6 +330,37 @@ pub fn system_user(name: &str) -> (u32, u32) {
     (id("-u").unwrap(), id("-g").unwrap())
 }
 
+/// `setpriv` ready to run a program as uid:gid with only `caps` (as
+/// setpriv spells them: "+bpf,+perfmon"), inheritable and ambient, and no
+/// new privileges; append the program and its arguments.
+pub fn with_ambient_caps(uid: u32, gid: u32, caps: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        "--no-new-privs",
+    ]);
+    command
+}
+
+/// A real Prometheus server on 127.0.0.1:`port` with `config`, its data in
+/// `data`; stopped when the guard drops.
+pub fn start_prometheus(config: &Path, data: &Path, port: u16) -> Workload {
+    Workload(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed by the test command"),
+    )
+}
+
 /// Stops `serve` with SIGTERM; it must exit 0.
 pub fn stop_serve(mut serve: Workload) {
     assert_eq!(unsafe { kill(serve.pid() as i32, 15) }, 0);
