@@ -260,10 +260,25 @@ fn deep_stacks_are_walked_to_2048_frames_and_cut_ones_say_so() {
         "cut stacks start with [truncated]: {:?}",
         in_burn.iter().map(|s| &s.frames[..3]).collect::<Vec<_>>()
     );
-    let walked = count_frames(&stacks, "descend");
+    // The first samples can come before the tables are in BPF (the sampler
+    // is attached first): those are walked by frame pointers, cut at the
+    // kernel's 127 frames, marked and counted. The rest keep 2048 frames.
+    let by_tables: u64 = in_burn
+        .iter()
+        .filter(|s| s.frames.iter().filter(|f| *f == "descend").count() >= 2040)
+        .map(|s| s.count)
+        .sum();
+    let all: u64 = in_burn.iter().map(|s| s.count).sum();
     assert!(
-        walked.iter().all(|&frames| frames >= 2040),
-        "cut stacks keep their 2048 frames: {walked:?}"
+        by_tables as f64 >= 0.95 * all as f64,
+        "{by_tables} of {all} cut stacks keep their 2048 frames: {:?}",
+        count_frames(&stacks, "descend")
     );
+    if by_tables < all {
+        assert!(
+            summary.contains("before their process's tables were loaded"),
+            "{summary}"
+        );
+    }
     assert!(summary.contains("depth limit"), "{summary}");
 }

@@ -39,6 +39,7 @@ enum run_stat {
 	STAT_JIT_UNWIND_READ_FAULT,
 	STAT_JIT_UNWIND_DEPTH,
 	STAT_JIT_UNWIND_UNMAPPED,
+	STAT_UNWIND_NOT_LOADED,    /* auto mode: the process's tables were not loaded yet, frame pointers walked */
 	STAT_MAX,
 };
 

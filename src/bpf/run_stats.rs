@@ -39,6 +39,9 @@ pub struct UnwindStats {
     /// The walks that went through code in no file mapping (JIT code) by
     /// frame pointers, by how they ended (in `by_reason`'s order).
     pub through_jit: [u64; 6],
+    /// Stacks walked by frame pointers instead (auto mode) because their
+    /// process's tables were not loaded yet: its first samples.
+    pub before_tables: u64,
 }
 
 impl UnwindStats {
@@ -53,6 +56,7 @@ impl UnwindStats {
         for (mine, theirs) in self.through_jit.iter_mut().zip(other.through_jit) {
             *mine += theirs;
         }
+        self.before_tables += other.before_tables;
     }
 
     /// (reason label, count) of the walks through JIT code.
@@ -76,21 +80,28 @@ impl UnwindStats {
         ]
     }
 
-    /// "unwound by tables: N walks; M complete, ..." or None when no walk ran.
+    /// "unwound by tables: N walks; M complete, ..." or None when no walk
+    /// ran and none was due.
     pub fn summary(&self) -> Option<String> {
         let walks: u64 = self.by_reason().iter().map(|(_, n)| n).sum();
-        if walks == 0 {
+        if walks == 0 && self.before_tables == 0 {
             return None;
         }
-        let mut line = format!(
-            "user stacks unwound by tables: {walks} walks ended: {}",
-            describe_ends(&self.by_reason())
-        );
+        let mut line = format!("user stacks unwound by tables: {walks} walks");
+        if walks > 0 {
+            line.push_str(&format!(" ended: {}", describe_ends(&self.by_reason())));
+        }
         let jit_walks: u64 = self.through_jit.iter().sum();
         if jit_walks > 0 {
             line.push_str(&format!(
                 "; {jit_walks} went through JIT code by frame pointers ({})",
                 describe_ends(&self.through_jit_by_reason())
+            ));
+        }
+        if self.before_tables > 0 {
+            line.push_str(&format!(
+                "; {} walked by frame pointers before their process's tables were loaded",
+                self.before_tables
             ));
         }
         Some(line)
@@ -150,6 +161,7 @@ impl RunStats {
                     total(run_stat::STAT_JIT_UNWIND_DEPTH)?,
                     total(run_stat::STAT_JIT_UNWIND_UNMAPPED)?,
                 ],
+                before_tables: total(run_stat::STAT_UNWIND_NOT_LOADED)?,
             },
         })
     }

@@ -121,14 +121,22 @@ pub fn read_wake_counts(counts: &dyn MapCore) -> Result<Vec<(WakeKey, u64)>> {
 
 /// Instruction pointers of a stack-trace map entry, leaf first.
 fn parse_stack(raw: &[u8]) -> Vec<u64> {
-    raw.chunks_exact(8)
+    let mut frames: Vec<u64> = raw
+        .chunks_exact(8)
         .filter_map(layouts::read::<u64>)
         .take_while(|&ip| ip != 0)
-        .collect()
+        .collect();
+    // The kernel fills at most a value's worth of frames
+    // (perf_event_max_stack, 127): a full value lost its outer callers.
+    if frames.len() == raw.len() / 8 {
+        frames.push(TRUNCATED);
+    }
+    frames
 }
 
-/// Stands for the callers a table walk did not reach (it stopped at
-/// MAX_UNWOUND_FRAMES): the last "address" of such a stack.
+/// Stands for the callers a walk did not reach (a table walk stopped at
+/// MAX_UNWOUND_FRAMES, or the kernel's trace filled its map value): the
+/// last "address" of such a stack.
 pub const TRUNCATED: u64 = u64::MAX;
 
 /// Instruction pointers of an interned table-unwound stack, leaf first,
@@ -266,5 +274,14 @@ mod tests {
             .flat_map(|w| w.to_ne_bytes())
             .collect();
         assert_eq!(parse_stack(&raw), vec![0x10, 0x20]);
+    }
+
+    #[test]
+    fn a_trace_that_fills_its_value_is_marked_cut() {
+        let raw: Vec<u8> = [0x10u64, 0x20, 0x30]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert_eq!(parse_stack(&raw), vec![0x10, 0x20, 0x30, TRUNCATED]);
     }
 }

@@ -289,8 +289,10 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 	struct uw_walk *st;
 	u32 zero = 0, id;
 
-	if (unwind_mode == UNWIND_AUTO && !bpf_map_lookup_elem(&unwind_processes, &tgid))
+	if (unwind_mode == UNWIND_AUTO && !bpf_map_lookup_elem(&unwind_processes, &tgid)) {
+		stat_inc(STAT_UNWIND_NOT_LOADED);
 		return -1;
+	}
 	st = bpf_map_lookup_elem(&unwind_scratch, &zero);
 	if (!st || !regs)
 		return -1;

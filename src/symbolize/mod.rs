@@ -277,6 +277,16 @@ pub fn lookup_address(address: u64, is_leaf: bool) -> u64 {
     }
 }
 
+/// Stands for the callers a cut stack lost, at its root.
+fn truncated_frame(kind: FrameKind) -> Frame {
+    Frame {
+        kind,
+        address: TRUNCATED,
+        functions: vec!["[truncated]".to_string()],
+        module: None,
+    }
+}
+
 /// Turns counted stack keys into symbolized samples, using the address-space
 /// snapshots for user frames.
 pub fn symbolize_counts(
@@ -297,7 +307,9 @@ pub fn symbolize_counts(
     let mut debug_files: HashMap<ContentIdentity, Option<Arc<ObjectFile>>> = HashMap::new();
     for (key, _) in &counts {
         for (index, &address) in stack_of(key.kernel_stack_id).iter().enumerate() {
-            wanted.kernel(lookup_address(address, index == 0));
+            if address != TRUNCATED {
+                wanted.kernel(lookup_address(address, index == 0));
+            }
         }
         for (index, &address) in stack_of(key.user_stack_id).iter().enumerate() {
             if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
@@ -323,6 +335,9 @@ pub fn symbolize_counts(
                 .enumerate()
                 .rev()
                 .map(|(index, &address)| {
+                    if address == TRUNCATED {
+                        return truncated_frame(FrameKind::Kernel);
+                    }
                     let mut frame = symbolizer.kernel_frame(lookup_address(address, index == 0));
                     frame.address = address;
                     frame
@@ -338,12 +353,7 @@ pub fn symbolize_counts(
                 .map(|(index, &address)| {
                     let lookup = lookup_address(address, index == 0);
                     if address == TRUNCATED {
-                        return Frame {
-                            kind: FrameKind::User,
-                            address,
-                            functions: vec!["[truncated]".to_string()],
-                            module: None,
-                        };
+                        return truncated_frame(FrameKind::User);
                     }
                     let location = locate(&key, lookup);
                     if location.is_none() {

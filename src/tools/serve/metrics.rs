@@ -432,6 +432,11 @@ impl Metrics {
             "counter",
             &jit_walks,
         );
+        exposition.counter(
+            "bpfscope_unwind_before_tables_total",
+            "User stacks walked by frame pointers because their process's unwind tables were not loaded yet (its first samples).",
+            unwind.before_tables as f64,
+        );
         exposition.gauge(
             "bpfscope_unwind_table_bytes",
             "Kernel memory holding unwind tables in use (16 bytes per row).",
