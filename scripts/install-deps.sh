@@ -26,3 +26,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "installing the Rust toolchain with rustup" >&2
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
+
+# CPython 3.7 to 3.13 from pyenv (the machine image has pyenv): Python-frame
+# tests run every version 3.8 to 3.13 and use 3.7 as one without offsets;
+# a version missing here makes them fail, never skip.
+if command -v pyenv >/dev/null 2>&1 || [ -x "$HOME/.pyenv/bin/pyenv" ]; then
+    pyenv_bin=$(command -v pyenv || echo "$HOME/.pyenv/bin/pyenv")
+    pyenv_root=$("$pyenv_bin" root)
+    for minor in 7 8 9 10 11 12 13; do
+        if ! compgen -G "$pyenv_root/versions/3.$minor.*" >/dev/null; then
+            echo "installing CPython 3.$minor with pyenv" >&2
+            "$pyenv_bin" install --skip-existing "3.$minor:latest"
+        fi
+    done
+fi

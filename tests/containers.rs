@@ -609,7 +609,7 @@ fn a_stripped_binary_is_named_through_debuginfod() {
     let server = DebuginfodServer::start(&served, &id);
     let cache = dir.join("cache");
 
-    let burner = Workload::start(&stripped, &["12"]);
+    let burner = Workload::start(&stripped, &["20"]);
     let url = format!("http://127.0.0.1:{}", server.port);
     let profile = |cache: &Path| {
         let output = Command::new("ip")
@@ -623,7 +623,7 @@ fn a_stripped_binary_is_named_through_debuginfod() {
                 &burner.pid().to_string(),
                 "--debuginfod",
                 &url,
-                "3",
+                "6", // about 6000 samples: ±2 points is 3.6 standard deviations
             ])
             .env("DEBUGINFOD_CACHE_PATH", cache)
             .stdin(Stdio::null())

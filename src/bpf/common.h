@@ -12,6 +12,7 @@
  *   ADDRESS_SPACE_MAPS;       ring, LRU    -> stacks.h (announce_address_space)
  *   HISTOGRAM_MAPS;           hists, total -> histogram.h
  *   UNWIND_MAPS;              rows, ...    -> unwind.h
+ *   PYTHON_MAPS;              python_*     -> python.h
  *   FORK_FOLLOWER_PROGRAMS;   (task_filter.h) COMMAND mode's fork follower
  */
 #ifndef BPFSCOPE_COMMON_H
@@ -127,6 +128,61 @@ struct uw_walk {
 };
 
 /* The table unwinder's maps (see unwind.h). */
+#define PY_READ_BYTES 128       /* the most of a frame or code object one read takes */
+
+/* python.h's walk in progress, per CPU (too large for the BPF stack). */
+struct py_walk {
+	struct py_stack stack;
+	struct py_process proc;
+	u64 thread_key;         /* what the thread state's id field holds for this thread */
+	u64 tstate;
+	u64 frame;
+	u32 stop;
+	u32 found;
+	u8 frame_bytes[PY_READ_BYTES + 8];
+	u8 code_bytes[PY_READ_BYTES + 8];
+};
+
+enum py_stop {
+	PY_STOP_NONE = 0,
+	PY_STOP_END,
+	PY_STOP_DEPTH,
+	PY_STOP_READ_FAULT,
+	PY_STOP_NOT_CODE,
+};
+
+/*
+ * CPython: the Python processes user space found, each thread's thread
+ * state as last found, the interned Python stacks (preallocated: written in
+ * NMI context; sized by user space) and the walk's scratch space.
+ */
+#define PYTHON_MAPS                                                     \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH);                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                   \
+		__uint(max_entries, 4096);                              \
+		__type(key, u32);               /* tgid */              \
+		__type(value, struct py_process);                       \
+	} python_processes SEC(".maps");                                \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);                    \
+		__uint(max_entries, 16384);                             \
+		__type(key, u32);               /* tid */               \
+		__type(value, u64);             /* its thread state */  \
+	} python_thread_states SEC(".maps");                            \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH);                        \
+		__uint(max_entries, 2048);      /* resized by user space */ \
+		__type(key, u32);                                       \
+		__type(value, struct py_stack);                         \
+	} python_stacks SEC(".maps");                                   \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                \
+		__uint(max_entries, 1);                                 \
+		__type(key, u32);                                       \
+		__type(value, struct py_walk);                          \
+	} python_scratch SEC(".maps")
+
 #define UNWIND_MAPS                                                     \
 	struct {                                                        \
 		__uint(type, BPF_MAP_TYPE_ARRAY);                       \

@@ -32,5 +32,9 @@ struct slow_op layout_slow_op;
 struct connect_event layout_connect_event;
 struct session_event layout_session_event;
 struct retransmit_event layout_retransmit_event;
+struct py_offsets layout_py_offsets;
+struct py_process layout_py_process;
+struct py_frame layout_py_frame;
+struct py_stack layout_py_stack;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

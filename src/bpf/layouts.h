@@ -40,6 +40,12 @@ enum run_stat {
 	STAT_JIT_UNWIND_DEPTH,
 	STAT_JIT_UNWIND_UNMAPPED,
 	STAT_UNWIND_NOT_LOADED,    /* auto mode: the process's tables were not loaded yet, frame pointers walked */
+	STAT_PY_COMPLETE,          /* a Python walk reached the thread's first frame */
+	STAT_PY_DEPTH,             /* ... stopped at MAX_PYTHON_FRAMES */
+	STAT_PY_READ_FAULT,        /* ... stopped: interpreter memory could not be read */
+	STAT_PY_NO_THREAD_STATE,   /* a thread of a Python process with no thread state (not Python, or between calls) */
+	STAT_PY_NOT_CODE,          /* ... a frame whose code is not a code object, walk stopped */
+	STAT_PY_STACKS_FULL,       /* a Python stack not interned: its map was full or another stack had its slot */
 	STAT_MAX,
 };
 
@@ -54,7 +60,7 @@ struct stack_key {
 	s32 kernel_stack_id;/* < 0: no kernel stack */
 	char comm[TASK_COMM_LEN];
 	u32 time_slot;      /* profile --heatmap: 20 ms slots since the start; else 0 */
-	u32 pad;
+	s32 python_stack_id;/* < 0: no Python frames (python.h) */
 };
 _Static_assert(sizeof(struct stack_key) == 48, "struct stack_key: update src/bpf/layouts.rs");
 
@@ -287,5 +293,68 @@ struct retransmit_event {
 	u32 tgid;
 };
 _Static_assert(sizeof(struct retransmit_event) == 48, "struct retransmit_event: update src/bpf/layouts.rs");
+
+/* --- CPython frames (python.h) ------------------------------------------ */
+
+#define MAX_PYTHON_FRAMES 128        /* Python frames a walk records */
+#define MAX_PYTHON_THREADS 256       /* thread states searched for the sampled thread */
+#define PYTHON_STACK_BASE 0x20000000 /* interned Python stacks have ids from here up */
+#define PY_NO_FIELD 0xffff           /* a field this CPython version does not have */
+#define PY_FRAME_ENTERED_FROM_C 0x80000000u /* py_frame.check: a _PyEval_EvalFrameDefault call began here */
+
+/*
+ * Where one CPython version keeps what the walk reads: byte offsets,
+ * PY_NO_FIELD where the version has no such field. User space fills it
+ * from _Py_DebugOffsets (3.13) or its table (3.8 to 3.12).
+ */
+struct py_offsets {
+	u16 runtime_interpreters_head;
+	u16 interp_threads_head;
+	u16 tstate_next;
+	u16 tstate_thread_id;        /* pthread_self(): the thread's FS base on x86-64 (3.8 to 3.10) */
+	u16 tstate_native_thread_id; /* the kernel's TID (3.11+) */
+	u16 tstate_frame;            /* frame (3.8 to 3.10), cframe (3.11, 3.12), current_frame (3.13) */
+	u16 cframe_current_frame;    /* 3.11, 3.12 */
+	u16 frame_previous;
+	u16 frame_code;
+	u16 frame_instruction;       /* int f_lasti (3.8 to 3.10), or a pointer to the instruction (3.11+) */
+	u16 frame_owner;             /* 3.11+ */
+	u16 frame_is_entry;          /* 3.11 */
+	u16 frame_size;              /* bytes of a frame the walk reads (at most 128) */
+	u16 code_firstlineno;
+	u16 code_name;
+	u16 code_instructions;       /* co_code_adaptive (3.11+) */
+	u16 code_size;               /* bytes of a code object the walk reads (at most 128) */
+	u8 owned_by_cstack;          /* frame_owner of the shim frames each C call pushes (3.12+), else 0xff */
+	u8 pad[5];
+};
+_Static_assert(sizeof(struct py_offsets) == 40, "struct py_offsets: update src/bpf/layouts.rs");
+
+/* A Python process: where its runtime state is, and its version's offsets. */
+struct py_process {
+	u64 runtime;            /* address of _PyRuntime */
+	u64 code_type;          /* address of PyCode_Type: what a frame's code must point to */
+	struct py_offsets offsets;
+};
+_Static_assert(sizeof(struct py_process) == 56, "struct py_process: update src/bpf/layouts.rs");
+
+/* One Python frame as the walk found it. */
+struct py_frame {
+	u64 code;               /* the code object's address */
+	u32 instruction;        /* f_lasti as stored (3.8 to 3.10), or bytes from the first instruction (3.11+) */
+	u32 check;              /* PY_FRAME_ENTERED_FROM_C, and in the other bits co_firstlineno ^ (co_name >> 4):
+	                         * user space names the code object only if it still matches */
+};
+_Static_assert(sizeof(struct py_frame) == 16, "struct py_frame: update src/bpf/layouts.rs");
+
+/* An interned Python stack, leaf first. */
+struct py_stack {
+	u16 len;
+	u16 truncated;          /* 1: the walk stopped early, callers are missing */
+	u32 tgid;               /* the process it was read from (its code objects are there) */
+	u64 hash;
+	struct py_frame frames[MAX_PYTHON_FRAMES];
+};
+_Static_assert(sizeof(struct py_stack) == 16 + 16 * MAX_PYTHON_FRAMES, "struct py_stack: update src/bpf/layouts.rs");
 
 #endif /* BPFSCOPE_LAYOUTS_H */

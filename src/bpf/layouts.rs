@@ -13,10 +13,10 @@ mod generated {
 }
 
 pub use generated::types::{
-    address_space_event, block_flag, connect_event, connection, fs_op, hist, hist_key,
-    retransmit_event, run_stat, session_event, slow_op, stack_key, syscall_class, syscall_total,
-    uw_cfa_rule, uw_mapping, uw_mode, uw_process, uw_rbp_rule, uw_row, uw_stack, uw_stack_chunk,
-    uw_stack_chunk_key, wake_key, waker_context,
+    address_space_event, block_flag, connect_event, connection, fs_op, hist, hist_key, py_frame,
+    py_offsets, py_process, py_stack, retransmit_event, run_stat, session_event, slow_op,
+    stack_key, syscall_class, syscall_total, uw_cfa_rule, uw_mapping, uw_mode, uw_process,
+    uw_rbp_rule, uw_row, uw_stack, uw_stack_chunk, uw_stack_chunk_key, wake_key, waker_context,
 };
 
 /// A layout every byte pattern of its size is a valid value of: `#[repr(C)]`
@@ -48,6 +48,10 @@ plain_layouts! {
     uw_stack = 16 + 8 * STACK_CHUNK_FRAMES,
     uw_stack_chunk_key = 8,
     uw_stack_chunk = 8 * STACK_CHUNK_FRAMES,
+    py_offsets = 40,
+    py_process = 56,
+    py_frame = 16,
+    py_stack = 16 + 16 * MAX_PYTHON_FRAMES,
     hist = 8 * HIST_SLOTS + 16,
     hist_key = 32,
     syscall_total = 16,
@@ -62,12 +66,15 @@ plain_layouts! {
 // SAFETY: every bit pattern is a u64 (map values, per-CPU counters).
 unsafe impl Plain for u64 {}
 
-/// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES`, `STACK_CHUNK_FRAMES` and
-/// `HIST_SLOTS` in layouts.h.
+/// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES`, `STACK_CHUNK_FRAMES`, `HIST_SLOTS`,
+/// `MAX_PYTHON_FRAMES`, `PY_NO_FIELD` and `PY_FRAME_ENTERED_FROM_C` in layouts.h.
 pub const MAX_MAPPINGS: usize = 256;
 pub const MAX_UNWOUND_FRAMES: usize = 2048;
 pub const STACK_CHUNK_FRAMES: usize = 512;
 pub const HIST_SLOTS: usize = 40;
+pub const MAX_PYTHON_FRAMES: usize = 128;
+pub const PY_NO_FIELD: u16 = 0xffff;
+pub const PY_FRAME_ENTERED_FROM_C: u32 = 0x8000_0000;
 
 /// A value of `T` from the start of `bytes`, or None if they are too short.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
@@ -128,7 +135,7 @@ mod tests {
             kernel_stack_id: -14,
             comm: [0; 16],
             time_slot: 11,
-            pad: 0,
+            python_stack_id: -1,
         };
         let bytes = bytes_of(&key).to_vec();
         let back: stack_key = read(&bytes).unwrap();

@@ -22,11 +22,13 @@ TARGET_FILTER_MAPS;
 STACK_TRACE_MAP;
 ADDRESS_SPACE_MAPS;
 UNWIND_MAPS;
+PYTHON_MAPS;
 
 #include "stats.h"
 #include "task_filter.h"
 #include "stacks.h"
 #include "unwind.h"
+#include "python.h"
 
 FORK_FOLLOWER_PROGRAMS
 
@@ -75,7 +77,7 @@ struct pending_time {
 	s32 kernel_stack_id;
 	u64 ns;
 	u32 blocks;             /* STAT_EVENTS */
-	u32 pad;
+	s32 python_stack_id;
 };
 
 /* A thread's current block, its unflushed time and its stack cache. */
@@ -127,6 +129,7 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 	key.address_space = (u64)BPF_CORE_READ(task, mm);
 	key.user_stack_id = b->pending.user_stack_id;
 	key.kernel_stack_id = b->pending.kernel_stack_id;
+	key.python_stack_id = b->pending.python_stack_id;
 	BPF_CORE_READ_INTO(&key.comm, task, comm);
 	add_to_count(&counts, &key, b->pending.ns);
 	if (total_by_cgroup) {
@@ -142,16 +145,21 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 				       struct blocked *b, u64 now, bool use_cache)
 {
 	bool is_kthread = view->flags & PF_KTHREAD;
-	s32 user_id, kernel_id;
+	s32 user_id, kernel_id, python_id = -1;
 	u64 signature = 0;
 
 	if (use_cache && !is_kthread && capture_user)
 		signature = user_signature(prev, view->state);
 	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
-	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id) {
+	/* Not cached: Python functions blocked alike share one native signature. */
+	if (!is_kthread && capture_user)
+		python_id = capture_python_stack(view->tgid, view->tid);
+	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id ||
+	    python_id != b->pending.python_stack_id) {
 		flush_pending(prev, b);
 		b->pending.user_stack_id = user_id;
 		b->pending.kernel_stack_id = kernel_id;
+		b->pending.python_stack_id = python_id;
 	}
 	if (view->mm && capture_user && b->announced_mm != view->mm) {
 		announce_address_space(view->tgid, view->mm);
@@ -224,6 +232,7 @@ int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_str
 		if (!b) {
 			fresh.pending.user_stack_id = -1;
 			fresh.pending.kernel_stack_id = -1;
+			fresh.pending.python_stack_id = -1;
 			bpf_map_update_elem(&blocked_by_tid, &tid, &fresh, BPF_NOEXIST);
 			b = bpf_map_lookup_elem(&blocked_by_tid, &tid);
 		}

@@ -3,7 +3,8 @@
  * bpfscope profile: on every cpu-clock sample, intern the interrupted task's
  * user and kernel stacks and count the sample under (process, stacks) in
  * kernel. User space reads only the summed counts at the end. User stacks
- * come from frame pointers or unwind tables (unwind.h).
+ * come from frame pointers or unwind tables (unwind.h), and Python
+ * processes' Python frames from their interpreter (python.h).
  */
 #include "common.h"
 
@@ -12,11 +13,13 @@ TARGET_FILTER_MAPS;
 STACK_TRACE_MAP;
 ADDRESS_SPACE_MAPS;
 UNWIND_MAPS;
+PYTHON_MAPS;
 
 #include "stats.h"
 #include "task_filter.h"
 #include "stacks.h"
 #include "unwind.h"
+#include "python.h"
 
 FORK_FOLLOWER_PROGRAMS
 
@@ -54,12 +57,15 @@ int sample_stack(struct bpf_perf_event_data *ctx)
 	key.address_space = (u64)task->mm;
 	key.user_stack_id = -1;
 	key.kernel_stack_id = -1;
+	key.python_stack_id = -1;
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
 	if (time_slot_ns)
 		key.time_slot = (bpf_ktime_get_ns() - start_ns) / time_slot_ns;
 
-	if (capture_user && key.address_space)
+	if (capture_user && key.address_space) {
 		key.user_stack_id = capture_user_stack(ctx, tgid);
+		key.python_stack_id = capture_python_stack(tgid, tid);
+	}
 	if (capture_kernel)
 		key.kernel_stack_id = capture_stack(ctx, 0);
 

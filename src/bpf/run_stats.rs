@@ -23,6 +23,54 @@ pub struct RunStats {
     pub threads_untracked: u64,
     pub wakeups_unseen: u64,
     pub unwind: UnwindStats,
+    pub python: PythonWalkStats,
+}
+
+/// How Python-frame walks ended (python.h), one count per walk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PythonWalkStats {
+    pub complete: u64,
+    pub depth_limit: u64,
+    pub read_fault: u64,
+    pub not_code: u64,
+    /// Samples of threads of a Python process with no thread state.
+    pub no_thread_state: u64,
+    /// Stacks not interned (map full or slot taken).
+    pub lost: u64,
+}
+
+impl PythonWalkStats {
+    /// "python walks: …", with the frames that could not be named and the
+    /// stacks that found no interpreter frame; None when nothing was walked.
+    pub fn summary(&self, unnamed: u64, unmerged: u64) -> Option<String> {
+        let walks = self.complete + self.depth_limit + self.read_fault + self.not_code;
+        if walks + self.no_thread_state == 0 {
+            return None;
+        }
+        let mut line = format!(
+            "python walks: {walks} ({} complete, {} cut at {} frames, {} memory unreadable, {} stopped at a non-code frame); {} samples of threads without a Python thread state",
+            self.complete,
+            self.depth_limit,
+            crate::bpf::layouts::MAX_PYTHON_FRAMES,
+            self.read_fault,
+            self.not_code,
+            self.no_thread_state
+        );
+        if self.lost > 0 {
+            line.push_str(&format!("; {} stacks lost (map full)", self.lost));
+        }
+        if unnamed > 0 {
+            line.push_str(&format!(
+                "; {unnamed} frames [unknown python] (code object gone or changed)"
+            ));
+        }
+        if unmerged > 0 {
+            line.push_str(&format!(
+                "; {unmerged} stacks' native walks stopped before the interpreter (Python frames put above them)"
+            ));
+        }
+        Some(line)
+    }
 }
 
 /// How table-driven user-stack walks ended (unwind.h), one count per walk.
@@ -162,6 +210,14 @@ impl RunStats {
                     total(run_stat::STAT_JIT_UNWIND_UNMAPPED)?,
                 ],
                 before_tables: total(run_stat::STAT_UNWIND_NOT_LOADED)?,
+            },
+            python: PythonWalkStats {
+                complete: total(run_stat::STAT_PY_COMPLETE)?,
+                depth_limit: total(run_stat::STAT_PY_DEPTH)?,
+                read_fault: total(run_stat::STAT_PY_READ_FAULT)?,
+                not_code: total(run_stat::STAT_PY_NOT_CODE)?,
+                no_thread_state: total(run_stat::STAT_PY_NO_THREAD_STATE)?,
+                lost: total(run_stat::STAT_PY_STACKS_FULL)?,
             },
         })
     }

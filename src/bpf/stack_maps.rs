@@ -11,8 +11,8 @@ use libbpf_rs::{MapCore, MapFlags};
 use crate::model::profile::WakerContext;
 
 use crate::bpf::layouts::{
-    self, c_string, stack_key, uw_stack, uw_stack_chunk, uw_stack_chunk_key, wake_key,
-    waker_context, MAX_UNWOUND_FRAMES, STACK_CHUNK_FRAMES,
+    self, c_string, py_stack, stack_key, uw_stack, uw_stack_chunk, uw_stack_chunk_key, wake_key,
+    waker_context, MAX_PYTHON_FRAMES, MAX_UNWOUND_FRAMES, STACK_CHUNK_FRAMES,
 };
 
 /// bpf_get_stackid() result meaning "not requested" (set by the BPF side).
@@ -23,6 +23,8 @@ pub const STACK_EMPTY: i32 = -14; // -EFAULT
 
 /// User stacks walked with unwind tables have ids from here up (unwind.h).
 pub const UNWOUND_STACK_BASE: i32 = 0x4000_0000;
+/// Python stacks have ids from here up to UNWOUND_STACK_BASE (python.h).
+pub const PYTHON_STACK_BASE: i32 = 0x2000_0000;
 
 /// A counts key as user space keeps it (`struct stack_key`, comm decoded).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,6 +36,8 @@ pub struct StackKey {
     pub kernel_stack_id: i32,
     pub comm: String,
     pub time_slot: u32,
+    /// The Python frames of the same moment (python.h); negative: none.
+    pub python_stack_id: i32,
 }
 
 impl From<&stack_key> for StackKey {
@@ -46,7 +50,26 @@ impl From<&stack_key> for StackKey {
             kernel_stack_id: key.kernel_stack_id,
             comm: c_string(&key.comm),
             time_slot: key.time_slot,
+            // Objects that walk no Python frames leave the field 0.
+            python_stack_id: if (PYTHON_STACK_BASE..UNWOUND_STACK_BASE)
+                .contains(&key.python_stack_id)
+            {
+                key.python_stack_id
+            } else {
+                -1
+            },
         }
+    }
+}
+
+impl StackKey {
+    /// The ids of its stacks (negative: none), to read them by.
+    pub fn stack_ids(&self) -> [i32; 3] {
+        [
+            self.user_stack_id,
+            self.kernel_stack_id,
+            self.python_stack_id,
+        ]
     }
 }
 
@@ -164,6 +187,26 @@ fn unwound_frames(
     Ok(frames)
 }
 
+/// An interned Python stack as two words per frame, leaf first: the code
+/// object's address, then `instruction | check << 32` (see `struct
+/// py_frame`), ending with TRUNCATED if the walk was cut.
+pub fn python_frames(stack: &py_stack) -> Vec<u64> {
+    let len = (stack.len as usize).min(MAX_PYTHON_FRAMES);
+    let mut words: Vec<u64> = stack.frames[..len]
+        .iter()
+        .flat_map(|frame| {
+            [
+                frame.code,
+                u64::from(frame.instruction) | u64::from(frame.check) << 32,
+            ]
+        })
+        .collect();
+    if stack.truncated != 0 {
+        words.push(TRUNCATED);
+    }
+    words
+}
+
 /// Where a stack tool's stacks are interned: the kernel's stack-trace map
 /// (`stacks`) and the table unwinder's `unwound_stacks` and
 /// `unwound_stack_chunks`.
@@ -171,12 +214,17 @@ pub struct StackMaps<'a> {
     pub traces: &'a dyn MapCore,
     pub unwound: &'a dyn MapCore,
     pub unwound_chunks: &'a dyn MapCore,
+    /// Interned Python stacks, in the tools that walk them.
+    pub python: Option<&'a dyn MapCore>,
 }
 
 impl StackMaps<'_> {
     /// Empties them (serve, between windows).
     pub fn clear(&self) {
-        for map in [self.traces, self.unwound, self.unwound_chunks] {
+        for map in [self.traces, self.unwound, self.unwound_chunks]
+            .into_iter()
+            .chain(self.python)
+        {
             for key in map.keys().collect::<Vec<_>>() {
                 map.delete(&key).ok();
             }
@@ -191,7 +239,17 @@ impl StackMaps<'_> {
                 continue;
             }
             let key = (id as u32).to_ne_bytes();
-            if id >= UNWOUND_STACK_BASE {
+            if (PYTHON_STACK_BASE..UNWOUND_STACK_BASE).contains(&id) {
+                if let Some(stack) = self
+                    .python
+                    .map(|map| map.lookup(&key, MapFlags::ANY))
+                    .transpose()?
+                    .flatten()
+                    .and_then(|raw| layouts::read::<py_stack>(&raw))
+                {
+                    table.insert(id, python_frames(&stack));
+                }
+            } else if id >= UNWOUND_STACK_BASE {
                 if let Some(stack) = self
                     .unwound
                     .lookup(&key, MapFlags::ANY)?

@@ -19,22 +19,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 
-use crate::bpf::layouts::{self, address_space_event};
+use crate::bpf::layouts::{self, address_space_event, py_stack};
 use crate::bpf::loader::ObjectStorage;
 use crate::bpf::preflight;
 use crate::bpf::run_stats::{LossWords, RunStats};
 use crate::bpf::stack_maps::{self, StackKey, StackMaps};
 use crate::engine::run::{Collection, StopReason};
 use crate::host::process_maps::{AddressSpace, AddressSpaces};
+use crate::host::python_runtime::PythonRuntime;
 use crate::host::signals;
+use crate::host::target::process_alive;
 use crate::host::target::{TargetSpec, Targets};
 use crate::model::process::GroupBy;
 use crate::model::profile::{Frame, Profile, ProfileKind, Waker, WakerContext};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, heatmap, pprof, svg, ProfileFormat};
 use crate::symbolize::debuginfod::Debuginfod;
+use crate::symbolize::python::PythonNames;
 use crate::symbolize::{self, Symbolizer};
 use crate::unwind::manager::Unwinder;
 use crate::unwind::{UnwindMode, UnwindOptions};
@@ -93,13 +96,22 @@ pub struct StackObjectMaps<'a> {
     pub unwind_processes: &'a dyn MapCore,
     pub address_space_events: &'a dyn MapCore,
     pub stats: &'a dyn MapCore,
+    /// python_processes and python_stacks, in the tools that walk Python frames.
+    pub python: Option<(&'a dyn MapCore, &'a dyn MapCore)>,
 }
 
 /// The engine's maps of a loaded stack skeleton (each skeleton has its own
 /// type, with the same map names).
 macro_rules! stack_object_maps {
+    ($skel:expr, python) => {
+        $crate::engine::stack::StackObjectMaps {
+            python: Some((&$skel.maps.python_processes, &$skel.maps.python_stacks)),
+            ..stack_object_maps!($skel)
+        }
+    };
     ($skel:expr) => {
         $crate::engine::stack::StackObjectMaps {
+            python: None,
             counts: &$skel.maps.counts,
             stacks: &$skel.maps.stacks,
             unwound_stacks: &$skel.maps.unwound_stacks,
@@ -145,6 +157,11 @@ pub(crate) use size_stack_maps;
 /// A stack tool's attached BPF object, as the engine drives it.
 pub trait StackObject {
     fn maps(&self) -> StackObjectMaps<'_>;
+    /// Begins counting, once the engine is ready for the first stacks
+    /// (samplers attach here; tracepoint tools count from `attach`).
+    fn start(&self) -> Result<()> {
+        Ok(())
+    }
     /// Brings the counts map up to date without stopping (what a tool keeps
     /// per thread in kernel, as offcpu does, is added to it).
     fn flush(&self) -> Result<()> {
@@ -244,6 +261,7 @@ pub fn run<'obj, O: StackObject>(
         spaces,
         options.debuginfod.clone(),
     )?;
+    object.start()?;
 
     signals::install();
     let command = targets
@@ -321,6 +339,7 @@ pub fn run<'obj, O: StackObject>(
         eprintln!("bpfscope: symbolized in {} ms", symbolized.as_millis());
     }
     collector.print_unwind_summary(&stats);
+    collector.print_python_summary(&stats);
     Ok(match stop {
         StopReason::CommandExited(status) => u8::try_from(status).unwrap_or(u8::MAX),
         _ => 0,
@@ -337,6 +356,12 @@ pub struct StackCollector<'a> {
     spaces: Rc<RefCell<AddressSpaces>>,
     ring: RingBuffer<'a>,
     debuginfod: Option<Arc<Debuginfod>>,
+    /// Python code objects, read while their processes live.
+    python_names: RefCell<PythonNames>,
+    /// Python stacks whose code objects were read ahead.
+    python_stacks_read: RefCell<HashSet<u32>>,
+    /// Python frames are read (the object walks them, --no-python not given).
+    python_enabled: bool,
 }
 
 impl<'a> StackCollector<'a> {
@@ -361,14 +386,64 @@ impl<'a> StackCollector<'a> {
             unwinder.wait_for_tables(Duration::from_secs(10));
             Some(Rc::new(RefCell::new(unwinder)))
         };
-        let ring = address_space_ring(maps.address_space_events, &spaces, unwinder.as_ref())?;
+        let python_processes = maps
+            .python
+            .filter(|_| unwind.python)
+            .map(|(processes, _)| processes);
+        if let Some(processes) = python_processes {
+            for &pid in &targets.pids {
+                if let Some(runtime) = spaces.borrow_mut().find_python(pid) {
+                    register_python(processes, pid, &runtime);
+                }
+            }
+        }
+        let ring = address_space_ring(
+            maps.address_space_events,
+            &spaces,
+            unwinder.as_ref(),
+            python_processes,
+        )?;
         Ok(StackCollector {
             maps,
             unwinder,
             spaces,
             ring,
             debuginfod,
+            python_names: RefCell::default(),
+            python_stacks_read: RefCell::default(),
+            python_enabled: python_processes.is_some(),
         })
+    }
+
+    /// Reads the code objects of the Python stacks interned since the last
+    /// call, while their processes live (a process that exits before the
+    /// end keeps its names).
+    fn read_python_ahead(&self) {
+        let Some((_, stacks)) = self.maps.python else {
+            return;
+        };
+        let spaces = self.spaces.borrow();
+        let mut read = self.python_stacks_read.borrow_mut();
+        let mut names = self.python_names.borrow_mut();
+        for key in stacks.keys() {
+            let Ok(id) = key.as_slice().try_into().map(u32::from_ne_bytes) else {
+                continue;
+            };
+            if !read.insert(id) {
+                continue;
+            }
+            let Some(stack) = stacks
+                .lookup(&key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|raw| layouts::read::<py_stack>(&raw))
+            else {
+                continue;
+            };
+            if let Some(runtime) = spaces.python(stack.tgid) {
+                names.read_ahead(stack.tgid, runtime, &stack_maps::python_frames(&stack));
+            }
+        }
     }
 
     pub fn ring(&self) -> &RingBuffer<'a> {
@@ -383,6 +458,7 @@ impl<'a> StackCollector<'a> {
     /// Takes the tables the builder has finished and hands new stripped
     /// objects' build IDs to debuginfod (call after every poll).
     pub fn after_poll(&self) {
+        self.read_python_ahead();
         if let Some(unwinder) = &self.unwinder {
             let mut unwinder = unwinder.borrow_mut();
             let mut spaces = self.spaces.borrow_mut();
@@ -433,6 +509,7 @@ impl<'a> StackCollector<'a> {
     /// Empties the stack maps (once every id in use has been read).
     pub fn clear_stacks(&self) {
         self.stack_maps().clear();
+        self.python_stacks_read.borrow_mut().clear();
     }
 
     fn stack_maps(&self) -> StackMaps<'a> {
@@ -440,6 +517,7 @@ impl<'a> StackCollector<'a> {
             traces: self.maps.stacks,
             unwound: self.maps.unwound_stacks,
             unwound_chunks: self.maps.unwound_stack_chunks,
+            python: self.maps.python.map(|(_, stacks)| stacks),
         }
     }
 
@@ -452,9 +530,7 @@ impl<'a> StackCollector<'a> {
         kind: ProfileKind,
         duration: Duration,
     ) -> Result<Profile> {
-        let stack_ids = counted
-            .iter()
-            .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id]);
+        let stack_ids = counted.iter().flat_map(|(key, _)| key.stack_ids());
         let stack_table = self.stack_maps().read(stack_ids)?;
         Ok(self.profile_from(symbolizer, counted, &stack_table, kind, duration))
     }
@@ -474,7 +550,13 @@ impl<'a> StackCollector<'a> {
         Profile {
             kind,
             duration,
-            samples: symbolize::symbolize_counts(symbolizer, counted, stack_table, &spaces),
+            samples: symbolize::symbolize_counts(
+                symbolizer,
+                &mut self.python_names.borrow_mut(),
+                counted,
+                stack_table,
+                &spaces,
+            ),
         }
     }
 
@@ -515,6 +597,15 @@ impl<'a> StackCollector<'a> {
         if let Some(unwinder) = &self.unwinder {
             unwinder.borrow_mut().forget_exited();
         }
+        self.python_names.borrow_mut().forget(process_alive);
+        if let Some((processes, _)) = self.maps.python {
+            for key in processes.keys().collect::<Vec<_>>() {
+                let tgid = key.as_slice().try_into().map(u32::from_ne_bytes);
+                if tgid.is_ok_and(|tgid| !process_alive(tgid)) {
+                    let _ = processes.delete(&key);
+                }
+            }
+        }
     }
 
     /// Empties the counts and stack maps once `fill` of `max_stacks` is
@@ -538,6 +629,21 @@ impl<'a> StackCollector<'a> {
     }
 
     /// How the table unwinder fared, for the stderr summary.
+    /// The Python lines of the summary: processes read or not and why,
+    /// how walks ended, frames that could not be named.
+    pub fn print_python_summary(&self, stats: &RunStats) {
+        if !self.python_enabled {
+            return;
+        }
+        if let Some(line) = self.spaces.borrow().python_summary() {
+            eprintln!("bpfscope: {line}");
+        }
+        let names = self.python_names.borrow();
+        if let Some(line) = stats.python.summary(names.unnamed, names.unmerged) {
+            eprintln!("bpfscope: {line}");
+        }
+    }
+
     pub fn print_unwind_summary(&self, stats: &RunStats) {
         let Some(unwinder) = &self.unwinder else {
             return;
@@ -579,6 +685,7 @@ fn address_space_ring<'a>(
     events: &'a dyn MapCore,
     spaces: &Rc<RefCell<AddressSpaces>>,
     unwinder: Option<&Rc<RefCell<Unwinder<'a>>>>,
+    python_processes: Option<&'a dyn MapCore>,
 ) -> Result<RingBuffer<'a>> {
     let spaces = Rc::clone(spaces);
     let unwinder = unwinder.cloned();
@@ -587,6 +694,15 @@ fn address_space_ring<'a>(
         if let Some(event) = layouts::read::<address_space_event>(raw) {
             let mut spaces = spaces.borrow_mut();
             let space = spaces.snapshot(event.tgid, event.address_space);
+            if let Some(processes) = python_processes {
+                match spaces.python(event.tgid) {
+                    Some(runtime) => register_python(processes, event.tgid, runtime),
+                    // After an exec into something else.
+                    None => {
+                        let _ = processes.delete(&event.tgid.to_ne_bytes());
+                    }
+                }
+            }
             if let (Some(unwinder), Some(space)) = (&unwinder, space) {
                 let mut unwinder = unwinder.borrow_mut();
                 unwinder.set_trampolines(event.tgid, spaces.python_trampolines(event.tgid));
@@ -596,6 +712,16 @@ fn address_space_ring<'a>(
         0
     })?;
     Ok(builder.build()?)
+}
+
+/// Hands a Python process's runtime to BPF (python.h). A full map leaves
+/// the process native-only: the summary counts what was walked.
+fn register_python(processes: &dyn MapCore, tgid: u32, runtime: &PythonRuntime) {
+    let _ = processes.update(
+        &tgid.to_ne_bytes(),
+        layouts::bytes_of(&runtime.process),
+        MapFlags::ANY,
+    );
 }
 
 /// Renders and writes the profile (atomically to -o, else stdout).

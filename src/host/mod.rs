@@ -14,6 +14,7 @@ pub mod perf_maps;
 pub mod private_dir;
 pub mod process_context;
 pub mod process_maps;
+pub mod python_runtime;
 pub mod signals;
 pub mod syscall_table;
 pub mod target;

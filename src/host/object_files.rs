@@ -132,6 +132,14 @@ impl ElfFacts {
         }
     }
 
+    /// The file offset of a virtual address, where the file holds its bytes.
+    pub fn file_offset(&self, address: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|(_, start, size)| address >= *start && address - start < *size)
+            .map(|(offset, start, _)| offset + (address - start))
+    }
+
     /// The virtual address (as in the file and its debug file) of a file offset.
     pub fn virtual_address(&self, file_offset: u64) -> Option<u64> {
         self.loads

@@ -16,6 +16,7 @@ use crate::host::debug_files::{self, DebugFileStats};
 use crate::host::object_files::{module_identity, ObjectFile, Refusal};
 use crate::host::perf_maps::PerfMap;
 use crate::host::process_context;
+use crate::host::python_runtime::{Detection, PythonFinder, PythonRuntime};
 use crate::host::target::process_alive;
 use crate::model::module::Module;
 use crate::model::process::ProcessContext;
@@ -110,6 +111,9 @@ pub struct AddressSpaces {
     perf_maps: HashMap<u32, PerfMap>,
     /// Where each snapshotted process runs (cgroup, container, namespace PID).
     contexts: HashMap<u32, Arc<ProcessContext>>,
+    /// Each process's Python runtime, where it has one (python_runtime).
+    python: HashMap<u32, Detection>,
+    python_finder: PythonFinder,
     /// Processes that were gone before their mappings could be read.
     pub missed: u64,
     /// Object files not opened, by why.
@@ -134,7 +138,57 @@ impl AddressSpaces {
             self.contexts.insert(tgid, Arc::new(context));
         }
         self.perf_maps.entry(tgid).or_default().refresh(tgid);
+        self.detect_python(tgid, &space);
         Some(space)
+    }
+
+    /// The Python runtime of a living process, found now (a -p target,
+    /// before BPF announces it).
+    pub fn find_python(&mut self, tgid: u32) -> Option<Arc<PythonRuntime>> {
+        let space = self.read_and_open(tgid)?;
+        self.detect_python(tgid, &space);
+        self.python(tgid).cloned()
+    }
+
+    /// Finds the Python runtime of a process whose objects are open.
+    fn detect_python(&mut self, tgid: u32, space: &AddressSpace) {
+        let objects = &self.objects;
+        let detection = self.python_finder.detect(space, |module| {
+            objects.get(&module_identity(module)?).cloned()
+        });
+        self.python.insert(tgid, detection);
+    }
+
+    /// The Python runtime of process `tgid`, as its last snapshot found it.
+    pub fn python(&self, tgid: u32) -> Option<&Arc<PythonRuntime>> {
+        match self.python.get(&tgid)? {
+            Detection::Supported(runtime) => Some(runtime),
+            _ => None,
+        }
+    }
+
+    /// "python: …" for the summary: the Python processes whose frames were
+    /// walked, and those that were not, and why.
+    pub fn python_summary(&self) -> Option<String> {
+        let mut walked = 0;
+        let mut unsupported: HashMap<&str, u64> = HashMap::new();
+        for detection in self.python.values() {
+            match detection {
+                Detection::Supported(_) => walked += 1,
+                Detection::Unsupported(why) => *unsupported.entry(why).or_default() += 1,
+                Detection::NotPython => {}
+            }
+        }
+        if walked == 0 && unsupported.is_empty() {
+            return None;
+        }
+        let mut line = format!("python: {walked} processes with Python frames read");
+        let mut reasons: Vec<_> = unsupported.into_iter().collect();
+        reasons.sort();
+        for (why, count) in reasons {
+            line.push_str(&format!("; {count} not read: {why}, native frames only"));
+        }
+        Some(line)
     }
 
     /// A living process's mappings now, with the files they map opened (the
@@ -246,6 +300,8 @@ impl AddressSpaces {
         self.contexts
             .retain(|tgid, _| spaces.keys().any(|(t, _)| t == tgid));
         self.perf_maps
+            .retain(|tgid, _| spaces.keys().any(|(t, _)| t == tgid));
+        self.python
             .retain(|tgid, _| spaces.keys().any(|(t, _)| t == tgid));
         let used: HashSet<(u64, u64)> = self
             .spaces

@@ -14,6 +14,17 @@ pub enum FrameKind {
     Kernel,
     /// User code in no file mapping, named from the runtime's perf map.
     Jit,
+    /// A Python function, read from the interpreter's frames.
+    Python,
+}
+
+/// Where in its source file a frame was (Python frames).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceLine {
+    pub file: String,
+    /// The function's first line, and the line running.
+    pub function_line: u32,
+    pub line: u32,
 }
 
 /// One stack frame. `functions` lists the function at this address and the
@@ -25,6 +36,7 @@ pub struct Frame {
     pub address: u64,
     pub functions: Vec<String>,
     pub module: Option<Arc<Module>>,
+    pub source: Option<Arc<SourceLine>>,
 }
 
 /// One stack and its total value. Frames run from the root to the leaf: user

@@ -198,6 +198,7 @@ pub(crate) mod tests {
             address,
             functions: names.iter().map(|n| n.to_string()).collect(),
             module: None,
+            source: None,
         }
     }
 

@@ -17,7 +17,7 @@ use prost::Message;
 
 use crate::model::module::Module;
 use crate::model::process::{GroupBy, ProcessContext};
-use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind, WAKER_SEPARATOR};
+use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind, SourceLine, WAKER_SEPARATOR};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct PprofProfile {
@@ -105,6 +105,8 @@ pub struct Location {
 pub struct Line {
     #[prost(uint64, tag = "1")]
     pub function_id: u64,
+    #[prost(int64, tag = "2")]
+    pub line: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -117,6 +119,8 @@ pub struct Function {
     pub system_name: i64,
     #[prost(int64, tag = "4")]
     pub filename: i64,
+    #[prost(int64, tag = "5")]
+    pub start_line: i64,
 }
 
 /// Interns strings, functions, mappings and locations while samples are added.
@@ -130,6 +134,8 @@ struct Builder {
     locations: HashMap<(u64, u64, FrameKind), u64>,
     /// Locations of `--group-by` root frames, by name.
     root_locations: HashMap<String, u64>,
+    /// Locations of interpreter frames, by (function, line).
+    source_locations: HashMap<(String, u32), u64>,
 }
 
 impl Builder {
@@ -158,7 +164,7 @@ impl Builder {
 
     /// The function `name`, with its source file where the name says it
     /// (JIT frames: see `jit_source_file`).
-    fn function(&mut self, name: &str, file: Option<&str>) -> u64 {
+    fn function(&mut self, name: &str, file: Option<&str>, start_line: u32) -> u64 {
         if let Some(&id) = self.functions.get(name) {
             return id;
         }
@@ -170,6 +176,7 @@ impl Builder {
             name: name_index,
             system_name: name_index,
             filename,
+            start_line: i64::from(start_line),
         });
         self.functions.insert(name.to_string(), id);
         id
@@ -217,6 +224,9 @@ impl Builder {
     }
 
     fn location(&mut self, frame: &Frame) -> u64 {
+        if let Some(source) = &frame.source {
+            return self.source_location(frame, source);
+        }
         let mapping_id = self.mapping(frame);
         let key = (mapping_id, frame.address, frame.kind);
         if let Some(&id) = self.locations.get(&key) {
@@ -242,7 +252,9 @@ impl Builder {
                     (frame.kind == FrameKind::Jit)
                         .then(|| jit_source_file(name))
                         .flatten(),
+                    0,
                 ),
+                line: 0,
             })
             .collect();
         let id = self.profile.location.len() as u64 + 1;
@@ -258,19 +270,43 @@ impl Builder {
 }
 
 impl Builder {
-    /// A location without an address for a `--group-by` root frame.
-    fn root_location(&mut self, name: &str) -> u64 {
-        if let Some(&id) = self.root_locations.get(name) {
+    /// The location of a frame read from an interpreter (Python): its
+    /// function with file and first line, and the line running; one per
+    /// (function, line), with no address.
+    fn source_location(&mut self, frame: &Frame, source: &SourceLine) -> u64 {
+        let name = frame.functions.first().map_or("[unknown]", String::as_str);
+        let key = (name.to_string(), source.line);
+        if let Some(&id) = self.source_locations.get(&key) {
             return id;
         }
-        let function_id = self.function(name, None);
+        let function_id = self.function(name, Some(&source.file), source.function_line);
+        let id = self.location_without_address(function_id, source.line);
+        self.source_locations.insert(key, id);
+        id
+    }
+
+    /// A new location of one function (and line, 0 if none) at no address.
+    fn location_without_address(&mut self, function_id: u64, line: u32) -> u64 {
         let id = self.profile.location.len() as u64 + 1;
         self.profile.location.push(Location {
             id,
             mapping_id: 0,
             address: 0,
-            line: vec![Line { function_id }],
+            line: vec![Line {
+                function_id,
+                line: i64::from(line),
+            }],
         });
+        id
+    }
+
+    /// A location without an address for a `--group-by` root frame.
+    fn root_location(&mut self, name: &str) -> u64 {
+        if let Some(&id) = self.root_locations.get(name) {
+            return id;
+        }
+        let function_id = self.function(name, None, 0);
+        let id = self.location_without_address(function_id, 0);
         self.root_locations.insert(name.to_string(), id);
         id
     }

@@ -10,6 +10,7 @@
 //! file mapping is named from the process's perf map (host::perf_maps).
 
 pub mod debuginfod;
+pub mod python;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blazesym};
 use blazesym::MaybeDefault;
 
 use self::debuginfod::Debuginfod;
+use self::python::PythonNames;
 
 use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED, TRUNCATED};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
@@ -226,6 +228,7 @@ impl Symbolizer {
             address,
             functions: self.kernel.get(&address).cloned().unwrap_or_default(),
             module: None,
+            source: None,
         }
     }
 
@@ -247,6 +250,7 @@ impl Symbolizer {
             address,
             functions,
             module: location.map(|(module, _)| module),
+            source: None,
         }
     }
 }
@@ -284,13 +288,15 @@ fn truncated_frame(kind: FrameKind) -> Frame {
         address: TRUNCATED,
         functions: vec!["[truncated]".to_string()],
         module: None,
+        source: None,
     }
 }
 
 /// Turns counted stack keys into symbolized samples, using the address-space
-/// snapshots for user frames.
+/// snapshots for user frames and `python` for Python frames.
 pub fn symbolize_counts(
     symbolizer: &mut Symbolizer,
+    python: &mut PythonNames,
     counts: Vec<(StackKey, u64)>,
     stacks: &HashMap<i32, Vec<u64>>,
     spaces: &AddressSpaces,
@@ -363,6 +369,7 @@ pub fn symbolize_counts(
                                 address,
                                 functions: vec![name.to_string()],
                                 module: None,
+                                source: None,
                             };
                         }
                     }
@@ -375,6 +382,12 @@ pub fn symbolize_counts(
                     frame
                 })
                 .collect();
+            let user = match (stacks.get(&key.python_stack_id), spaces.python(key.tgid)) {
+                (Some(words), Some(runtime)) if key.python_stack_id >= 0 => {
+                    python.merge(key.tgid, runtime, words, user)
+                }
+                _ => user,
+            };
             let user_missing = key.address_space != 0
                 && key.user_stack_id < 0
                 && key.user_stack_id != STACK_NOT_REQUESTED;

@@ -125,6 +125,10 @@ pub struct UnwindArgs {
     #[arg(long, default_value_t = DEFAULT_ROW_CAPACITY, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     pub unwind_rows: u32,
+    /// Leave CPython's frames out: Python processes show the interpreter's
+    /// native frames (`_PyEval_EvalFrameDefault`) instead of Python functions.
+    #[arg(long)]
+    pub no_python: bool,
 }
 
 impl UnwindArgs {
@@ -132,6 +136,7 @@ impl UnwindArgs {
         UnwindOptions {
             mode: self.unwind,
             rows: self.unwind_rows,
+            python: !self.no_python,
         }
     }
 }

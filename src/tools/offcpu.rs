@@ -86,7 +86,7 @@ pub struct OffcpuTracer<'obj> {
 
 impl StackObject for OffcpuTracer<'_> {
     fn maps(&self) -> StackObjectMaps<'_> {
-        stack_object_maps!(self.skel)
+        stack_object_maps!(self.skel, python)
     }
 
     /// Runs the task iterator that adds every thread's accumulated time to

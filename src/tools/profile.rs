@@ -81,13 +81,30 @@ pub struct SamplerOptions {
 pub struct Sampler<'obj> {
     pub skel: ProfileSkel<'obj>,
     links: RefCell<Vec<Link>>,
+    /// The CPUs and frequency `start` samples at.
+    cpus: Vec<u32>,
+    frequency: u64,
     /// With time slots (heatmap): slot 0 starts at this bpf_clock_ns() time.
     pub start_ns: u64,
 }
 
 impl StackObject for Sampler<'_> {
     fn maps(&self) -> StackObjectMaps<'_> {
-        stack_object_maps!(self.skel)
+        stack_object_maps!(self.skel, python)
+    }
+
+    /// Opens the cpu-clock events: sampling begins once the engine has
+    /// loaded the targets' unwind tables and found their Python runtimes.
+    fn start(&self) -> Result<()> {
+        let mut links = self.links.borrow_mut();
+        for &cpu in &self.cpus {
+            let event = perf_event::open_cpu_clock(cpu, self.frequency)?;
+            links.push(
+                perf_event::attach(&self.skel.progs.sample_stack, event)
+                    .with_context(|| format!("attaching the sampler to CPU {cpu}"))?,
+            );
+        }
+        Ok(())
     }
 
     fn stop(&self) -> Result<()> {
@@ -96,7 +113,7 @@ impl StackObject for Sampler<'_> {
     }
 }
 
-/// Loads profile.bpf.c and starts sampling.
+/// Loads profile.bpf.c; sampling begins at `start`.
 pub fn attach<'obj>(
     storage: &'obj mut ObjectStorage,
     targets: &Targets,
@@ -126,16 +143,11 @@ pub fn attach<'obj>(
 
     let mut links: Vec<Link> = Vec::new();
     links.extend(attach_fork_follower!(skel, filters, flavor)?);
-    for &cpu in &options.cpus {
-        let event = perf_event::open_cpu_clock(cpu, options.frequency)?;
-        links.push(
-            perf_event::attach(&skel.progs.sample_stack, event)
-                .with_context(|| format!("attaching the sampler to CPU {cpu}"))?,
-        );
-    }
     Ok(Sampler {
         skel,
         links: RefCell::new(links),
+        cpus: options.cpus.clone(),
+        frequency: options.frequency,
         start_ns,
     })
 }

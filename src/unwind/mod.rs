@@ -31,12 +31,15 @@ impl UnwindMode {
     }
 }
 
-/// What the table unwinder is asked to do: the mode and the row array's size.
+/// What the stack walkers are asked to do: the table unwinder's mode and
+/// row array's size, and whether Python frames are read.
 #[derive(Debug, Clone, Copy)]
 pub struct UnwindOptions {
     pub mode: UnwindMode,
     /// Rows the kernel array holds (16 bytes each).
     pub rows: u32,
+    /// Read CPython's frames in Python processes (python.h).
+    pub python: bool,
 }
 
 impl UnwindOptions {

@@ -98,7 +98,7 @@ impl History {
         let drained = collector.drain()?;
         let unknown: Vec<i32> = drained
             .iter()
-            .flat_map(|(key, _)| [key.user_stack_id, key.kernel_stack_id])
+            .flat_map(|(key, _)| key.stack_ids())
             .filter(|id| *id >= 0 && !self.from_kernel.contains_key(id))
             .collect();
         let read = collector.read_stacks(unknown)?;
@@ -111,6 +111,7 @@ impl History {
             key.time_slot = 0;
             key.user_stack_id = self.local_id(key.user_stack_id);
             key.kernel_stack_id = self.local_id(key.kernel_stack_id);
+            key.python_stack_id = self.local_id(key.python_stack_id);
             let index = match self.key_index.get(&key) {
                 Some(&index) => index,
                 None => {
@@ -191,7 +192,7 @@ impl History {
         let used: std::collections::HashSet<i32> = self
             .keys
             .iter()
-            .flat_map(|key| [key.user_stack_id, key.kernel_stack_id])
+            .flat_map(StackKey::stack_ids)
             .chain(self.from_kernel.values().copied())
             .collect();
         self.stacks.retain(|id, _| used.contains(id));

@@ -154,14 +154,16 @@ impl<'a> StackSource<'a> {
         max_stacks: u32,
         debuginfod: Option<Arc<Debuginfod>>,
     ) -> Result<Self> {
+        let collector = StackCollector::new(
+            object.maps(),
+            targets,
+            unwind,
+            Rc::clone(spaces),
+            debuginfod,
+        )?;
+        object.start()?;
         Ok(StackSource {
-            collector: StackCollector::new(
-                object.maps(),
-                targets,
-                unwind,
-                Rc::clone(spaces),
-                debuginfod,
-            )?,
+            collector,
             object,
             max_stacks,
         })
