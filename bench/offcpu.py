@@ -29,6 +29,10 @@ def main():
                       ready_text="tracing off-CPU"),
                Tracer("bpfscope offcpu --unwind fp",
                       [BPFSCOPE, "offcpu", "--unwind", "fp", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
+                      ready_text="tracing off-CPU"),
+               # The cost of looking for Python frames (this script is a Python process).
+               Tracer("bpfscope offcpu --no-python",
+                      [BPFSCOPE, "offcpu", "--no-python", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
                       ready_text="tracing off-CPU")]
     peers = [
         Tracer("libbpf-tools offcputime", ["/usr/sbin/offcputime"], settle=2.0),

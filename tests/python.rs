@@ -320,3 +320,97 @@ fn pprof_gives_python_functions_with_file_and_line() {
         &text[..text.len().min(3000)]
     );
 }
+
+#[test]
+fn threads_waiting_for_the_gil_show_as_such() {
+    let _serial = serial();
+    // Two threads that only compute: each waits for the GIL while the other runs.
+    let workload = start_python(&python(12), "py_threads.py", "8");
+    let output = run(bpfscope().args(["offcpu", "-p", &workload.pid().to_string(), "3"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stacks = parse_folded(&stdout(&output));
+    let burning = |s: &Stack| {
+        s.frames
+            .iter()
+            .any(|f| f == "py_threads.py:burn_in_a" || f == "py_threads.py:burn_in_b")
+    };
+    let blocked = count(&stacks, burning);
+    let waiting = count(&stacks, |s| {
+        burning(s) && s.frames.iter().any(|f| f == "[waiting for the GIL]")
+    });
+    assert!(blocked > 0, "{stacks:?}");
+    assert!(
+        waiting as f64 >= 0.8 * blocked as f64,
+        "{waiting} of {blocked} us blocked in burn_in_* waited for the GIL"
+    );
+}
+
+#[test]
+fn a_python_in_its_own_mount_and_pid_namespace_is_named() {
+    let _serial = serial();
+    // The interpreter at /mnt in a private mount namespace, its pyenv
+    // directory hidden there, and a PID namespace of its own.
+    let home = python(12).parent().unwrap().parent().unwrap().to_path_buf();
+    let pyenv_versions = home.parent().unwrap().to_path_buf();
+    let inner = format!(
+        "mount --make-rprivate / && mount --bind {home} /mnt && mount -t tmpfs none {versions} \
+         && LD_LIBRARY_PATH=/mnt/lib exec /mnt/bin/python3.12 {script} 8",
+        home = home.display(),
+        versions = pyenv_versions.display(),
+        script = script("split.py"),
+    );
+    let container = Workload(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "sh",
+                "-c",
+                &inner,
+            ])
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let mut python_pid = None;
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || {
+            let children = format!("/proc/{0}/task/{0}/children", container.pid());
+            python_pid = std::fs::read_to_string(children)
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok());
+            python_pid.is_some()
+        }),
+        "the namespaced python did not start"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let python_pid = python_pid.unwrap();
+    let (stacks, summary) = profile_pid(python_pid, &[], "2");
+    assert!(
+        summary.contains("python: 1 processes with Python frames read"),
+        "{summary}"
+    );
+    let all = total(&stacks);
+    let named = count(&stacks, |s| {
+        in_order(&s.frames, &["split.py:driver", "split.py:spin"])
+    });
+    assert!(
+        named as f64 >= 0.9 * all as f64,
+        "{named} of {all} samples named in the namespaced python"
+    );
+}
+
+#[test]
+fn serve_windows_name_python_functions() {
+    let _serial = serial();
+    let (serve, port) = start_serve();
+    let workload = start_python(&python(13), "split.py", "8");
+    let (status, svg) = get(port, "/flamegraph.svg?seconds=3");
+    assert_eq!(status, 200);
+    for name in ["split.py:burn_three", "split.py:burn_one", "split.py:spin"] {
+        assert!(svg.contains(name), "no {name} in the window: {svg:.1500}");
+    }
+    drop(workload);
+    stop_serve(serve);
+}

@@ -138,7 +138,8 @@ struct py_walk {
 	u64 tstate;
 	u64 frame;
 	u32 stop;
-	u32 found;
+	u16 found;
+	u16 use_native_id;      /* match the kernel TID, not pthread_self() */
 	u8 frame_bytes[PY_READ_BYTES + 8];
 	u8 code_bytes[PY_READ_BYTES + 8];
 };
@@ -154,7 +155,10 @@ enum py_stop {
 /*
  * CPython: the Python processes user space found, each thread's thread
  * state as last found, the interned Python stacks (preallocated: written in
- * NMI context; sized by user space) and the walk's scratch space.
+ * NMI context), the walk's scratch space, and a generation bumped at each
+ * registration (0: no Python process; an array lookup, so the hot path of
+ * a host without Python skips the hash lookup, and offcpu's threads can
+ * remember whether their process is Python until the next registration).
  */
 #define PYTHON_MAPS                                                     \
 	struct {                                                        \
@@ -172,7 +176,7 @@ enum py_stop {
 	} python_thread_states SEC(".maps");                            \
 	struct {                                                        \
 		__uint(type, BPF_MAP_TYPE_HASH);                        \
-		__uint(max_entries, 2048);      /* resized by user space */ \
+		__uint(max_entries, 2048);      /* PYTHON_STACK_CAPACITY in engine/stack.rs */ \
 		__type(key, u32);                                       \
 		__type(value, struct py_stack);                         \
 	} python_stacks SEC(".maps");                                   \
@@ -181,7 +185,13 @@ enum py_stop {
 		__uint(max_entries, 1);                                 \
 		__type(key, u32);                                       \
 		__type(value, struct py_walk);                          \
-	} python_scratch SEC(".maps")
+	} python_scratch SEC(".maps");                                  \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, 1);                                 \
+		__type(key, u32);                                       \
+		__type(value, u32);     /* bumped at each registration; 0: none */ \
+	} python_present SEC(".maps")
 
 #define UNWIND_MAPS                                                     \
 	struct {                                                        \

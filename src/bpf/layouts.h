@@ -311,8 +311,8 @@ struct py_offsets {
 	u16 runtime_interpreters_head;
 	u16 interp_threads_head;
 	u16 tstate_next;
-	u16 tstate_thread_id;        /* pthread_self(): the thread's FS base on x86-64 (3.8 to 3.10) */
-	u16 tstate_native_thread_id; /* the kernel's TID (3.11+) */
+	u16 tstate_thread_id;        /* pthread_self(): the thread's FS base on x86-64 */
+	u16 tstate_native_thread_id; /* the kernel's TID (3.11+; used off x86-64) */
 	u16 tstate_frame;            /* frame (3.8 to 3.10), cframe (3.11, 3.12), current_frame (3.13) */
 	u16 cframe_current_frame;    /* 3.11, 3.12 */
 	u16 frame_previous;

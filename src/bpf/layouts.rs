@@ -63,8 +63,10 @@ plain_layouts! {
     retransmit_event = 48,
 }
 
-// SAFETY: every bit pattern is a u64 (map values, per-CPU counters).
+// SAFETY: every bit pattern is a u64 (map values, per-CPU counters) or a u32.
 unsafe impl Plain for u64 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
 
 /// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES`, `STACK_CHUNK_FRAMES`, `HIST_SLOTS`,
 /// `MAX_PYTHON_FRAMES`, `PY_NO_FIELD` and `PY_FRAME_ENTERED_FROM_C` in layouts.h.

@@ -84,6 +84,8 @@ struct pending_time {
 struct blocked {
 	u64 start_ns;           /* 0: not blocked (or not selected) */
 	u64 announced_mm;       /* address space already announced to user space */
+	u32 python_generation;  /* python_present's value when ... */
+	u32 python_process;     /* ... this thread's process was looked up: 1 if Python */
 	struct pending_time pending;
 	struct stack_cache cache;
 };
@@ -140,6 +142,20 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 	b->pending.ns = 0;
 }
 
+/* Whether prev's process may be Python, looked up again only after a registration. */
+static __always_inline bool maybe_python(struct blocked *b, u32 tgid)
+{
+	u32 zero = 0, *generation = bpf_map_lookup_elem(&python_present, &zero);
+
+	if (!generation || !*generation)
+		return false;
+	if (b->python_generation != *generation) {
+		b->python_generation = *generation;
+		b->python_process = bpf_map_lookup_elem(&python_processes, &tgid) != NULL;
+	}
+	return b->python_process;
+}
+
 /* prev (== current) is switching out: start its block, with its stacks. */
 static __always_inline void switch_out(void *ctx, struct task_struct *prev, struct task_view *view,
 				       struct blocked *b, u64 now, bool use_cache)
@@ -152,7 +168,7 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 		signature = user_signature(prev, view->state);
 	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
 	/* Not cached: Python functions blocked alike share one native signature. */
-	if (!is_kthread && capture_user)
+	if (!is_kthread && capture_user && maybe_python(b, view->tgid))
 		python_id = capture_python_stack(view->tgid, view->tid);
 	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id ||
 	    python_id != b->pending.python_stack_id) {

@@ -4,8 +4,8 @@
  * `-X perf` get Python functions in their stacks. User space finds each
  * Python process's runtime and its version's offsets (py_process); here the
  * sampled thread's thread state is found in the interpreter's thread list,
- * by the kernel TID (3.11+) or by pthread_self(), the FS base on x86-64
- * (3.8 to 3.10), remembered per thread and checked again on each use.
+ * by pthread_self(), which is the FS base on x86-64 (elsewhere by the
+ * kernel TID, 3.11+), remembered per thread and checked again on each use.
  * Its frames are walked from the newest: (code object, instruction) pairs,
  * with the frames a C call of _PyEval_EvalFrameDefault began marked, so
  * that user space can put each run of Python frames in place of the native
@@ -43,9 +43,8 @@ static long py_thread_step(u32 index, void *unused)
 
 	if (!st || !st->tstate)
 		return 1;
-	id_field = st->proc.offsets.tstate_native_thread_id;
-	if (id_field == PY_NO_FIELD)
-		id_field = st->proc.offsets.tstate_thread_id;
+	id_field = st->use_native_id ? st->proc.offsets.tstate_native_thread_id
+				     : st->proc.offsets.tstate_thread_id;
 	if (bpf_probe_read_user(&id, sizeof(id), (void *)(st->tstate + id_field))) {
 		st->tstate = 0;
 		return 1;
@@ -63,11 +62,10 @@ static long py_thread_step(u32 index, void *unused)
 /* Whether `tstate` is this thread's (its id field still holds the thread's key). */
 static __always_inline bool py_thread_state_is_ours(struct py_walk *st, u64 tstate)
 {
-	u16 id_field = st->proc.offsets.tstate_native_thread_id;
+	u16 id_field = st->use_native_id ? st->proc.offsets.tstate_native_thread_id
+					 : st->proc.offsets.tstate_thread_id;
 	u64 id;
 
-	if (id_field == PY_NO_FIELD)
-		id_field = st->proc.offsets.tstate_thread_id;
 	return !bpf_probe_read_user(&id, sizeof(id), (void *)(tstate + id_field)) &&
 	       id == st->thread_key;
 }
@@ -174,13 +172,17 @@ static long py_frame_step(u32 index, void *unused)
  */
 static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 {
-	struct py_process *proc = bpf_map_lookup_elem(&python_processes, &tgid);
+	struct py_process *proc;
 	struct py_offsets *o;
 	struct py_stack *interned;
 	struct py_walk *st;
-	u32 zero = 0, id;
+	u32 zero = 0, id, *present;
 	u64 cframe;
 
+	present = bpf_map_lookup_elem(&python_present, &zero);
+	if (!present || !*present)
+		return -1;
+	proc = bpf_map_lookup_elem(&python_processes, &tgid);
 	if (!proc)
 		return -1;
 	st = bpf_map_lookup_elem(&python_scratch, &zero);
@@ -188,15 +190,17 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 		return -1;
 	st->proc = *proc;
 	o = &st->proc.offsets;
-	if (o->tstate_native_thread_id != PY_NO_FIELD) {
-		st->thread_key = tid;
-	} else {
 #ifdef __TARGET_ARCH_x86
-		st->thread_key = BPF_CORE_READ(bpf_get_current_task_btf(), thread.fsbase);
+	/* pthread_self() (glibc and musl) is the FS base: the same in every
+	 * PID namespace, unlike the TID a containerized process sees. */
+	st->thread_key = BPF_CORE_READ(bpf_get_current_task_btf(), thread.fsbase);
+	st->use_native_id = 0;
 #else
-		return -1;      /* pthread_self() is the FS base on x86-64 only */
+	if (o->tstate_native_thread_id == PY_NO_FIELD)
+		return -1;
+	st->thread_key = tid;   /* right outside PID namespaces only */
+	st->use_native_id = 1;
 #endif
-	}
 	py_find_thread_state(st, tid);
 	if (!st->tstate) {
 		stat_inc(STAT_PY_NO_THREAD_STATE);

@@ -11,7 +11,7 @@
 //! maps of common.h's STACK_TRACE_MAP, ADDRESS_SPACE_MAPS, UNWIND_MAPS and
 //! RUN_STATS_MAP, plus a `counts` hash.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -86,6 +86,11 @@ impl StackOptions {
     }
 }
 
+/// Entries of `python_stacks` (common.h's PYTHON_MAPS).
+const PYTHON_STACK_CAPACITY: usize = 2048;
+/// How often new Python stacks have their code objects read.
+const PYTHON_READ_EVERY: Duration = Duration::from_millis(250);
+
 /// The maps the engine reads from any stack object.
 pub struct StackObjectMaps<'a> {
     pub counts: &'a dyn MapCore,
@@ -96,8 +101,16 @@ pub struct StackObjectMaps<'a> {
     pub unwind_processes: &'a dyn MapCore,
     pub address_space_events: &'a dyn MapCore,
     pub stats: &'a dyn MapCore,
-    /// python_processes and python_stacks, in the tools that walk Python frames.
-    pub python: Option<(&'a dyn MapCore, &'a dyn MapCore)>,
+    /// The tools that walk Python frames have their maps.
+    pub python: Option<PythonMaps<'a>>,
+}
+
+/// python_processes, python_present and python_stacks (common.h).
+#[derive(Clone, Copy)]
+pub struct PythonMaps<'a> {
+    pub processes: &'a dyn MapCore,
+    pub present: &'a dyn MapCore,
+    pub stacks: &'a dyn MapCore,
 }
 
 /// The engine's maps of a loaded stack skeleton (each skeleton has its own
@@ -105,7 +118,11 @@ pub struct StackObjectMaps<'a> {
 macro_rules! stack_object_maps {
     ($skel:expr, python) => {
         $crate::engine::stack::StackObjectMaps {
-            python: Some((&$skel.maps.python_processes, &$skel.maps.python_stacks)),
+            python: Some($crate::engine::stack::PythonMaps {
+                processes: &$skel.maps.python_processes,
+                present: &$skel.maps.python_present,
+                stacks: &$skel.maps.python_stacks,
+            }),
             ..stack_object_maps!($skel)
         }
     };
@@ -288,7 +305,7 @@ pub fn run<'obj, O: StackObject>(
     let duration = collect_started.elapsed();
     object.stop()?;
     collector.consume();
-    collector.after_poll();
+    collector.read_python_now();
     if let Some(message) = stop.describe() {
         eprintln!("bpfscope: {message}");
     }
@@ -358,8 +375,9 @@ pub struct StackCollector<'a> {
     debuginfod: Option<Arc<Debuginfod>>,
     /// Python code objects, read while their processes live.
     python_names: RefCell<PythonNames>,
-    /// Python stacks whose code objects were read ahead.
+    /// Python stacks whose code objects were read ahead, and when.
     python_stacks_read: RefCell<HashSet<u32>>,
+    python_read_at: Cell<Option<Instant>>,
     /// Python frames are read (the object walks them, --no-python not given).
     python_enabled: bool,
 }
@@ -386,14 +404,11 @@ impl<'a> StackCollector<'a> {
             unwinder.wait_for_tables(Duration::from_secs(10));
             Some(Rc::new(RefCell::new(unwinder)))
         };
-        let python_processes = maps
-            .python
-            .filter(|_| unwind.python)
-            .map(|(processes, _)| processes);
-        if let Some(processes) = python_processes {
+        let python_maps = maps.python.filter(|_| unwind.python);
+        if let Some(python_maps) = python_maps {
             for &pid in &targets.pids {
                 if let Some(runtime) = spaces.borrow_mut().find_python(pid) {
-                    register_python(processes, pid, &runtime);
+                    register_python(python_maps, pid, &runtime);
                 }
             }
         }
@@ -401,7 +416,7 @@ impl<'a> StackCollector<'a> {
             maps.address_space_events,
             &spaces,
             unwinder.as_ref(),
-            python_processes,
+            python_maps,
         )?;
         Ok(StackCollector {
             maps,
@@ -411,17 +426,34 @@ impl<'a> StackCollector<'a> {
             debuginfod,
             python_names: RefCell::default(),
             python_stacks_read: RefCell::default(),
-            python_enabled: python_processes.is_some(),
+            python_read_at: Cell::new(None),
+            python_enabled: python_maps.is_some(),
         })
+    }
+
+    /// Reads the Python stacks' code objects now (at the end of a run:
+    /// processes may exit before symbolization), then polls.
+    pub fn read_python_now(&self) {
+        self.python_read_at.set(None);
+        self.after_poll();
     }
 
     /// Reads the code objects of the Python stacks interned since the last
     /// call, while their processes live (a process that exits before the
-    /// end keeps its names).
+    /// end keeps its names), at most every PYTHON_READ_EVERY.
     fn read_python_ahead(&self) {
-        let Some((_, stacks)) = self.maps.python else {
+        let Some(PythonMaps { stacks, .. }) = self.maps.python else {
             return;
         };
+        // Listing the map costs a system call per entry: not at every poll.
+        if self
+            .python_read_at
+            .get()
+            .is_some_and(|at| at.elapsed() < PYTHON_READ_EVERY)
+        {
+            return;
+        }
+        self.python_read_at.set(Some(Instant::now()));
         let spaces = self.spaces.borrow();
         let mut read = self.python_stacks_read.borrow_mut();
         let mut names = self.python_names.borrow_mut();
@@ -508,6 +540,8 @@ impl<'a> StackCollector<'a> {
 
     /// Empties the stack maps (once every id in use has been read).
     pub fn clear_stacks(&self) {
+        self.python_read_at.set(None);
+        self.read_python_ahead(); // names of the stacks about to go
         self.stack_maps().clear();
         self.python_stacks_read.borrow_mut().clear();
     }
@@ -517,7 +551,7 @@ impl<'a> StackCollector<'a> {
             traces: self.maps.stacks,
             unwound: self.maps.unwound_stacks,
             unwound_chunks: self.maps.unwound_stack_chunks,
-            python: self.maps.python.map(|(_, stacks)| stacks),
+            python: self.maps.python.map(|maps| maps.stacks),
         }
     }
 
@@ -598,7 +632,7 @@ impl<'a> StackCollector<'a> {
             unwinder.borrow_mut().forget_exited();
         }
         self.python_names.borrow_mut().forget(process_alive);
-        if let Some((processes, _)) = self.maps.python {
+        if let Some(PythonMaps { processes, .. }) = self.maps.python {
             for key in processes.keys().collect::<Vec<_>>() {
                 let tgid = key.as_slice().try_into().map(u32::from_ne_bytes);
                 if tgid.is_ok_and(|tgid| !process_alive(tgid)) {
@@ -612,13 +646,21 @@ impl<'a> StackCollector<'a> {
     /// used (only between windows, so no window's baseline is lost).
     pub fn reset_if_full(&self, max_stacks: u32, fill: f64) {
         let keys: Vec<Vec<u8>> = self.maps.counts.keys().collect();
-        if (keys.len() as f64) < fill * max_stacks as f64 {
+        if (keys.len() as f64) < fill * max_stacks as f64 && !self.python_stacks_filling(fill) {
             return;
         }
         for key in keys {
             self.maps.counts.delete(&key).ok();
         }
-        self.stack_maps().clear();
+        self.clear_stacks();
+    }
+
+    /// Whether the Python stacks interned since the maps were last cleared
+    /// fill `fill` of their map (serve clears them then, as it does the
+    /// others).
+    pub fn python_stacks_filling(&self, fill: f64) -> bool {
+        self.read_python_ahead();
+        self.python_stacks_read.borrow().len() as f64 >= fill * PYTHON_STACK_CAPACITY as f64
     }
 
     /// Unwind-table rows in the kernel array now (0 without tables).
@@ -685,7 +727,7 @@ fn address_space_ring<'a>(
     events: &'a dyn MapCore,
     spaces: &Rc<RefCell<AddressSpaces>>,
     unwinder: Option<&Rc<RefCell<Unwinder<'a>>>>,
-    python_processes: Option<&'a dyn MapCore>,
+    python_maps: Option<PythonMaps<'a>>,
 ) -> Result<RingBuffer<'a>> {
     let spaces = Rc::clone(spaces);
     let unwinder = unwinder.cloned();
@@ -694,12 +736,12 @@ fn address_space_ring<'a>(
         if let Some(event) = layouts::read::<address_space_event>(raw) {
             let mut spaces = spaces.borrow_mut();
             let space = spaces.snapshot(event.tgid, event.address_space);
-            if let Some(processes) = python_processes {
+            if let Some(python_maps) = python_maps {
                 match spaces.python(event.tgid) {
-                    Some(runtime) => register_python(processes, event.tgid, runtime),
+                    Some(runtime) => register_python(python_maps, event.tgid, runtime),
                     // After an exec into something else.
                     None => {
-                        let _ = processes.delete(&event.tgid.to_ne_bytes());
+                        let _ = python_maps.processes.delete(&event.tgid.to_ne_bytes());
                     }
                 }
             }
@@ -714,14 +756,29 @@ fn address_space_ring<'a>(
     Ok(builder.build()?)
 }
 
-/// Hands a Python process's runtime to BPF (python.h). A full map leaves
-/// the process native-only: the summary counts what was walked.
-fn register_python(processes: &dyn MapCore, tgid: u32, runtime: &PythonRuntime) {
-    let _ = processes.update(
+/// Hands a Python process's runtime to BPF (python.h) and bumps the
+/// registration generation. A full map leaves the process native-only: the
+/// summary counts what was walked.
+fn register_python(maps: PythonMaps<'_>, tgid: u32, runtime: &PythonRuntime) {
+    let registered = maps.processes.update(
         &tgid.to_ne_bytes(),
         layouts::bytes_of(&runtime.process),
         MapFlags::ANY,
     );
+    if registered.is_ok() {
+        let key = 0u32.to_ne_bytes();
+        let generation = maps
+            .present
+            .lookup(&key, MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|raw| layouts::read::<u32>(&raw))
+            .unwrap_or(0);
+        let next = generation.wrapping_add(1).max(1);
+        let _ = maps
+            .present
+            .update(&key, &next.to_ne_bytes(), MapFlags::ANY);
+    }
 }
 
 /// Renders and writes the profile (atomically to -o, else stdout).

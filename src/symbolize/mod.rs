@@ -382,11 +382,18 @@ pub fn symbolize_counts(
                     frame
                 })
                 .collect();
-            let user = match (stacks.get(&key.python_stack_id), spaces.python(key.tgid)) {
-                (Some(words), Some(runtime)) if key.python_stack_id >= 0 => {
-                    python.merge(key.tgid, runtime, words, user)
+            let user = match spaces.python(key.tgid) {
+                Some(runtime) => {
+                    let mut user = match stacks.get(&key.python_stack_id) {
+                        Some(words) if key.python_stack_id >= 0 => {
+                            python.merge(key.tgid, runtime, words, user)
+                        }
+                        _ => user,
+                    };
+                    python::mark_gil_wait(&mut user);
+                    user
                 }
-                _ => user,
+                None => user,
             };
             let user_missing = key.address_space != 0
                 && key.user_stack_id < 0

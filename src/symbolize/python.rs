@@ -20,6 +20,8 @@ use crate::model::profile::{Frame, FrameKind, SourceLine};
 
 /// The native function each run of Python frames replaces.
 const EVAL_FUNCTION: &str = "_PyEval_EvalFrameDefault";
+/// Where CPython 3.8 to 3.13 wait for the GIL.
+const GIL_WAIT_FUNCTION: &str = "take_gil";
 /// The most of a name, file name or line table read from a process.
 const MAX_STRING: usize = 1024;
 const MAX_LINE_TABLE: usize = 64 * 1024;
@@ -225,6 +227,27 @@ impl PythonNames {
         }
         merged
     }
+}
+
+/// Marks a Python thread waiting for the GIL: a `[waiting for the GIL]`
+/// frame above the interpreter's `take_gil` (inlined or not).
+pub fn mark_gil_wait(user: &mut Vec<Frame>) {
+    let Some(index) = user
+        .iter()
+        .position(|frame| frame.functions.iter().any(|f| f == GIL_WAIT_FUNCTION))
+    else {
+        return;
+    };
+    user.insert(
+        index,
+        Frame {
+            kind: FrameKind::Python,
+            address: 0,
+            functions: vec!["[waiting for the GIL]".to_string()],
+            module: None,
+            source: None,
+        },
+    );
 }
 
 /// Reads `len` bytes at `address` of a process.

@@ -4,6 +4,7 @@ thread's kernel TID ("a TID", "b TID") once both run.
 
 usage: python3.X py_threads.py SECONDS
 """
+import queue
 import sys
 import threading
 import time
@@ -25,20 +26,22 @@ def burn_in_b(end):
     return spin_until(end)
 
 
-def run(name, target, end, ready):
-    print(name, threading.get_native_id(), flush=True)
-    ready.release()
+def run(name, target, end, started):
+    started.put((name, threading.get_native_id()))
     target(end)
 
 
 seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
 end = time.monotonic() + seconds
-ready = threading.Semaphore(0)
+started = queue.Queue()
 threads = [
-    threading.Thread(target=run, args=("a", burn_in_a, end, ready)),
-    threading.Thread(target=run, args=("b", burn_in_b, end, ready)),
+    threading.Thread(target=run, args=("a", burn_in_a, end, started)),
+    threading.Thread(target=run, args=("b", burn_in_b, end, started)),
 ]
 for thread in threads:
     thread.start()
+for _ in threads:
+    name, tid = started.get()
+    print(name, tid, flush=True)
 for thread in threads:
     thread.join()

@@ -123,7 +123,9 @@ impl History {
             };
             self.entries.push_back((slot, index, count));
         }
-        if self.from_kernel.len() as u32 > self.stack_storage / 2 {
+        if self.from_kernel.len() as u32 > self.stack_storage / 2
+            || collector.python_stacks_filling(0.5)
+        {
             // Every id counted so far has been read: the maps can start afresh.
             collector.clear_stacks();
             self.from_kernel.clear();
