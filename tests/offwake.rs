@@ -7,14 +7,19 @@ use std::fs;
 
 use common::*;
 
-/// The reader's blocked total within this fraction of the time it measured in read().
+/// The consumer's blocked total within this fraction of the time it measured in FUTEX_WAIT.
 const TOTAL_TOLERANCE: f64 = 0.10;
 /// Least share of the blocked time that must sit under the expected waker.
 const ATTRIBUTED: f64 = 0.90;
 
 /// Runs `bpfscope TOOL -o FILE -- wake_chain MODE SECONDS`; returns the
-/// folded stacks and the workload's stdout.
-fn trace(tool: &str, mode: &str, seconds: &str, env: &[(&str, &str)]) -> (Vec<Stack>, String) {
+/// folded stacks, the workload's stdout and bpfscope's stderr.
+fn trace(
+    tool: &str,
+    mode: &str,
+    seconds: &str,
+    env: &[(&str, &str)],
+) -> (Vec<Stack>, String, String) {
     let path = tmp_dir().join(format!("{tool}-{mode}.folded"));
     let output = run(bpfscope()
         .envs(env.iter().copied())
@@ -28,6 +33,7 @@ fn trace(tool: &str, mode: &str, seconds: &str, env: &[(&str, &str)]) -> (Vec<St
     (
         parse_folded(&fs::read_to_string(&path).unwrap()),
         stdout(&output),
+        stderr(&output),
     )
 }
 
@@ -42,58 +48,58 @@ fn sides(stack: &Stack) -> (&[String], &[String]) {
 }
 
 #[test]
-fn offwaketime_joins_the_readers_block_with_the_writers_function() {
+fn offwaketime_joins_the_consumers_block_with_the_producers_function() {
     let _serial = serial();
-    assert_pipe_wakeups_joined(&[]);
+    assert_futex_wakeups_joined(&[]);
 }
 
 #[test]
 fn the_raw_tracepoint_fallback_joins_them_too() {
     let _serial = serial();
-    assert_pipe_wakeups_joined(&[("BPFSCOPE_FORCE_RAW_TRACEPOINTS", "1")]);
+    assert_futex_wakeups_joined(&[("BPFSCOPE_FORCE_RAW_TRACEPOINTS", "1")]);
 }
 
-/// wake_chain pipe: the reader's blocked time is what it measured, and
-/// ≥ 90 % of it joins wait_for_data with pw-writer's produce_and_send.
-fn assert_pipe_wakeups_joined(env: &[(&str, &str)]) {
-    let (stacks, report) = trace("offwaketime", "pipe", "3", env);
+/// wake_chain futex: the consumer's blocked time is what it measured, and
+/// ≥ 90 % of it joins wait_for_data with the producer's produce_and_send.
+fn assert_futex_wakeups_joined(env: &[(&str, &str)]) {
+    let (stacks, report, log) = trace("offwaketime", "futex", "3", env);
     let measured_ms: f64 = report
         .strip_prefix("blocked_ms ")
         .and_then(|ms| ms.trim().parse().ok())
         .unwrap_or_else(|| panic!("no blocked_ms in {report:?}"));
-    let reader = for_comm(&stacks, "pw-reader");
-    let blocked_us = total(&reader) as f64;
+    let consumer = for_comm(&stacks, "consumer");
+    let blocked_us = total(&consumer) as f64;
     assert!(
         (blocked_us / 1000.0 - measured_ms).abs() <= TOTAL_TOLERANCE * measured_ms,
-        "blocked {:.1} ms, the reader measured {measured_ms:.1} ms in read()",
+        "blocked {:.1} ms, the consumer measured {measured_ms:.1} ms in FUTEX_WAIT; bpfscope said:\n{log}",
         blocked_us / 1000.0
     );
-    let joined: u64 = reader
+    let joined: u64 = consumer
         .iter()
         .filter(|stack| {
             let (blocked, waker) = sides(stack);
             blocked.iter().any(|f| f == "wait_for_data")
                 && waker.iter().any(|f| f == "produce_and_send")
-                && waker.last().is_some_and(|name| name == "pw-writer")
+                && waker.last().is_some_and(|name| name == "producer")
         })
         .map(|stack| stack.count)
         .sum();
     assert!(
         joined as f64 >= ATTRIBUTED * blocked_us,
-        "only {:.1} % of the reader's blocked time joins wait_for_data with pw-writer's produce_and_send: {:#?}",
+        "only {:.1} % of the consumer's blocked time joins wait_for_data with the producer's produce_and_send: {:#?}",
         100.0 * joined as f64 / blocked_us,
-        reader.iter().take(5).collect::<Vec<_>>()
+        consumer.iter().take(5).collect::<Vec<_>>()
     );
     // The waker's stack reads from its wakeup call outwards: the kernel's
-    // wakeup first, then write() and its callers, outermost last.
-    let sample = reader
+    // wakeup first, then futex() and its callers, outermost last.
+    let sample = consumer
         .iter()
         .find(|stack| sides(stack).1.iter().any(|f| f == "produce_and_send"))
         .unwrap();
     let waker = sides(sample).1;
     let at = |name: &str| waker.iter().position(|f| f == name);
     assert!(
-        at("produce_and_send") < at("writer") && waker[0].ends_with("_[k]"),
+        at("produce_and_send") < at("producer_main") && waker[0].ends_with("_[k]"),
         "waker frames out of order: {waker:?}"
     );
 }
@@ -107,21 +113,21 @@ fn max_block_time_drops_longer_blocks() {
         .arg(&path)
         .arg("--")
         .arg(workload("wake_chain"))
-        .args(["pipe", "1"]));
+        .args(["futex", "1"]));
     assert!(output.status.success(), "{}", stderr(&output));
-    // The reader's blocks last about 4 ms: none is 1 ms or less.
+    // The consumer's blocks last about 4 ms: none is 1 ms or less.
     let stacks = parse_folded(&fs::read_to_string(&path).unwrap());
-    let reader = total(&for_comm(&stacks, "pw-reader"));
+    let consumer = total(&for_comm(&stacks, "consumer"));
     assert!(
-        reader < 20_000,
-        "pw-reader kept {reader} us of blocks over 1 ms"
+        consumer < 20_000,
+        "the consumer kept {consumer} us of blocks over 1 ms"
     );
 }
 
 #[test]
 fn timer_wakeups_are_labelled_interrupt_context() {
     let _serial = serial();
-    let (stacks, _) = trace("wakeuptime", "sleep", "2", &[]);
+    let (stacks, _, _) = trace("wakeuptime", "sleep", "2", &[]);
     let napper = for_comm(&stacks, "napper");
     let all = total(&napper) as f64;
     assert!(all >= 1.5e6, "napper blocked only {all} us in 2 s");

@@ -1,25 +1,36 @@
 /*
  * Ground truth for off-wake and wakeup profiles.
  *
- * usage: wake_chain pipe SECONDS   thread "pw-reader" blocks reading a pipe in
- *                                  wait_for_data(); thread "pw-writer" burns
- *                                  about 4 ms of CPU in compute_answer() and
- *                                  writes one byte from produce_and_send().
- *                                  Prints "blocked_ms X": the reader's time
- *                                  inside read(), as it measured it.
+ * usage: wake_chain futex SECONDS  thread "consumer" waits on a futex in
+ *                                  wait_for_data(); thread "producer" burns
+ *                                  about 4 ms of CPU in compute_answer(),
+ *                                  then bumps the futex word and wakes it
+ *                                  from produce_and_send(). Prints
+ *                                  "blocked_ms X": the consumer's time inside
+ *                                  futex(FUTEX_WAIT), as it measured it.
  *        wake_chain sleep SECONDS  thread "napper" sleeps 2 ms at a time with
  *                                  nanosleep() in nap(): a timer wakes it.
+ *
+ * Why a futex and not a pipe: FUTEX_WAKE wakes its waiter after releasing
+ * the futex's lock, while a pipe's writer holds the wait-queue lock during
+ * the wakeup. A woken pipe reader can then spin (with interrupts off, or
+ * halted on a virtual machine) for that lock inside read(): on CPU as the
+ * scheduler sees it, but inside read() by the reader's clock.
  */
 #define _GNU_SOURCE
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-static int pipe_fds[2];
+/* Bumped by each production; the consumer waits while it is unchanged. */
+static unsigned int produced;
+static unsigned int producer_done;
 static double deadline;
 static volatile unsigned long sink;
 
@@ -41,42 +52,52 @@ __attribute__((noinline)) static void compute_answer(void)
 	sink = x;
 }
 
-__attribute__((noinline)) static int produce_and_send(void)
+static void publish(void)
 {
-	char byte = 1;
-
-	compute_answer();
-	return write(pipe_fds[1], &byte, 1) == 1;
+	__atomic_add_fetch(&produced, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &produced, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-static void *writer(void *unused)
+__attribute__((noinline)) static void produce_and_send(void)
+{
+	compute_answer();
+	publish();
+}
+
+static void *producer_main(void *unused)
 {
 	(void)unused;
-	prctl(PR_SET_NAME, "pw-writer");
+	prctl(PR_SET_NAME, "producer");
 	while (now() < deadline)
-		if (!produce_and_send())
-			break;
-	close(pipe_fds[1]);
+		produce_and_send();
+	__atomic_store_n(&producer_done, 1, __ATOMIC_SEQ_CST);
+	publish();
 	return NULL;
 }
 
-/* Returns the seconds spent in read(), or -1 at end of file. */
-__attribute__((noinline)) static double wait_for_data(void)
+/* Waits until `produced` moves past `*seen`; returns the seconds spent in FUTEX_WAIT. */
+__attribute__((noinline)) static double wait_for_data(unsigned int *seen)
 {
-	char byte;
-	double start = now();
-	ssize_t got = read(pipe_fds[0], &byte, 1);
+	double spent = 0;
 
-	return got == 1 ? now() - start : -1;
+	while (__atomic_load_n(&produced, __ATOMIC_SEQ_CST) == *seen) {
+		double start = now();
+
+		syscall(SYS_futex, &produced, FUTEX_WAIT_PRIVATE, *seen, NULL, NULL, 0);
+		spent += now() - start;
+	}
+	*seen = __atomic_load_n(&produced, __ATOMIC_SEQ_CST);
+	return spent;
 }
 
-static void *reader(void *result)
+static void *consumer_main(void *result)
 {
-	double blocked = 0, spent;
+	double blocked = 0;
+	unsigned int seen = 0;
 
-	prctl(PR_SET_NAME, "pw-reader");
-	while ((spent = wait_for_data()) >= 0)
-		blocked += spent;
+	prctl(PR_SET_NAME, "consumer");
+	while (!__atomic_load_n(&producer_done, __ATOMIC_SEQ_CST))
+		blocked += wait_for_data(&seen);
 	*(double *)result = blocked;
 	return NULL;
 }
@@ -99,21 +120,19 @@ static void *napper(void *unused)
 
 int main(int argc, char **argv)
 {
-	pthread_t read_thread, write_thread, nap_thread;
+	pthread_t consumer_thread, producer_thread, nap_thread;
 	double blocked = 0;
 
 	if (argc != 3) {
-		fprintf(stderr, "usage: wake_chain pipe|sleep SECONDS\n");
+		fprintf(stderr, "usage: wake_chain futex|sleep SECONDS\n");
 		return 2;
 	}
 	deadline = now() + atof(argv[2]);
-	if (!strcmp(argv[1], "pipe")) {
-		if (pipe(pipe_fds))
-			return 1;
-		pthread_create(&read_thread, NULL, reader, &blocked);
-		pthread_create(&write_thread, NULL, writer, NULL);
-		pthread_join(write_thread, NULL);
-		pthread_join(read_thread, NULL);
+	if (!strcmp(argv[1], "futex")) {
+		pthread_create(&consumer_thread, NULL, consumer_main, &blocked);
+		pthread_create(&producer_thread, NULL, producer_main, NULL);
+		pthread_join(producer_thread, NULL);
+		pthread_join(consumer_thread, NULL);
 		printf("blocked_ms %.1f\n", blocked * 1e3);
 		return 0;
 	}
