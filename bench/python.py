@@ -3,13 +3,12 @@
 
   python3 bench/python.py [--rounds N] [--python python3.12]
 
-The workload (bench/workloads/py_rounds.py, pinned to CPU 1; the profilers
-to CPU 0) runs burn_three
-and burn_one rounds for 7 s and prints how many it finished between its
-second 1 and second 7. Each round runs it untraced, then under `bpfscope
+The workload (tests/workloads/split.py, pinned to CPU 1; the profilers to
+CPU 0) runs burn_three and burn_one rounds (3:1) for 7 s and prints the units
+of work it finished between its second 1 and second 7. Each round runs it untraced, then under `bpfscope
 profile -p PID` and `py-spy record -p PID` at 99 Hz and 999 Hz, each traced
 run between two untraced ones (interleaved). Printed per profiler and rate:
-- throughput: rounds traced / mean of the untraced runs around it;
+- throughput: units traced / mean of the untraced runs around it;
 - the profiler's own CPU (user + system of its process, from wait4), as a
   share of one core over the run; BPF programs run in the workload's
   context, so their cost is in the throughput;
@@ -29,7 +28,7 @@ import time
 
 from common import BPFSCOPE, ROOT, ensure_release_build
 
-WORKLOAD = os.path.join(ROOT, "bench", "workloads", "py_rounds.py")
+WORKLOAD = os.path.join(ROOT, "tests", "workloads", "split.py")
 SECONDS = "7"
 
 
@@ -79,7 +78,7 @@ def traced_bpfscope(python, hz, output):
         for line in handle:
             stack, count = line.rsplit(" ", 1)
             total += int(count)
-            if "py_rounds.py:" in stack:
+            if "split.py:" in stack:
                 named += int(count)
     return rounds, cpu_share(usage, time.monotonic() - started), named / max(total, 1)
 
@@ -100,7 +99,7 @@ def traced_py_spy(py_spy, python, hz, output):
     with open(output) as handle:
         for line in handle:
             stack, count = line.rsplit(" ", 1)
-            if "py_rounds.py" in stack:
+            if "split.py" in stack:
                 named += int(count)
     return rounds, cpu_share(usage, time.monotonic() - started), named / max(int(samples.group(1)), 1)
 

@@ -132,15 +132,6 @@ fn in_mount_namespace(script: &str) -> Workload {
     Workload(child)
 }
 
-fn profile_pid(pid: u32, seconds: &str, extra: &[&str]) -> (Vec<Stack>, String) {
-    let output = run(bpfscope()
-        .args(["profile", "-F", "999", "-p", &pid.to_string()])
-        .args(extra)
-        .arg(seconds));
-    assert!(output.status.success(), "{}", stderr(&output));
-    (parse_folded(&stdout(&output)), stderr(&output))
-}
-
 #[test]
 fn a_binary_that_exists_only_in_a_mount_namespace_is_named() {
     let _serial = serial();

@@ -353,8 +353,6 @@ fn a_perf_map_in_a_containers_own_tmp_is_read_under_its_namespace_pid() {
             && !Path::new("/tmp/perf-1.map").exists(),
         "the map must exist only inside"
     );
-    let output = run(bpfscope().args(["profile", "-F", "999", "-p", &host_pid.to_string(), "3"]));
-    assert!(output.status.success(), "{}", stderr(&output));
-    let stacks = parse_folded(&stdout(&output));
+    let (stacks, _) = profile_pid(host_pid, "3", &[]);
     assert_jit_split(&stacks, "burnThree", "burnOne", "driver", "node::Start");
 }

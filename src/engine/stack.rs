@@ -378,15 +378,13 @@ pub struct StackCollector<'a> {
     /// Python stacks whose code objects were read ahead, and when.
     python_stacks_read: RefCell<HashSet<u32>>,
     python_read_at: Cell<Option<Instant>>,
-    /// Python frames are read (the object walks them, --no-python not given).
-    python_enabled: bool,
 }
 
 impl<'a> StackCollector<'a> {
     /// Starts serving `maps`' announcements; with a table unwinder, loads
     /// the target processes' tables first so their first samples have them.
     pub fn new(
-        maps: StackObjectMaps<'a>,
+        mut maps: StackObjectMaps<'a>,
         targets: &Targets,
         unwind: UnwindOptions,
         spaces: Rc<RefCell<AddressSpaces>>,
@@ -404,7 +402,9 @@ impl<'a> StackCollector<'a> {
             unwinder.wait_for_tables(Duration::from_secs(10));
             Some(Rc::new(RefCell::new(unwinder)))
         };
-        let python_maps = maps.python.filter(|_| unwind.python);
+        // Under --no-python the object's Python maps stay empty: none is read.
+        maps.python = maps.python.filter(|_| unwind.python);
+        let python_maps = maps.python;
         if let Some(python_maps) = python_maps {
             for &pid in &targets.pids {
                 if let Some(runtime) = spaces.borrow_mut().find_python(pid) {
@@ -427,7 +427,6 @@ impl<'a> StackCollector<'a> {
             python_names: RefCell::default(),
             python_stacks_read: RefCell::default(),
             python_read_at: Cell::new(None),
-            python_enabled: python_maps.is_some(),
         })
     }
 
@@ -670,11 +669,10 @@ impl<'a> StackCollector<'a> {
             .map_or(0, |unwinder| unwinder.borrow().rows_in_use())
     }
 
-    /// How the table unwinder fared, for the stderr summary.
     /// The Python lines of the summary: processes read or not and why,
     /// how walks ended, frames that could not be named.
     pub fn print_python_summary(&self, stats: &RunStats) {
-        if !self.python_enabled {
+        if self.maps.python.is_none() {
             return;
         }
         if let Some(line) = self.spaces.borrow().python_summary() {
@@ -686,6 +684,7 @@ impl<'a> StackCollector<'a> {
         }
     }
 
+    /// How the table unwinder fared, for the stderr summary.
     pub fn print_unwind_summary(&self, stats: &RunStats) {
         let Some(unwinder) = &self.unwinder else {
             return;

@@ -88,6 +88,17 @@ pub fn run(command: &mut Command) -> Output {
     command.stdin(Stdio::null()).output().expect("run bpfscope")
 }
 
+/// `bpfscope profile -F 999 -p PID [EXTRA] SECONDS`, which must succeed:
+/// its folded stacks and its stderr summary.
+pub fn profile_pid(pid: u32, seconds: &str, extra: &[&str]) -> (Vec<Stack>, String) {
+    let output = run(bpfscope()
+        .args(["profile", "-F", "999", "-p", &pid.to_string()])
+        .args(extra)
+        .arg(seconds));
+    assert!(output.status.success(), "{}", stderr(&output));
+    (parse_folded(&stdout(&output)), stderr(&output))
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
