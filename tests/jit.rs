@@ -205,12 +205,9 @@ fn start_python_with_perf_map(script: &str, args: &[&str]) -> Workload {
 #[test]
 fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
     let _serial = serial();
-    let python = start_python_with_perf_map("split.py", &["12"]);
-    let output =
-        run(bpfscope().args(["profile", "-F", "999", "-p", &python.pid().to_string(), "4"]));
-    let summary = stderr(&output);
-    assert!(output.status.success(), "{summary}");
-    let stacks = parse_folded(&stdout(&output));
+    let python = start_python_with_perf_map("split.py", &["16"]);
+    // The perf map alone (Python frames not read).
+    let (stacks, _) = profile_pid(python.pid(), "4", &["--no-python"]);
     // Names as CPython writes them: "py::burn_three:/path/split.py".
     assert!(
         stacks
@@ -225,6 +222,26 @@ fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
         "py::driver:",
         "Py_RunMain",
     );
+    // With Python frames read, each trampoline gives way to the frame it
+    // runs (one left stands for an interpreter frame the Python walk did
+    // not see, as when that frame is returning).
+    let (stacks, _) = profile_pid(python.pid(), "3", &[]);
+    let named: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f == "split.py:burn_three"))
+        .map(|s| s.count)
+        .sum();
+    assert!(named >= 1000, "{named} samples in split.py:burn_three");
+    let doubled = |s: &&Stack| {
+        s.frames
+            .windows(2)
+            .any(|pair| pair[0].starts_with("py::") && pair[1].starts_with("split.py:"))
+    };
+    assert!(
+        !stacks.iter().any(|s| doubled(&s)),
+        "a trampoline beside the Python frame it runs: {:?}",
+        stacks.iter().find(doubled)
+    );
     std::fs::remove_file(format!("/tmp/perf-{}.map", python.pid())).ok();
 }
 
@@ -232,8 +249,16 @@ fn python_perf_trampoline_frames_are_named_down_to_py_runmain() {
 /// py::descend frames each shows and whether it reaches `entry`.
 fn python_recursion_samples(depth: u32, entry: &str) -> (Vec<(usize, bool, u64)>, String) {
     let python = start_python_with_perf_map("deep_recursion.py", &[&depth.to_string(), "8"]);
-    let output =
-        run(bpfscope().args(["profile", "-F", "199", "-p", &python.pid().to_string(), "3"]));
+    // Native frames only: the depth is counted in trampolines.
+    let output = run(bpfscope().args([
+        "profile",
+        "-F",
+        "199",
+        "--no-python",
+        "-p",
+        &python.pid().to_string(),
+        "3",
+    ]));
     let summary = stderr(&output);
     assert!(output.status.success(), "{summary}");
     std::fs::remove_file(format!("/tmp/perf-{}.map", python.pid())).ok();

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use crate::host::object_files::ObjectFile;
 
+/// How CPython (`-X perf`) names its trampolines: `py::QUALNAME:FILE`.
+pub const CPYTHON_TRAMPOLINE_PREFIX: &str = "py::";
+
 /// Entries kept per process: a map can grow without end.
 pub const MAX_ENTRIES: usize = 1 << 20;
 /// The longest line read; longer ones are skipped.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::host::debug_files::{self, DebugFileStats};
 use crate::host::object_files::{module_identity, ObjectFile, Refusal};
-use crate::host::perf_maps::PerfMap;
+use crate::host::perf_maps::{PerfMap, CPYTHON_TRAMPOLINE_PREFIX};
 use crate::host::process_context;
 use crate::host::python_runtime::{Detection, PythonFinder, PythonRuntime};
 use crate::host::target::process_alive;
@@ -327,7 +327,7 @@ impl AddressSpaces {
     pub fn python_trampolines(&self, tgid: u32) -> Vec<(u64, u64)> {
         self.perf_maps
             .get(&tgid)
-            .map(|map| map.ranges_named("py::"))
+            .map(|map| map.ranges_named(CPYTHON_TRAMPOLINE_PREFIX))
             .unwrap_or_default()
     }
 

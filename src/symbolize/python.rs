@@ -6,7 +6,9 @@
 //! `[unknown python]`, never another function. Each run of Python frames
 //! that one C call of `_PyEval_EvalFrameDefault` ran takes that native
 //! frame's place, matched from the leaf, so the stack reads
-//! `main → … → python function → … → C extension → kernel`.
+//! `main → … → python function → … → C extension → kernel`. A `-X perf`
+//! trampoline (`py::f:file`, from the perf map) right under a replaced
+//! frame is dropped: it names the Python frame the run shows.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use crate::bpf::layouts::PY_FRAME_ENTERED_FROM_C;
 use crate::bpf::stack_maps::TRUNCATED;
+use crate::host::perf_maps::CPYTHON_TRAMPOLINE_PREFIX;
 use crate::host::python_runtime::PythonRuntime;
 use crate::model::profile::{Frame, FrameKind, SourceLine};
 
@@ -193,22 +196,39 @@ impl PythonNames {
             merged.extend(user);
             return merged;
         }
-        // Pair the leaf-most interpreter frame with the leaf-most run.
         let mut replacement: HashMap<usize, Vec<RawPythonFrame>> = HashMap::new();
-        let mut runs = runs.into_iter();
-        for &index in eval_frames.iter().rev() {
-            match runs.next() {
-                Some(run) => {
-                    replacement.insert(index, run);
-                }
-                None => break,
+        let cut_before_root = if !truncated && eval_frames.len() > runs.len() {
+            // The Python walk reached its root, so the native walk's extra
+            // interpreter frames are at the leaf: one returning (its Python
+            // frame popped already) or just entered. Pair from the root;
+            // they stay `_PyEval_EvalFrameDefault`.
+            for (&index, run) in eval_frames.iter().zip(runs.into_iter().rev()) {
+                replacement.insert(index, run);
             }
-        }
-        let cut_before_root = truncated || runs.next().is_some();
+            false
+        } else {
+            // Pair the leaf-most interpreter frame with the leaf-most run
+            // (the native walk may have been cut before the root).
+            let mut runs = runs.into_iter();
+            for &index in eval_frames.iter().rev() {
+                match runs.next() {
+                    Some(run) => {
+                        replacement.insert(index, run);
+                    }
+                    None => break,
+                }
+            }
+            truncated || runs.next().is_some()
+        };
         let mut merged = Vec::with_capacity(user.len() + replacement.len() * 4);
         for (index, frame) in user.into_iter().enumerate() {
             match replacement.remove(&index) {
                 Some(run) => {
+                    // A `-X perf` trampoline calls the interpreter for the
+                    // Python frame it names: the run shows that frame.
+                    if merged.last().is_some_and(is_cpython_trampoline) {
+                        merged.pop();
+                    }
                     if cut_before_root && index == eval_frames[0] {
                         merged.push(Frame {
                             kind: FrameKind::Python,
@@ -227,6 +247,14 @@ impl PythonNames {
         }
         merged
     }
+}
+
+fn is_cpython_trampoline(frame: &Frame) -> bool {
+    frame.kind == FrameKind::Jit
+        && frame
+            .functions
+            .first()
+            .is_some_and(|name| name.starts_with(CPYTHON_TRAMPOLINE_PREFIX))
 }
 
 /// Marks a Python thread waiting for the GIL: a `[waiting for the GIL]`
