@@ -325,6 +325,37 @@ fn pprof_gives_python_functions_with_file_and_line() {
 }
 
 #[test]
+fn a_process_running_subinterpreters_stays_native_and_is_counted() {
+    let _serial = serial();
+    for minor in MINORS {
+        let workload = start_python(&python(minor), "py_subinterpreter.py", "5");
+        let (stacks, summary) = profile_pid(workload.pid(), "2", &[]);
+        let version = format!("3.{minor}");
+        let all = total(&stacks);
+        assert!(all >= 1000, "{version}: {all} samples");
+        let burning = count(&stacks, |s| {
+            s.frames.iter().any(|f| f == "_PyEval_EvalFrameDefault")
+        });
+        assert!(
+            burning as f64 >= 0.8 * all as f64,
+            "{version}: {burning} of {all} samples in the interpreter"
+        );
+        let python_frame = |f: &String| {
+            f.ends_with(":main_burn") || f.ends_with(":sub_burn") || f.ends_with(":<module>")
+        };
+        assert!(
+            !stacks.iter().any(|s| s.frames.iter().any(python_frame)),
+            "{version}: a Python frame beside a subinterpreter: {:?}",
+            stacks.iter().find(|s| s.frames.iter().any(python_frame))
+        );
+        assert!(
+            summary.contains("samples of processes running subinterpreters not walked"),
+            "{version}: {summary}"
+        );
+    }
+}
+
+#[test]
 fn threads_waiting_for_the_gil_show_as_such() {
     let _serial = serial();
     // Two threads that only compute: each waits for the GIL while the other runs.

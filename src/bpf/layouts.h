@@ -46,6 +46,7 @@ enum run_stat {
 	STAT_PY_NO_THREAD_STATE,   /* a thread of a Python process with no thread state (not Python, or between calls) */
 	STAT_PY_NOT_CODE,          /* ... a frame whose code is not a code object, walk stopped */
 	STAT_PY_STACKS_FULL,       /* a Python stack not interned: its map was full or another stack had its slot */
+	STAT_PY_SUBINTERPRETERS,   /* a sample of a process running subinterpreters: not walked (unsupported) */
 	STAT_MAX,
 };
 
@@ -325,8 +326,9 @@ struct py_offsets {
 	u16 code_name;
 	u16 code_instructions;       /* co_code_adaptive (3.11+) */
 	u16 code_size;               /* bytes of a code object the walk reads (at most 128) */
+	u16 interp_next;             /* PyInterpreterState.next: set while subinterpreters exist */
 	u8 owned_by_cstack;          /* frame_owner of the shim frames each C call pushes (3.12+), else 0xff */
-	u8 pad[5];
+	u8 pad[3];
 };
 _Static_assert(sizeof(struct py_offsets) == 40, "struct py_offsets: update src/bpf/layouts.rs");
 

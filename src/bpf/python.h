@@ -11,7 +11,8 @@
  * that user space can put each run of Python frames in place of the native
  * frame that ran it. Shim frames (3.12+) are skipped, a frame whose code is
  * not a code object stops the walk, and every walk is counted by how it
- * ended. Stacks are interned by hash like the table unwinder's.
+ * ended. Stacks are interned by hash like the table unwinder's. A process
+ * running subinterpreters is not walked (counted).
  * Needs: RUN_STATS_MAP, PYTHON_MAPS.
  */
 #ifndef BPFSCOPE_PYTHON_H
@@ -70,12 +71,11 @@ static __always_inline bool py_thread_state_is_ours(struct py_walk *st, u64 tsta
 	       id == st->thread_key;
 }
 
-/* Finds the current thread's thread state into st->tstate (0 if it has none). */
-static __always_inline void py_find_thread_state(struct py_walk *st, u32 tid)
+/* Finds the current thread's thread state in `interp` into st->tstate (0 if it has none). */
+static __always_inline void py_find_thread_state(struct py_walk *st, u32 tid, u64 interp)
 {
 	struct py_offsets *o = &st->proc.offsets;
 	u64 *remembered = bpf_map_lookup_elem(&python_thread_states, &tid);
-	u64 interp;
 
 	if (remembered && py_thread_state_is_ours(st, *remembered)) {
 		st->tstate = *remembered;
@@ -83,9 +83,7 @@ static __always_inline void py_find_thread_state(struct py_walk *st, u32 tid)
 	}
 	st->tstate = 0;
 	st->found = 0;
-	if (bpf_probe_read_user(&interp, sizeof(interp), (void *)(st->proc.runtime + o->runtime_interpreters_head)) ||
-	    !interp ||
-	    bpf_probe_read_user(&st->tstate, sizeof(st->tstate), (void *)(interp + o->interp_threads_head)))
+	if (bpf_probe_read_user(&st->tstate, sizeof(st->tstate), (void *)(interp + o->interp_threads_head)))
 		st->tstate = 0;
 	bpf_loop(MAX_PYTHON_THREADS, py_thread_step, NULL, 0);
 	if (!st->found) {
@@ -177,7 +175,7 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 	struct py_stack *interned;
 	struct py_walk *st;
 	u32 zero = 0, id, *present;
-	u64 cframe;
+	u64 cframe, interp, other_interp;
 
 	present = bpf_map_lookup_elem(&python_present, &zero);
 	if (!present || !*present)
@@ -201,7 +199,18 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 	st->thread_key = tid;   /* right outside PID namespaces only */
 	st->use_native_id = 1;
 #endif
-	py_find_thread_state(st, tid);
+	if (bpf_probe_read_user(&interp, sizeof(interp), (void *)(st->proc.runtime + o->runtime_interpreters_head)) ||
+	    bpf_probe_read_user(&other_interp, sizeof(other_interp), (void *)(interp + o->interp_next))) {
+		stat_inc(STAT_PY_READ_FAULT);
+		return -1;
+	}
+	/* With subinterpreters a thread can hold a thread state in each, and
+	 * the lists do not say which one it runs: not walked, never misnamed. */
+	if (other_interp) {
+		stat_inc(STAT_PY_SUBINTERPRETERS);
+		return -1;
+	}
+	py_find_thread_state(st, tid, interp);
 	if (!st->tstate) {
 		stat_inc(STAT_PY_NO_THREAD_STATE);
 		return -1;

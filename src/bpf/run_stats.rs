@@ -37,6 +37,8 @@ pub struct PythonWalkStats {
     pub no_thread_state: u64,
     /// Stacks not interned (map full or slot taken).
     pub lost: u64,
+    /// Samples of processes running subinterpreters, not walked.
+    pub subinterpreters: u64,
 }
 
 impl PythonWalkStats {
@@ -44,7 +46,7 @@ impl PythonWalkStats {
     /// stacks that found no interpreter frame; None when nothing was walked.
     pub fn summary(&self, unnamed: u64, unmerged: u64) -> Option<String> {
         let walks = self.complete + self.depth_limit + self.read_fault + self.not_code;
-        if walks + self.no_thread_state == 0 {
+        if walks + self.no_thread_state + self.subinterpreters == 0 {
             return None;
         }
         let mut line = format!(
@@ -58,6 +60,12 @@ impl PythonWalkStats {
         );
         if self.lost > 0 {
             line.push_str(&format!("; {} stacks lost (map full)", self.lost));
+        }
+        if self.subinterpreters > 0 {
+            line.push_str(&format!(
+                "; {} samples of processes running subinterpreters not walked (unsupported: native frames only)",
+                self.subinterpreters
+            ));
         }
         if unnamed > 0 {
             line.push_str(&format!(
@@ -218,6 +226,7 @@ impl RunStats {
                 not_code: total(run_stat::STAT_PY_NOT_CODE)?,
                 no_thread_state: total(run_stat::STAT_PY_NO_THREAD_STATE)?,
                 lost: total(run_stat::STAT_PY_STACKS_FULL)?,
+                subinterpreters: total(run_stat::STAT_PY_SUBINTERPRETERS)?,
             },
         })
     }

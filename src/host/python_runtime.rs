@@ -82,8 +82,10 @@ const fn walk_offsets(fields: [u16; 17], owned_by_cstack: u8) -> py_offsets {
         code_name: fields[14],
         code_instructions: fields[15],
         code_size: fields[16],
+        // `next` is PyInterpreterState's first field up to 3.12.
+        interp_next: 0,
         owned_by_cstack,
-        pad: [0; 5],
+        pad: [0; 3],
     }
 }
 
@@ -178,6 +180,7 @@ mod debug_offsets {
     pub const VERSION: usize = 8;
     pub const FREE_THREADED: usize = 16;
     pub const RUNTIME_INTERPRETERS_HEAD: usize = 40;
+    pub const INTERP_NEXT: usize = 64;
     pub const INTERP_THREADS_HEAD: usize = 72;
     pub const TSTATE_NEXT: usize = 168;
     pub const TSTATE_CURRENT_FRAME: usize = 184;
@@ -389,6 +392,7 @@ fn offsets_from_debug_offsets(
     let walk = py_offsets {
         runtime_interpreters_head: small(d::RUNTIME_INTERPRETERS_HEAD)?,
         interp_threads_head: small(d::INTERP_THREADS_HEAD)?,
+        interp_next: small(d::INTERP_NEXT)?,
         tstate_next: small(d::TSTATE_NEXT)?,
         tstate_thread_id: small(d::TSTATE_THREAD_ID)?,
         tstate_native_thread_id: small(d::TSTATE_NATIVE_THREAD_ID)?,
@@ -405,7 +409,7 @@ fn offsets_from_debug_offsets(
         code_instructions: small(d::CODE_ADAPTIVE)?,
         code_size: read_size(&[(firstlineno, 4), (name, 8)])?,
         owned_by_cstack: OWNED_BY_CSTACK_3_13,
-        pad: [0; 5],
+        pad: [0; 3],
     };
     let code = CodeLayout {
         filename: field(d::CODE_FILENAME),
