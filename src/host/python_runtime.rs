@@ -354,9 +354,17 @@ fn offsets_from_debug_offsets(
     object: &ObjectFile,
     runtime: u64,
 ) -> Result<(py_offsets, CodeLayout), &'static str> {
-    use debug_offsets as d;
-    let mut raw = [0u8; d::SIZE];
+    let mut raw = [0u8; debug_offsets::SIZE];
     read_at_address(object, runtime, &mut raw).ok_or("_Py_DebugOffsets unreadable")?;
+    parse_debug_offsets(&raw)
+}
+
+/// The walk's and the namer's offsets from the bytes of a `_Py_DebugOffsets`
+/// (checked: its cookie, 3.13, not free-threaded, offsets in range).
+fn parse_debug_offsets(
+    raw: &[u8; debug_offsets::SIZE],
+) -> Result<(py_offsets, CodeLayout), &'static str> {
+    use debug_offsets as d;
     if &raw[..8] != d::COOKIE {
         return Err("no _Py_DebugOffsets");
     }
@@ -434,6 +442,41 @@ mod tests {
         assert_eq!(python_version_in_name("python3.13t"), Some((3, 13)));
         assert_eq!(python_version_in_name("python3"), None);
         assert_eq!(python_version_in_name("pythonista"), None);
+    }
+
+    /// A 3.13 `_Py_DebugOffsets` whose every offset field is 16.
+    fn debug_offsets_3_13(free_threaded: u64) -> [u8; debug_offsets::SIZE] {
+        let mut raw = [0u8; debug_offsets::SIZE];
+        for at in (debug_offsets::VERSION..debug_offsets::SIZE).step_by(8) {
+            raw[at..at + 8].copy_from_slice(&16u64.to_ne_bytes());
+        }
+        raw[..8].copy_from_slice(debug_offsets::COOKIE);
+        let version = 0x030d_00f0u64;
+        raw[8..16].copy_from_slice(&version.to_ne_bytes());
+        raw[16..24].copy_from_slice(&free_threaded.to_ne_bytes());
+        raw
+    }
+
+    #[test]
+    fn debug_offsets_are_checked_and_free_threaded_builds_refused() {
+        let (walk, code) = parse_debug_offsets(&debug_offsets_3_13(0)).unwrap();
+        assert_eq!(walk.interp_next, 16);
+        assert_eq!(walk.frame_size, 24);
+        assert_eq!(code.qualname, Some(16));
+        assert_eq!(
+            parse_debug_offsets(&debug_offsets_3_13(1)).unwrap_err(),
+            "free-threaded build, not supported"
+        );
+        let mut other_version = debug_offsets_3_13(0);
+        other_version[8..16].copy_from_slice(&0x030e_00a0u64.to_ne_bytes());
+        assert!(parse_debug_offsets(&other_version).is_err());
+        let mut no_cookie = debug_offsets_3_13(0);
+        no_cookie[0] = b'X';
+        assert!(parse_debug_offsets(&no_cookie).is_err());
+        let mut far = debug_offsets_3_13(0);
+        let at = debug_offsets::FRAME_PREVIOUS;
+        far[at..at + 8].copy_from_slice(&0x1_0000u64.to_ne_bytes());
+        assert!(parse_debug_offsets(&far).is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! line and name that BPF saw, so a freed and reused address gives
 //! `[unknown python]`, never another function. Each run of Python frames
 //! that one C call of `_PyEval_EvalFrameDefault` ran takes that native
-//! frame's place, matched from the leaf, so the stack reads
+//! frame's place, matched from the leaf (from the root when the Python walk
+//! is whole and a native one is left over at the leaf), so the stack reads
 //! `main → … → python function → … → C extension → kernel`. A `-X perf`
 //! trampoline (`py::f:file`, from the perf map) right under a replaced
 //! frame is dropped: it names the Python frame the run shows.
