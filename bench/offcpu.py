@@ -30,7 +30,8 @@ def main():
                Tracer("bpfscope offcpu --unwind fp",
                       [BPFSCOPE, "offcpu", "--unwind", "fp", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
                       ready_text="tracing off-CPU"),
-               # The cost of looking for Python frames (this script is a Python process).
+               # The cost of looking for Python frames: the workload, Debian's perf,
+               # links libpython without starting it, so its threads have no thread state.
                Tracer("bpfscope offcpu --no-python",
                       [BPFSCOPE, "offcpu", "--no-python", "-o", "/tmp/bpfscope-bench-offcpu.folded"],
                       ready_text="tracing off-CPU")]

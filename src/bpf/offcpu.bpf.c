@@ -86,6 +86,7 @@ struct blocked {
 	u64 announced_mm;       /* address space already announced to user space */
 	u32 python_generation;  /* python_present's value when ... */
 	u32 python_process;     /* ... this thread's process was looked up: 1 if Python */
+	u64 python_skip_until_ns; /* no thread state found: not walked before then */
 	struct pending_time pending;
 	struct stack_cache cache;
 };
@@ -142,6 +143,13 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 	b->pending.ns = 0;
 }
 
+/*
+ * A thread of a Python process without a thread state (a native thread, or
+ * a program that links libpython without starting it, as perf does) is
+ * walked again only this long after, not at every block.
+ */
+#define PYTHON_RECHECK_NS (100 * 1000 * 1000ULL)
+
 /* Whether prev's process may be Python, looked up again only after a registration. */
 static __always_inline bool maybe_python(struct blocked *b, u32 tgid)
 {
@@ -152,6 +160,7 @@ static __always_inline bool maybe_python(struct blocked *b, u32 tgid)
 	if (b->python_generation != *generation) {
 		b->python_generation = *generation;
 		b->python_process = bpf_map_lookup_elem(&python_processes, &tgid) != NULL;
+		b->python_skip_until_ns = 0;
 	}
 	return b->python_process;
 }
@@ -168,8 +177,13 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 		signature = user_signature(prev, view->state);
 	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
 	/* Not cached: Python functions blocked alike share one native signature. */
-	if (!is_kthread && capture_user && maybe_python(b, view->tgid))
-		python_id = capture_python_stack(view->tgid, view->tid);
+	if (!is_kthread && capture_user && maybe_python(b, view->tgid) && now >= b->python_skip_until_ns) {
+		bool no_thread_state;
+
+		python_id = capture_python_stack(view->tgid, view->tid, &no_thread_state);
+		if (no_thread_state)
+			b->python_skip_until_ns = now + PYTHON_RECHECK_NS;
+	}
 	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id ||
 	    python_id != b->pending.python_stack_id) {
 		flush_pending(prev, b);

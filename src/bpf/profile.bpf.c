@@ -64,7 +64,9 @@ int sample_stack(struct bpf_perf_event_data *ctx)
 
 	if (capture_user && key.address_space) {
 		key.user_stack_id = capture_user_stack(ctx, tgid);
-		key.python_stack_id = capture_python_stack(tgid, tid);
+		bool no_thread_state;
+
+		key.python_stack_id = capture_python_stack(tgid, tid, &no_thread_state);
 	}
 	if (capture_kernel)
 		key.kernel_stack_id = capture_stack(ctx, 0);

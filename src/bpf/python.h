@@ -166,9 +166,12 @@ static long py_frame_step(u32 index, void *unused)
 /*
  * The current thread's Python stack, interned: its id, or -1 when the
  * process is not a known Python process, the thread runs no Python code,
- * or the stack could not be kept (counted).
+ * or the stack could not be kept (counted). Sets *no_thread_state when the
+ * thread has no thread state (a native thread, or no interpreter started,
+ * as in a program that only links libpython): a caller that sees the
+ * thread often can leave it alone for a while.
  */
-static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
+static __always_inline s32 capture_python_stack(u32 tgid, u32 tid, bool *no_thread_state)
 {
 	struct py_process *proc;
 	struct py_offsets *o;
@@ -177,6 +180,7 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 	u32 zero = 0, id, *present;
 	u64 cframe, interp, other_interp;
 
+	*no_thread_state = false;
 	present = bpf_map_lookup_elem(&python_present, &zero);
 	if (!present || !*present)
 		return -1;
@@ -199,8 +203,16 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 	st->thread_key = tid;   /* right outside PID namespaces only */
 	st->use_native_id = 1;
 #endif
-	if (bpf_probe_read_user(&interp, sizeof(interp), (void *)(st->proc.runtime + o->runtime_interpreters_head)) ||
-	    bpf_probe_read_user(&other_interp, sizeof(other_interp), (void *)(interp + o->interp_next))) {
+	if (bpf_probe_read_user(&interp, sizeof(interp), (void *)(st->proc.runtime + o->runtime_interpreters_head))) {
+		stat_inc(STAT_PY_READ_FAULT);
+		return -1;
+	}
+	if (!interp) {
+		stat_inc(STAT_PY_NO_THREAD_STATE);
+		*no_thread_state = true;
+		return -1;
+	}
+	if (bpf_probe_read_user(&other_interp, sizeof(other_interp), (void *)(interp + o->interp_next))) {
 		stat_inc(STAT_PY_READ_FAULT);
 		return -1;
 	}
@@ -213,6 +225,7 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid)
 	py_find_thread_state(st, tid, interp);
 	if (!st->tstate) {
 		stat_inc(STAT_PY_NO_THREAD_STATE);
+		*no_thread_state = true;
 		return -1;
 	}
 	if (bpf_probe_read_user(&st->frame, sizeof(st->frame), (void *)(st->tstate + o->tstate_frame))) {
