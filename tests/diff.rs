@@ -70,18 +70,26 @@ fn frames_of(svg: &str, function: &str) -> Vec<(String, f64)> {
 }
 
 /// The change drawn on the leaf (`spin`) below `caller`: the spin frame
-/// with as many samples as its caller.
+/// nearest its caller's samples, within 5 % of them (a few of the caller's
+/// samples can land outside spin; burn_one's and burn_three's differ 2 or
+/// 3 times over).
 fn leaf_change_under(svg: &str, caller: &str) -> f64 {
-    let callers = frames_of(svg, caller);
-    let (samples, _) = callers
+    let count = |samples: &str| samples.replace(',', "").parse::<u64>().unwrap_or(0);
+    let caller_samples = frames_of(svg, caller)
         .iter()
-        .max_by_key(|(samples, _)| samples.replace(',', "").parse::<u64>().unwrap_or(0))
+        .map(|(samples, _)| count(samples))
+        .max()
         .unwrap_or_else(|| panic!("no frame {caller}"));
-    frames_of(svg, "spin")
+    let (spin_samples, change) = frames_of(svg, "spin")
         .into_iter()
-        .find(|(spin_samples, _)| spin_samples == samples)
-        .unwrap_or_else(|| panic!("no spin frame of {samples} samples under {caller}"))
-        .1
+        .map(|(samples, change)| (count(&samples), change))
+        .min_by_key(|(samples, _)| samples.abs_diff(caller_samples))
+        .unwrap_or_else(|| panic!("no spin frame"));
+    assert!(
+        spin_samples.abs_diff(caller_samples) * 20 <= caller_samples,
+        "no spin frame near {caller}'s {caller_samples} samples (nearest {spin_samples})"
+    );
+    change
 }
 
 #[test]
