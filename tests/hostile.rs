@@ -152,13 +152,7 @@ fn paths_swapped_after_exit_neither_hang_nor_misname() {
 fn planted_temporary_names_cannot_redirect_output() {
     let _serial = serial();
     let (uid, gid) = hostile_user();
-    let shared = PathBuf::from(format!("/tmp/bpfscope-shared-{}", std::process::id()));
-    fs::remove_dir_all(&shared).ok();
-    fs::create_dir_all(&shared).unwrap();
-    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
-    let victim = tmp_dir().join("root-only-victim");
-    fs::write(&victim, b"root's data").unwrap();
-    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let (shared, victim) = shared_dir_and_root_file("shared");
     // The user plants symlinks under every name a predictable scheme would
     // use for the next few hundred PIDs (the old `<out>.<pid>.tmp`).
     let next_pid: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
@@ -346,4 +340,122 @@ fn a_crafted_oversized_executable_is_refused_quickly() {
         stderr(&output)
     );
     fs::remove_dir_all(&dir).ok();
+}
+
+/// A sticky, world-writable directory like /tmp, and a root-only file.
+fn shared_dir_and_root_file(name: &str) -> (PathBuf, PathBuf) {
+    let shared = PathBuf::from(format!("/tmp/bpfscope-{name}-{}", std::process::id()));
+    fs::remove_dir_all(&shared).ok();
+    fs::create_dir_all(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = tmp_dir().join(format!("{name}-root-only"));
+    fs::write(&victim, b"root's data").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    (shared, victim)
+}
+
+#[test]
+fn a_symlink_planted_at_the_output_name_is_not_followed() {
+    let _serial = serial();
+    let (shared, victim) = shared_dir_and_root_file("planted-link");
+    // A root-only device too: root must not open it for writing.
+    let device = tmp_dir().join("planted-link-full");
+    fs::remove_file(&device).ok();
+    let status = Command::new("mknod")
+        .arg(&device)
+        .args(["-m", "600", "c", "1", "7"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (target, name) in [(&victim, "victim.folded"), (&device, "device.folded")] {
+        let planted = shared.join(name);
+        let status = as_user(Path::new("/bin/ln"), &["-s"])
+            .arg(target)
+            .arg(&planted)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = run(bpfscope()
+            .args(["profile", "-F", "99", "-o"])
+            .arg(&planted)
+            .arg("1"));
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("is a symlink owned by uid") && text.contains(name),
+            "{text}"
+        );
+        assert!(!text.contains("No space left"), "the device was opened: {text}");
+    }
+    assert_eq!(fs::read(&victim).unwrap(), b"root's data");
+    assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o600);
+    assert!(fs::metadata(&device).unwrap().file_type().is_char_device());
+    // A regular file the user left there is replaced, keeping its owner and mode.
+    let theirs = shared.join("theirs.folded");
+    let status = as_user(Path::new("/bin/sh"), &["-c"])
+        .arg(format!("umask 077; echo old > {}", theirs.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = run(bpfscope()
+        .args(["profile", "-F", "99", "-o"])
+        .arg(&theirs)
+        .arg("1"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let metadata = fs::metadata(&theirs).unwrap();
+    assert_eq!(
+        (metadata.uid(), metadata.mode() & 0o777),
+        (hostile_user().0, 0o600)
+    );
+    assert_ne!(fs::read(&theirs).unwrap(), b"old\n");
+    fs::remove_dir_all(&shared).ok();
+    fs::remove_file(&device).ok();
+}
+
+#[test]
+fn a_fake_python_runtime_cannot_size_what_root_reads() {
+    let _serial = serial();
+    for mode in ["far", "lying"] {
+        let dir = user_dir(&format!("fake-python-{mode}"));
+        let flags: &[&str] = if mode == "far" {
+            &["-rdynamic", "-DFAR"]
+        } else {
+            &["-rdynamic"]
+        };
+        let built = workload_variant("fake_python", &format!("-{mode}"), flags);
+        let fake = give_user(&built, &dir, "python3.13");
+        let user = Workload(as_user(&fake, &["4"]).spawn().unwrap());
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = fs::read_to_string(format!("/proc/{}/task/{}/children", user.pid(), user.pid()))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .map_or(user.pid(), |child| child.parse().unwrap());
+        let started = Instant::now();
+        let (output, peak_kib) = run_measured(
+            bpfscope().args(["profile", "-F", "999", "-p", &pid.to_string(), "2"]),
+        );
+        let text = stderr(&output);
+        assert!(output.status.success(), "{mode}: {:?} {text}", output.status);
+        assert!(peak_kib < 200 * 1024, "{mode}: peak RSS {peak_kib} KiB");
+        assert!(started.elapsed() < Duration::from_secs(10), "{mode}");
+        let folded = stdout(&output);
+        if mode == "far" {
+            assert!(
+                text.contains("Python 3.13 (an offset out of range)"),
+                "{text}"
+            );
+            assert!(!folded.contains("hostile_fn"), "{folded}");
+        } else {
+            // Read, with its claimed lengths cut to the caps, and the
+            // NULs past its text shown as '?'.
+            assert!(
+                folded.contains(";hostile.py?") && folded.contains("?:hostile_fn?"),
+                "{folded}\n{text}"
+            );
+            assert!(!folded.contains('\0'));
+        }
+        drop(user);
+        fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -37,6 +37,27 @@ pub struct CodeLayout {
     pub compact_header: u64,
 }
 
+impl CodeLayout {
+    /// The most of a code object read to name it: every field above must
+    /// lie within it (a crafted `_Py_DebugOffsets` could say otherwise).
+    pub const MAX_HEADER: u64 = 512;
+
+    /// How much of a code object holds every field this layout names.
+    pub fn header_len(&self) -> u64 {
+        [
+            self.filename,
+            self.name,
+            self.qualname.unwrap_or(0),
+            self.firstlineno,
+            self.linetable,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+            + 8
+    }
+}
+
 /// A Python process's runtime, as BPF and the symbolizer need it.
 #[derive(Debug, Clone)]
 pub struct PythonRuntime {
@@ -420,14 +441,17 @@ fn parse_debug_offsets(
         pad: [0; 3],
     };
     let code = CodeLayout {
-        filename: field(d::CODE_FILENAME),
+        filename: small(d::CODE_FILENAME)?.into(),
         name: u64::from(name),
-        qualname: Some(field(d::CODE_QUALNAME)),
+        qualname: Some(small(d::CODE_QUALNAME)?.into()),
         firstlineno: u64::from(firstlineno),
-        linetable: field(d::CODE_LINETABLE),
+        linetable: small(d::CODE_LINETABLE)?.into(),
         ascii_header: 40,
         compact_header: 56,
     };
+    if code.header_len() > CodeLayout::MAX_HEADER {
+        return Err("code object fields beyond what naming reads");
+    }
     Ok((walk, code))
 }
 
@@ -477,6 +501,16 @@ mod tests {
         let at = debug_offsets::FRAME_PREVIOUS;
         far[at..at + 8].copy_from_slice(&0x1_0000u64.to_ne_bytes());
         assert!(parse_debug_offsets(&far).is_err());
+        // Naming's fields too: a code object read is sized by them.
+        for (at, value) in [
+            (debug_offsets::CODE_FILENAME, 1u64 << 36),
+            (debug_offsets::CODE_QUALNAME, 1 << 32),
+            (debug_offsets::CODE_LINETABLE, 4096),
+        ] {
+            let mut far = debug_offsets_3_13(0);
+            far[at..at + 8].copy_from_slice(&value.to_ne_bytes());
+            assert!(parse_debug_offsets(&far).is_err(), "{at}: {value}");
+        }
     }
 
     #[test]
@@ -502,6 +536,7 @@ mod tests {
             assert!(
                 walk.code_firstlineno + 4 <= walk.code_size && walk.code_name + 8 <= walk.code_size
             );
+            assert!(table.code.header_len() <= CodeLayout::MAX_HEADER);
         }
     }
 }

@@ -26,9 +26,17 @@ pub struct FoldOptions {
     pub annotate_waker: bool,
 }
 
-/// Frame names must not contain the separators of the format.
+/// Frame names must not contain the separators of the format, nor any
+/// other control character (names come from processes and files a user
+/// controls: a NUL breaks the SVG's XML, a carriage return a terminal).
 fn sanitize(name: &str) -> String {
-    name.replace([';', '\n'], ":")
+    name.chars()
+        .map(|c| match c {
+            ';' | '\n' => ':',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 fn push_frame_names(frame: &Frame, options: FoldOptions, out: &mut Vec<String>) {
@@ -331,12 +339,18 @@ pub(crate) mod tests {
             inode: 456,
             build_id: None,
         }));
-        let mut missing = sample("a;b", vec![unknown, frame(FrameKind::User, &[])], vec![], 1);
+        let hostile = frame(FrameKind::User, &["f\r\0\x1b[2J"]);
+        let mut missing = sample(
+            "a;b",
+            vec![hostile, unknown, frame(FrameKind::User, &[])],
+            vec![],
+            1,
+        );
         missing.kernel_missing = true;
         let text = render(&profile(vec![missing]), FoldOptions::default());
         assert_eq!(
             text,
-            "a:b;[unknown] (libc.so.6);[unknown];[missed kernel stack] 1\n"
+            "a:b;f???[2J;[unknown] (libc.so.6);[unknown];[missed kernel stack] 1\n"
         );
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::bpf::layouts::PY_FRAME_ENTERED_FROM_C;
 use crate::bpf::stack_maps::TRUNCATED;
 use crate::host::perf_maps::CPYTHON_TRAMPOLINE_PREFIX;
-use crate::host::python_runtime::PythonRuntime;
+use crate::host::python_runtime::{CodeLayout, PythonRuntime};
 use crate::model::profile::{Frame, FrameKind, SourceLine};
 
 /// The native function each run of Python frames replaces.
@@ -299,17 +299,11 @@ fn read_code_object(
     check: u32,
 ) -> Option<CodeObject> {
     let layout = &runtime.code;
-    let header_len = [
-        layout.filename,
-        layout.name,
-        layout.qualname.unwrap_or(0),
-        layout.firstlineno,
-        layout.linetable,
-    ]
-    .into_iter()
-    .max()?
-        + 8;
-    let header = read_memory(memory, address, usize::try_from(header_len).ok()?)?;
+    let header_len = layout.header_len();
+    if header_len > CodeLayout::MAX_HEADER {
+        return None;
+    }
+    let header = read_memory(memory, address, header_len as usize)?;
     if word(&header, 8)? != runtime.process.code_type {
         return None;
     }
@@ -338,7 +332,7 @@ fn read_code_object(
 /// A str object's text (compact strings: every str a code object holds).
 fn read_string(
     memory: &File,
-    layout: &crate::host::python_runtime::CodeLayout,
+    layout: &CodeLayout,
     address: u64,
 ) -> Option<String> {
     let header = read_memory(memory, address, layout.compact_header as usize)?;

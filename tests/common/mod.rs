@@ -459,3 +459,36 @@ pub fn assert_promtool_valid(metrics: &str) {
         String::from_utf8_lossy(&verdict.stderr)
     );
 }
+
+/// Runs `command` under GNU time: its output and its peak RSS in KiB.
+pub fn run_measured(command: &mut Command) -> (Output, u64) {
+    let report = tempfile_path("peak-rss");
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    let output = run(&mut timed);
+    let peak = std::fs::read_to_string(&report)
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {}", stderr(&output)));
+    std::fs::remove_file(&report).ok();
+    (output, peak)
+}
+
+/// A fresh path under the test target's temporary directory.
+pub fn tempfile_path(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_dir().join(format!("{name}-{}-{n}", std::process::id()))
+}
