@@ -130,7 +130,7 @@ fn page_cells(page: &str, function: &str) -> Vec<(usize, u64)> {
         .expect("no data in the page")
         + 18;
     let end = start + page[start..].find("</script>").unwrap();
-    let data: Value = serde_json::from_str(&page[start..end].replace("<\\/", "</")).unwrap();
+    let data: Value = serde_json::from_str(&page[start..end]).unwrap();
     let stacks = data["stacks"].as_array().unwrap();
     let mut cells = std::collections::HashMap::new();
     for cell in data["cells"].as_array().unwrap() {
@@ -206,4 +206,56 @@ fn serve_heatmap_and_diff_base_read_the_agents_cpu_history() {
     assert!(message.contains("history"), "{message}");
     drop(split);
     drop(serve);
+}
+
+#[test]
+fn hostile_names_cannot_blank_the_heatmap_page() {
+    let _serial = serial();
+    // The names' owner is an unprivileged user running their own program.
+    let (uid, gid) = system_user("bpfscope-hostile");
+    let dir = std::path::PathBuf::from(format!("/tmp/bpfscope-names-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join("hostile_names");
+    std::fs::copy(workload("hostile_names"), &program).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let user = Workload(
+        std::process::Command::new("runuser")
+            .args(["-u", "bpfscope-hostile", "--"])
+            .arg(&program)
+            .arg("5")
+            .spawn()
+            .unwrap(),
+    );
+    let page = tmp_dir().join("hostile-names-heatmap.html");
+    let output = run(bpfscope()
+        .args(["profile", "-F", "999", "-o"])
+        .arg(&page)
+        .arg("3"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    drop(user);
+    std::fs::remove_dir_all(&dir).ok();
+
+    let mut browser = Browser::open(
+        &format!("file://{}", page.display()),
+        "hostile-names-heatmap.html",
+    );
+    let mut drawn = Value::Null;
+    wait_for(std::time::Duration::from_secs(20), || {
+        drawn = browser.devtools.evaluate(
+            "(() => { const data = document.getElementById('profile-data'); \
+             return [document.querySelectorAll('#heatmap rect.cell').length, data ? JSON.parse(data.textContent) \
+               .stacks.filter(s => s.startsWith('<!--<script>;') && s.includes(';</script><!--<script>&amp:')).length : 0]; })()",
+        );
+        drawn[0].as_u64().is_some_and(|cells| cells > 0)
+    });
+    assert!(
+        drawn[0].as_u64().unwrap_or(0) >= 100,
+        "cells drawn: {drawn}"
+    );
+    assert!(
+        drawn[1].as_u64().unwrap_or(0) >= 1,
+        "the hostile names are not in the page's data: {drawn}"
+    );
+    browser.screenshot("heatmap-hostile-names.png");
 }

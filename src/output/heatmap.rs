@@ -55,9 +55,19 @@ pub fn render(
         "cells": cells,
     });
     let data = serde_json::to_string(&data).context("encoding the heatmap data")?;
-    // Inside <script>, "</" could end the element; JSON allows "<\/".
-    let data = data.replace("</", "<\\/");
-    Ok(TEMPLATE.replace("{{DATA}}", &data).into_bytes())
+    Ok(TEMPLATE
+        .replace("{{DATA}}", &json_inside_script(&data))
+        .into_bytes())
+}
+
+/// JSON that cannot end or change the `<script>` element it sits in: a
+/// name's `</script>` would end it and its `<!--` would swallow the page's
+/// own scripts. `<`, `>` and `&` only occur inside JSON strings, where
+/// their `\u` escapes mean the same.
+fn json_inside_script(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 #[cfg(test)]
@@ -70,7 +80,7 @@ mod tests {
     fn cells_count_samples_per_slot_and_stack_and_names_cannot_end_the_script() {
         let mut early = sample(
             "burn",
-            vec![frame(FrameKind::User, &["a</script>"])],
+            vec![frame(FrameKind::User, &["a</script><!--<script>&"])],
             vec![],
             3,
         );
@@ -90,7 +100,8 @@ mod tests {
         .unwrap();
         assert!(page.contains(r#""cells":[[2,0,3],[120,0,4]]"#), "{page}");
         assert!(page.contains(r#""columns":3"#));
-        assert!(!page.contains("a</script>") && page.contains(r"a<\/script>"));
+        assert!(page.contains(r"a\u003c/script\u003e\u003c!--\u003cscript\u003e\u0026"));
+        assert!(!page.contains("a</script>") && !page.contains("<!--"));
         // Nothing is loaded from elsewhere.
         assert!(!page.contains(" src=") && !page.contains("<link") && !page.contains("import "));
     }
