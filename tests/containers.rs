@@ -642,10 +642,11 @@ fn an_unreachable_debuginfod_costs_a_summary_line_not_the_profile() {
     let dir = scratch("debuginfod-down");
     let (stripped, _) = stripped_with_debug_file(&workload("cpu_split"), &dir, "cpu_split");
     let burner = Workload::start(&stripped, &["8"]);
-    // A blackholed address: connects hang until the timeout.
+    // Nothing listening, and a server that never answers.
+    let silent = HostileDebuginfod::start(HostileAnswer::Nothing);
     for url in [
         format!("http://127.0.0.1:{}", free_port()),
-        "http://192.0.2.1:8002".to_string(),
+        format!("http://127.0.0.1:{}", silent.port),
     ] {
         let started = Instant::now();
         let output = run(bpfscope()
@@ -837,4 +838,103 @@ fn a_binary_deleted_and_replaced_while_it_runs_is_named_from_the_running_file() 
     let (stacks, _) = profile_pid(burner.pid(), "4", &[]);
     assert_eq!(frames_named_like(&stacks, "host_"), 0, "{stacks:?}");
     assert_cpu_split(&stacks);
+}
+
+/// What a misbehaving debuginfod server answers every request with.
+#[derive(Clone, Copy, PartialEq)]
+enum HostileAnswer {
+    /// Nothing at all: the connection stays open.
+    Nothing,
+    /// Another ELF file, with symbols but another build ID.
+    WrongFile,
+    /// A 10 MB answer of which only the first 64 KiB ever come.
+    Stall,
+}
+
+/// A debuginfod server on loopback that answers wrongly (no real server
+/// does; the client must not keep what it sends).
+struct HostileDebuginfod {
+    port: u16,
+}
+
+impl HostileDebuginfod {
+    fn start(answer: HostileAnswer) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let wrong = fs::read(workload("offcpu_blocks")).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(16) {
+                let Ok(mut stream) = stream else { continue };
+                let wrong = wrong.clone();
+                std::thread::spawn(move || {
+                    let mut request = [0u8; 4096];
+                    stream.read(&mut request).ok();
+                    match answer {
+                        HostileAnswer::Nothing => {}
+                        HostileAnswer::WrongFile => {
+                            write!(
+                                stream,
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                wrong.len()
+                            )
+                            .ok();
+                            stream.write_all(&wrong).ok();
+                        }
+                        HostileAnswer::Stall => {
+                            stream
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
+                                .ok();
+                            stream.write_all(&wrong[..wrong.len().min(64 << 10)]).ok();
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(20));
+                });
+            }
+        });
+        HostileDebuginfod { port }
+    }
+}
+
+#[test]
+fn a_debuginfod_that_sends_the_wrong_file_or_stalls_leaves_nothing_in_the_cache() {
+    let _serial = serial();
+    let dir = scratch("debuginfod-hostile");
+    let (stripped, _) = stripped_with_debug_file(&workload("cpu_split"), &dir, "cpu_split");
+    let id = build_id(&stripped);
+    let burner = Workload::start(&stripped, &["8"]);
+    let cache = dir.join("cache").join("debuginfod_client");
+    for answer in [HostileAnswer::WrongFile, HostileAnswer::Stall] {
+        let server = HostileDebuginfod::start(answer);
+        let output = run(bpfscope()
+            .args(["profile", "-F", "99", "-p", &burner.pid().to_string()])
+            .arg("--debuginfod")
+            .arg(format!("http://127.0.0.1:{}", server.port))
+            .args(["--debuginfod-timeout", "2", "2"])
+            .env("DEBUGINFOD_CACHE_PATH", &cache));
+        let summary = stderr(&output);
+        assert!(output.status.success(), "{summary}");
+        if answer == HostileAnswer::WrongFile {
+            assert!(summary.contains("not the debug file of"), "{summary}");
+        } else {
+            assert!(
+                summary.contains("abandoned") || summary.contains("failed"),
+                "{summary}"
+            );
+        }
+        let left: Vec<_> = fs::read_dir(cache.join(&id))
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(left.is_empty(), "left in the cache: {left:?}\n{summary}");
+    }
+    for made in [dir.join("cache"), cache.clone(), cache.join(&id)] {
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::mode(&fs::metadata(&made).unwrap()) & 0o777,
+            0o700,
+            "{}",
+            made.display()
+        );
+    }
 }

@@ -385,7 +385,10 @@ fn a_symlink_planted_at_the_output_name_is_not_followed() {
             text.contains("is a symlink owned by uid") && text.contains(name),
             "{text}"
         );
-        assert!(!text.contains("No space left"), "the device was opened: {text}");
+        assert!(
+            !text.contains("No space left"),
+            "the device was opened: {text}"
+        );
     }
     assert_eq!(fs::read(&victim).unwrap(), b"root's data");
     assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o600);
@@ -432,11 +435,14 @@ fn a_fake_python_runtime_cannot_size_what_root_reads() {
             .next()
             .map_or(user.pid(), |child| child.parse().unwrap());
         let started = Instant::now();
-        let (output, peak_kib) = run_measured(
-            bpfscope().args(["profile", "-F", "999", "-p", &pid.to_string(), "2"]),
-        );
+        let (output, peak_kib) =
+            run_measured(bpfscope().args(["profile", "-F", "999", "-p", &pid.to_string(), "2"]));
         let text = stderr(&output);
-        assert!(output.status.success(), "{mode}: {:?} {text}", output.status);
+        assert!(
+            output.status.success(),
+            "{mode}: {:?} {text}",
+            output.status
+        );
         assert!(peak_kib < 200 * 1024, "{mode}: peak RSS {peak_kib} KiB");
         assert!(started.elapsed() < Duration::from_secs(10), "{mode}");
         let folded = stdout(&output);

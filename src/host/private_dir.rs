@@ -2,8 +2,10 @@
 //! run on the host (unwind tables, debuginfod downloads). Files in it
 //! come from inputs any user controls, so the directory is created 0700
 //! and refused when it is a symlink, owned by someone else or writable by
-//! others; entries are opened by name relative to it without following
-//! symlinks, written through unpredictable temporary names created
+//! others (and parents it creates are 0700 too); entries are opened by name
+//! relative to it without following symlinks, written into an unnamed file
+//! (O_TMPFILE: a run that ends mid-write leaves nothing behind) or, where
+//! the file system has none, an unpredictable temporary name created
 //! exclusively, renamed into place, and pruned least recently used first.
 
 use std::ffi::CString;
@@ -28,13 +30,13 @@ fn c_name(name: &str) -> Option<CString> {
 }
 
 impl PrivateDir {
-    /// Opens `dir`, creating it (and its parents, 0755) first; `purpose`
+    /// Opens `dir`, creating it (and its parents, 0700) first; `purpose`
     /// names it in the one-line reason it is refused.
     pub fn open(dir: &Path, purpose: &str) -> Result<PrivateDir, String> {
         if let Some(parent) = dir.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o755)
+                .mode(0o700)
                 .create(parent)
                 .ok();
         }
@@ -90,33 +92,63 @@ impl PrivateDir {
         (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
     }
 
-    /// Writes entry `name` through an exclusively created temporary file:
-    /// `fill` writes the contents and says whether to keep them.
+    /// Writes entry `name` through a temporary file: `fill` writes the
+    /// contents and says whether to keep them.
     pub fn write_entry(&self, name: &str, fill: impl FnOnce(&mut File) -> bool) -> bool {
         let Ok(random) = unpredictable_u64() else {
             return false;
         };
         let temporary = format!(".{name}.{random:016x}.tmp");
-        let Some(mut file) = self.open_entry(
-            &temporary,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        ) else {
+        let unnamed = self.open_entry(".", libc::O_WRONLY | libc::O_TMPFILE, 0o600);
+        let named = unnamed.is_none();
+        let Some(mut file) = unnamed.or_else(|| {
+            self.open_entry(
+                &temporary,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )
+        }) else {
             return false;
         };
-        let keep = fill(&mut file) && file.flush().is_ok();
-        drop(file);
         let (Some(from), Some(to)) = (c_name(&temporary), c_name(name)) else {
             return false;
         };
         let dir = self.fd.as_raw_fd();
+        let mut keep = fill(&mut file) && file.flush().is_ok();
+        if keep && !named {
+            // The unnamed file gets its temporary name only once complete.
+            let Ok(proc_path) = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+                return false;
+            };
+            // SAFETY: links our own descriptor's file into our directory.
+            keep = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc_path.as_ptr(),
+                    dir,
+                    from.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            } == 0;
+            if !keep {
+                return false;
+            }
+        }
+        drop(file);
         // SAFETY: renames within our own directory descriptor.
         let renamed = keep && unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) } == 0;
-        if !renamed {
-            // SAFETY: removes the temporary entry we created.
-            unsafe { libc::unlinkat(dir, from.as_ptr(), 0) };
+        if !renamed && (named || keep) {
+            self.remove_entry(&temporary);
         }
         renamed
+    }
+
+    /// Removes entry `name` (a file), if it is there.
+    pub fn remove_entry(&self, name: &str) {
+        if let Some(name) = c_name(name) {
+            // SAFETY: removes an entry of our own directory.
+            unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) };
+        }
     }
 
     /// Deletes the least recently modified entries whose names end with

@@ -121,7 +121,10 @@ fn open_parent(base: libc::c_int, path: &Path) -> Result<(OwnedFd, CString)> {
             .with_context(|| format!("cannot write output {}", path.display()));
     }
     // SAFETY: openat just returned this descriptor.
-    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, c_string(name.as_bytes())?))
+    Ok((
+        unsafe { OwnedFd::from_raw_fd(fd) },
+        c_string(name.as_bytes())?,
+    ))
 }
 
 fn stat_at(dir: &OwnedFd, name: &CString, flags: libc::c_int) -> io::Result<libc::stat> {
@@ -240,7 +243,10 @@ fn resolve(path: &Path, open: bool) -> Result<Destination> {
             _ if !open => return Ok(Destination::InPlace(None)),
             _ => match open_in_place(&dir, &name, false).with_context(|| context(&shown))? {
                 Some(file) => return Ok(Destination::InPlace(Some(file))),
-                None => bail!("cannot write output {}: it changed while opened", shown.display()),
+                None => bail!(
+                    "cannot write output {}: it changed while opened",
+                    shown.display()
+                ),
             },
         }
     }

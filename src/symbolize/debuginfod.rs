@@ -8,8 +8,9 @@
 //! file is seen, on two worker threads, while collection goes on. Output
 //! waits for them at most `timeout` after collection ends; fetches still
 //! running then are abandoned. A download is kept only when it is an ELF
-//! file with symbols and the requested build ID. Servers that fail or
-//! cannot be reached cost a summary line, not the profile.
+//! file with symbols and the requested build ID (anything else is deleted,
+//! from the cache too). Servers that fail or cannot be reached cost a
+//! summary line, not the profile.
 //!
 //! Only plain `http://` servers are spoken to (no TLS client is built in);
 //! `https://` entries are skipped with a note.
@@ -256,11 +257,11 @@ impl Debuginfod {
             Ok(directory) => directory,
             Err(reason) => return Outcome::Failed(reason),
         };
-        if let Some(file) = directory
-            .open_entry("debuginfo", libc::O_RDONLY, 0)
-            .and_then(|file| checked_debug_file(file, build_id))
-        {
-            return Outcome::FromCache(file);
+        if let Some(cached) = directory.open_entry("debuginfo", libc::O_RDONLY, 0) {
+            match checked_debug_file(cached, build_id) {
+                Some(file) => return Outcome::FromCache(file),
+                None => directory.remove_entry("debuginfo"),
+            }
         }
         let mut failure = None;
         for server in &self.servers {
@@ -283,6 +284,7 @@ impl Debuginfod {
             {
                 Some(file) => return Outcome::Found(file),
                 None => {
+                    directory.remove_entry("debuginfo");
                     failure.get_or_insert(format!(
                         "{}:{} sent a file that is not the debug file of {build_id}",
                         server.host, server.port

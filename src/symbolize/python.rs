@@ -330,11 +330,7 @@ fn read_code_object(
 }
 
 /// A str object's text (compact strings: every str a code object holds).
-fn read_string(
-    memory: &File,
-    layout: &CodeLayout,
-    address: u64,
-) -> Option<String> {
+fn read_string(memory: &File, layout: &CodeLayout, address: u64) -> Option<String> {
     let header = read_memory(memory, address, layout.compact_header as usize)?;
     let length = usize::try_from(word(&header, 16)?).ok()?.min(MAX_STRING);
     let state = u32::from_ne_bytes(header.get(32..36)?.try_into().ok()?);
