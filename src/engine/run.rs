@@ -60,6 +60,8 @@ pub struct Collection<'a> {
 }
 
 const TICK: Duration = Duration::from_millis(100);
+/// How long a command may take to exit after a stop signal passed on to it.
+const COMMAND_GRACE: Duration = Duration::from_secs(10);
 
 impl Collection<'_> {
     pub fn run(&self) -> StopReason {
@@ -73,6 +75,7 @@ impl Collection<'_> {
         let mut next_tick = every.map(|every| start + every);
         let show_progress = std::io::stderr().is_terminal();
         let mut last_shown = None;
+        let mut forwarded: Option<Instant> = None;
         let reason = loop {
             match self.ring {
                 // Interrupted polls (EINTR) are expected on Ctrl-C; the checks below handle them.
@@ -84,8 +87,21 @@ impl Collection<'_> {
             if let Some(after_poll) = self.after_poll {
                 after_poll();
             }
-            if signals::stop_requested() {
-                break StopReason::Interrupted;
+            // A stop signal is passed on to the command, as perf does, and
+            // the run ends when it exits (killed if it has not within
+            // COMMAND_GRACE), with its status.
+            if let Some(signal) = signals::stop_signal() {
+                let Some(command) = self.command else {
+                    break StopReason::Interrupted;
+                };
+                match forwarded {
+                    None => {
+                        command.signal(signal);
+                        forwarded = Some(Instant::now());
+                    }
+                    Some(at) if at.elapsed() > COMMAND_GRACE => command.signal(libc::SIGKILL),
+                    Some(_) => {}
+                }
             }
             if let Some(status) = self.command.and_then(|command| command.try_wait()) {
                 break StopReason::CommandExited(status);

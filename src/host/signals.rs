@@ -1,13 +1,15 @@
 //! Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) end a
-//! collection gracefully: the handler only sets a flag, and the run loop
-//! stops and still writes what was collected.
+//! collection gracefully: the handler only records the signal, and the run
+//! loop stops (after passing it on to a command it runs) and still writes
+//! what was collected.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The last stop signal received, or 0.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
+extern "C" fn request_stop(signal: libc::c_int) {
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
 }
 
 /// Installs the handler for SIGINT, SIGTERM and SIGHUP.
@@ -25,5 +27,10 @@ pub fn install() {
 
 /// Has the user asked to stop?
 pub fn stop_requested() -> bool {
-    STOP_REQUESTED.load(Ordering::SeqCst)
+    stop_signal().is_some()
+}
+
+/// The signal that asked to stop, if any.
+pub fn stop_signal() -> Option<libc::c_int> {
+    Some(STOP_SIGNAL.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
 }

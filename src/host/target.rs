@@ -340,6 +340,12 @@ impl Drop for PendingCommand {
 }
 
 impl RunningCommand {
+    /// Sends `signal` to the command.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child, which is not reaped until try_wait sees it exit.
+        unsafe { libc::kill(self.pid as i32, signal) };
+    }
+
     /// The exit status once the command has exited (non-blocking).
     pub fn try_wait(&self) -> Option<i32> {
         let mut status = 0;

@@ -410,26 +410,39 @@ pub fn start_serve() -> (Workload, u16) {
     start_serve_with(&[])
 }
 
-/// `start_serve` with more flags.
+/// `start_serve` with more flags. serve binds port 0 and the port comes
+/// from its "serving on" line, so that line must give the port bound.
 pub fn start_serve_with(flags: &[&str]) -> (Workload, u16) {
-    let port = free_port();
-    let child = bpfscope()
-        .args([
-            "serve",
-            "--hz",
-            "99",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
+    use std::io::BufRead;
+    let mut child = bpfscope()
+        .args(["serve", "--hz", "99", "--listen", "127.0.0.1:0"])
         .args(flags)
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
     let serve = Workload(child);
-    let listening = wait_for(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let (port_sender, port_receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split_once("serving on ").map(|(_, rest)| rest) {
+                let address = rest.split_whitespace().next().unwrap_or("");
+                let port = address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
+                port_sender.send(port).ok();
+            }
+        }
     });
-    assert!(listening, "serve never listened on {port}");
+    let port = port_receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve never said where it serves")
+        .expect("no port in serve's \"serving on\" line");
+    assert_ne!(port, 0, "serve printed port 0, not the port it bound");
     // The port is bound before the probes are attached; requests are answered after.
     assert_eq!(get(port, "/").0, 200, "serve is not answering");
     (serve, port)

@@ -204,6 +204,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let access = web.describe();
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
+    // The port bound, when the flag asked for any (port 0).
+    let listening = listener.local_addr().unwrap_or(args.listen);
     // Enabling statistics needs CAP_SYS_ADMIN: before the capabilities go.
     let stats_enabled = args.bpf_stats.then(program_stats::enable).transpose()?;
     // Capabilities are per thread: drop them before the first thread starts
@@ -388,8 +390,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         "http"
     };
     eprintln!(
-        "bpfscope: serving on {scheme}://{} ({access}; /, /metrics, /debug/pprof/profile, /flamegraph.svg)",
-        args.listen
+        "bpfscope: serving on {scheme}://{listening} ({access}; /, /metrics, /debug/pprof/profile, /flamegraph.svg)"
     );
     let host = hostname();
     let mut windows: Vec<Window> = Vec::new();
