@@ -597,6 +597,11 @@ fn exposed_without_tls_or_auth_warns_and_bad_web_configs_are_one_line_errors() {
             "cipher_suites",
         ),
         ("not YAML", "{{{{", "bad web config"),
+        (
+            "cost 31",
+            "basic_auth_users:\n  alice: $2b$31$HuHTSk0YEBTw6CmwvACjseANm8rtNvKDcjHKL8odTXTAh0tJk4loy\n",
+            "has cost 31, over the most served (14)",
+        ),
     ];
     for (what, text, expected) in cases {
         let path = dir.join("web.yml");
@@ -616,4 +621,126 @@ fn exposed_without_tls_or_auth_warns_and_bad_web_configs_are_one_line_errors() {
         assert!(!message.contains("panicked"), "{what}: {message}");
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A connection to 127.0.0.1:`port` from `source` (another loopback
+/// address: another client, as far as the agent can tell).
+fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let address = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, bound and connected with valid sockaddr_in values.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let from = address(source, 0);
+        assert_eq!(
+            libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), length),
+            0
+        );
+        let to = address(std::net::Ipv4Addr::LOCALHOST, port);
+        assert_eq!(
+            libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), length),
+            0
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// GET /metrics with Basic credentials on `stream`: the status code and the whole answer.
+fn get_with_credentials(mut stream: TcpStream, user: &str, password: &str) -> (u16, String) {
+    use base64::Engine as _;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[test]
+fn a_password_storm_from_one_client_does_not_delay_another_clients_login() {
+    let _serial = serial();
+    let dir = tmp_dir().join(format!("web-auth-storm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Cost 13: about half a second a check.
+    let hash = bcrypt::hash(PASSWORD, 13).unwrap();
+    let config = dir.join("web.yml");
+    std::fs::write(
+        &config,
+        format!("basic_auth_users:\n  prometheus: {hash}\n"),
+    )
+    .unwrap();
+    let (serve, port) = start_serve_with(&["--web.config.file", config.to_str().unwrap()]);
+
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let storm: Vec<_> = (0..210)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let user = if i < 60 { "prometheus" } else { "nobody" };
+                let started = Instant::now();
+                let (status, _) = get_with_credentials(connect_from(attacker, port), user, "wrong");
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let local = || connect_from(std::net::Ipv4Addr::LOCALHOST, port);
+    let (status, _) = get_with_credentials(local(), "prometheus", PASSWORD);
+    let first_login = started.elapsed();
+    let started = Instant::now();
+    let (again, _) = get_with_credentials(local(), "prometheus", PASSWORD);
+    let second_login = started.elapsed();
+    let answers: Vec<(u16, Duration)> = storm.into_iter().map(|t| t.join().unwrap()).collect();
+    let limited = answers.iter().filter(|(status, _)| *status == 429).count();
+    let slowest_limited = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .map(|(_, took)| *took)
+        .max()
+        .unwrap_or_default();
+    let (_, metrics) = get_with_credentials(local(), "prometheus", PASSWORD);
+    stop_serve(serve);
+    assert_eq!((status, again), (200, 200));
+    // Before: 30.5 s behind 60 wrong passwords, 9.1 s behind 150 unknown users.
+    assert!(
+        first_login < Duration::from_secs(3),
+        "the first login took {first_login:?} during the storm"
+    );
+    assert!(
+        second_login < Duration::from_millis(200),
+        "cached: {second_login:?}"
+    );
+    assert!(
+        limited >= 200,
+        "only {limited} of 210 wrong attempts were turned away without a check: {answers:?}"
+    );
+    assert!(
+        slowest_limited < Duration::from_secs(3),
+        "a 429 took {slowest_limited:?}"
+    );
+    assert!(
+        metrics.contains("bpfscope_http_connections_rejected_total{reason=\"auth_rate_limited\"}"),
+        "{metrics}"
+    );
 }

@@ -443,8 +443,14 @@ pub fn start_serve_with(flags: &[&str]) -> (Workload, u16) {
         .expect("serve never said where it serves")
         .expect("no port in serve's \"serving on\" line");
     assert_ne!(port, 0, "serve printed port 0, not the port it bound");
-    // The port is bound before the probes are attached; requests are answered after.
-    assert_eq!(get(port, "/").0, 200, "serve is not answering");
+    // The port is bound before the probes are attached; requests are answered after
+    // (with a web config, as unauthorized).
+    let answering = if flags.contains(&"--web.config.file") {
+        401
+    } else {
+        200
+    };
+    assert_eq!(get(port, "/").0, answering, "serve is not answering");
     (serve, port)
 }
 

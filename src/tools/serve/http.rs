@@ -9,17 +9,19 @@
 //!   headers (with the request line) are capped; a client that stops reading
 //!   a response is dropped after `write_timeout`.
 //! - Methods other than GET and HEAD get a 405 here, and requests without
-//!   valid credentials a 401 (`web_config`), before the main loop sees them.
+//!   valid credentials a 401, or a 429 past a client's password attempts
+//!   (`auth`), before the main loop sees them.
 //! - Running out of descriptors never ends the agent: it closes the oldest
 //!   connection that has sent no request, or refuses until one ends.
 //!
 //! Requests that pass go to the main loop, which owns the BPF objects, over a
 //! channel; each carries the one-shot channel its answer goes back on.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -33,12 +35,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{header, Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Sleep;
 
+use super::auth::{Authenticator, Verdict};
 use super::web_config::WebConfig;
 
 /// How the front protects itself.
@@ -53,8 +55,6 @@ pub struct Limits {
 
 /// Longest request target accepted (414 beyond).
 const MAX_URL_BYTES: usize = 4096;
-/// At most this many successful credential checks are remembered.
-const AUTH_CACHE_ENTRIES: usize = 64;
 
 /// What the front counted, for `/metrics`.
 #[derive(Default)]
@@ -66,6 +66,8 @@ pub struct HttpCounters {
     pub accept_errors: AtomicU64,
     pub tls_handshakes_failed: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Requests answered 429 without a password check (see `auth`).
+    pub auth_rate_limited: AtomicU64,
 }
 
 /// An answer from the main loop. The body is shared: requests that joined
@@ -136,10 +138,11 @@ pub fn start(
     let (sender, receiver) = mpsc::channel();
     let front = Arc::new(Front {
         limits,
-        web,
         counters,
         to_main: sender,
-        accepted_credentials: Mutex::new(HashSet::new()),
+        authenticator: (!web.users.is_empty())
+            .then(|| Arc::new(Authenticator::new(web.users.clone()))),
+        web,
     });
     std::thread::Builder::new()
         .name("http".into())
@@ -160,8 +163,7 @@ struct Front {
     web: WebConfig,
     counters: Arc<HttpCounters>,
     to_main: mpsc::Sender<Request>,
-    /// SHA-256 of user and password of credentials bcrypt accepted.
-    accepted_credentials: Mutex<HashSet<[u8; 32]>>,
+    authenticator: Option<Arc<Authenticator>>,
 }
 
 /// Sent, as far as the socket takes it, to connections over the limit.
@@ -180,8 +182,8 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
     let held: Arc<Mutex<BTreeMap<u64, Arc<Held>>>> = Arc::default();
     let mut arrivals = 0u64;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, client) = match listener.accept().await {
+            Ok((stream, client)) => (stream, client.ip()),
             Err(_) => {
                 // Out of descriptors or memory: close the oldest connection
                 // that has sent no request, if any, else wait a moment; go on.
@@ -236,7 +238,7 @@ async fn accept_loop(listener: TcpListener, front: Arc<Front>) {
                 .fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             tokio::select! {
-                () = serve_connection(stream, &front, &connection) => {}
+                () = serve_connection(stream, client, &front, &connection) => {}
                 () = connection.close.notified() => {}
             }
             if let Ok(mut held) = held.lock() {
@@ -271,12 +273,18 @@ fn evict_oldest_before_request(held: &Mutex<BTreeMap<u64, Arc<Held>>>) -> bool {
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>, held: &Arc<Held>) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    client: IpAddr,
+    front: &Arc<Front>,
+    held: &Arc<Held>,
+) {
     let limits = front.limits;
     match &front.web.tls {
         None => {
             serve_http(
                 WriteDeadline::new(stream, limits.write_timeout),
+                client,
                 front,
                 held,
             )
@@ -286,7 +294,13 @@ async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>, hel
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls)) => {
-                    serve_http(WriteDeadline::new(tls, limits.write_timeout), front, held).await
+                    serve_http(
+                        WriteDeadline::new(tls, limits.write_timeout),
+                        client,
+                        front,
+                        held,
+                    )
+                    .await
                 }
                 _ => {
                     front
@@ -299,7 +313,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, front: &Arc<Front>, hel
     }
 }
 
-async fn serve_http<S>(io: WriteDeadline<S>, front: &Arc<Front>, held: &Arc<Held>)
+async fn serve_http<S>(io: WriteDeadline<S>, client: IpAddr, front: &Arc<Front>, held: &Arc<Held>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -307,7 +321,7 @@ where
     let service = service_fn(|request| {
         held.before_first_request.store(false, Ordering::Relaxed);
         let front = Arc::clone(front);
-        async move { Ok::<_, Infallible>(answer(request, &front).await) }
+        async move { Ok::<_, Infallible>(answer(request, client, &front).await) }
     });
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -332,7 +346,7 @@ fn response(reply: Reply) -> Response {
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::from_static(b"bad header\n"))))
 }
 
-async fn answer(request: hyper::Request<Incoming>, front: &Arc<Front>) -> Response {
+async fn answer(request: hyper::Request<Incoming>, client: IpAddr, front: &Arc<Front>) -> Response {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return response(
             Reply::text(405, "only GET and HEAD are served\n").with_header("Allow", "GET, HEAD"),
@@ -349,12 +363,31 @@ async fn answer(request: hyper::Request<Incoming>, front: &Arc<Front>) -> Respon
             format!("request target over {MAX_URL_BYTES} bytes\n"),
         ));
     }
-    if !front.web.users.is_empty() && !authorized(&request, front).await {
-        front.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return response(
-            Reply::text(401, "unauthorized\n")
-                .with_header("WWW-Authenticate", "Basic realm=\"bpfscope\""),
-        );
+    if let Some(authenticator) = &front.authenticator {
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        match authenticator.check(client, authorization).await {
+            Verdict::Accepted => {}
+            Verdict::Refused => {
+                front.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+                return response(
+                    Reply::text(401, "unauthorized\n")
+                        .with_header("WWW-Authenticate", "Basic realm=\"bpfscope\""),
+                );
+            }
+            Verdict::TooManyAttempts => {
+                front
+                    .counters
+                    .auth_rate_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                return response(
+                    Reply::text(429, "too many password attempts from this address\n")
+                        .with_header("Retry-After", "10"),
+                );
+            }
+        }
     }
     let (reply, answered) = oneshot::channel();
     let sent = front.to_main.send(Request { url, reply }).is_ok();
@@ -365,50 +398,6 @@ async fn answer(request: hyper::Request<Incoming>, front: &Arc<Front>) -> Respon
         Ok(reply) => response(reply),
         Err(_) => response(Reply::text(503, "the agent is stopping\n")),
     }
-}
-
-/// Whether the request carries Basic credentials of a configured user.
-/// Unknown users cost a bcrypt check too, so timing does not tell them.
-async fn authorized(request: &hyper::Request<Incoming>, front: &Arc<Front>) -> bool {
-    let Some((user, password)) = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(super::web_config::basic_credentials)
-    else {
-        return false;
-    };
-    let key: [u8; 32] = Sha256::new()
-        .chain_update(user.as_bytes())
-        .chain_update([0])
-        .chain_update(password.as_bytes())
-        .finalize()
-        .into();
-    if front
-        .accepted_credentials
-        .lock()
-        .is_ok_and(|accepted| accepted.contains(&key))
-    {
-        return true;
-    }
-    let hash = front.web.users.get(&user).cloned();
-    let check = tokio::task::spawn_blocking(move || {
-        let hash = hash
-            .as_deref()
-            .unwrap_or(super::web_config::UNKNOWN_USER_HASH);
-        bcrypt::verify(password, hash).unwrap_or(false)
-            && hash != super::web_config::UNKNOWN_USER_HASH
-    });
-    let accepted = check.await.unwrap_or(false);
-    if accepted {
-        if let Ok(mut cache) = front.accepted_credentials.lock() {
-            if cache.len() >= AUTH_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(key);
-        }
-    }
-    accepted
 }
 
 /// A stream whose writes fail once they have waited `timeout` without

@@ -461,7 +461,7 @@ impl Metrics {
         );
         exposition.samples(
             "bpfscope_http_connections_rejected_total",
-            "HTTP connections (requests, for unauthorized) turned away, by why: over --web.max-connections, closed to make room before sending a request, accept failed (out of descriptors), TLS handshake failed or timed out, no valid credentials.",
+            "HTTP connections (requests, for unauthorized) turned away, by why: over --web.max-connections, closed to make room before sending a request, accept failed (out of descriptors), TLS handshake failed or timed out, no valid credentials, a client's password attempts over its limit (429).",
             "counter",
             &[
                 ("limit", &http.connections_refused),
@@ -469,6 +469,7 @@ impl Metrics {
                 ("accept_failed", &http.accept_errors),
                 ("tls_failed", &http.tls_handshakes_failed),
                 ("unauthorized", &http.unauthorized),
+                ("auth_rate_limited", &http.auth_rate_limited),
             ]
             .map(|(reason, counter)| (labels(&[("reason", reason)]), count(counter))),
         );

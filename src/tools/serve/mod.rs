@@ -12,6 +12,7 @@
 //! Listens on loopback unless told otherwise; SIGTERM or Ctrl-C detaches
 //! everything and exits 0.
 
+mod auth;
 mod history;
 mod http;
 mod metrics;

@@ -33,6 +33,24 @@ use tokio_rustls::TlsAcceptor;
 /// are checked against it, so that a check takes as long either way.
 pub const UNKNOWN_USER_HASH: &str = "$2b$10$SWQbLrlTiOAwpmNZwgfFUejojfCJUeeGevLodbLl2o2PvXHWXFvq2";
 
+/// The highest bcrypt cost accepted: each check of a cost-14 hash takes
+/// about a second of CPU, and a cost-31 one days.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// The cost of a well-formed bcrypt hash (`$2a$`, `$2b$`, `$2x$` or `$2y$`,
+/// two digits, `$`, 53 characters of bcrypt's base64), checked without
+/// running bcrypt.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2a$", "$2b$", "$2x$", "$2y$"]
+        .iter()
+        .find_map(|prefix| hash.strip_prefix(prefix))?;
+    let (cost, salt_and_hash) = rest.split_once('$')?;
+    let cost: u32 = cost.parse().ok().filter(|_| cost.len() == 2)?;
+    let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '/';
+    ((4..=31).contains(&cost) && salt_and_hash.len() == 53 && salt_and_hash.chars().all(alphabet))
+        .then_some(cost)
+}
+
 /// Largest configuration, certificate or key file read.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -84,11 +102,16 @@ impl WebConfig {
             .map_err(|error| anyhow!("bad web config {}: {error}", path.display()))?;
         let directory = path.parent().unwrap_or(Path::new("."));
         for (user, hash) in &format.basic_auth_users {
-            if bcrypt::verify("", hash).is_err() {
-                bail!(
+            match bcrypt_cost(hash) {
+                None => bail!(
                     "bad web config {}: the password of user {user:?} is not a bcrypt hash",
                     path.display()
-                );
+                ),
+                Some(cost) if cost > MAX_BCRYPT_COST => bail!(
+                    "bad web config {}: the bcrypt hash of user {user:?} has cost {cost}, over the most served ({MAX_BCRYPT_COST}): each check would take too long; hash the password with a lower cost",
+                    path.display()
+                ),
+                Some(_) => {}
             }
         }
         let tls = format
@@ -225,6 +248,16 @@ mod tests {
         );
         assert_eq!(basic_credentials("Bearer abc"), None);
         assert_eq!(basic_credentials("Basic !!!"), None);
+    }
+
+    #[test]
+    fn bcrypt_costs_are_read_without_running_bcrypt() {
+        assert_eq!(bcrypt_cost(UNKNOWN_USER_HASH), Some(10));
+        let cost_31 = UNKNOWN_USER_HASH.replace("$10$", "$31$");
+        assert_eq!(bcrypt_cost(&cost_31), Some(31));
+        for bad in ["hunter2", "$2b$1$abc", "$2b$10$short", "$3b$10$"] {
+            assert_eq!(bcrypt_cost(bad), None, "{bad}");
+        }
     }
 
     #[test]
