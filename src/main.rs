@@ -27,6 +27,20 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     tool: Tool,
+    /// The most memory, in all, that what other users' processes and files
+    /// can make bpfscope hold may take: Python code objects, perf maps,
+    /// private copies of objects, symbol tables, diff input (e.g. 512M, 2G).
+    /// Past it, items are dropped and counted, and the run goes on.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "512M",
+          value_parser = host::memory_budget::parse_size)]
+    memory_budget: u64,
+    /// The most one item of a kind may take, as KIND=SIZE (repeatable):
+    /// python-code (default 64M, one process's code objects), perf-map (128M,
+    /// one process's), private-copy (256M, one object's), symbol-table (256M,
+    /// one object's), diff-input (256M, one input's).
+    #[arg(long, global = true, value_name = "KIND=SIZE",
+          value_parser = host::memory_budget::parse_item_limit)]
+    memory_limit: Vec<(host::memory_budget::Kind, u64)>,
 }
 
 /// A tool's exit status: 0, or that of the command it ran.
@@ -119,6 +133,7 @@ fn main() {
         }
         Err(help_or_version) => help_or_version.exit(),
     };
+    host::memory_budget::configure(cli.memory_budget, &cli.memory_limit);
     match cli.tool.run() {
         Ok(ExitStatus(status)) => std::process::exit(status.into()),
         Err(error) => {

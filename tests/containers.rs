@@ -869,7 +869,7 @@ impl HostileDebuginfod {
                 let wrong = wrong.clone();
                 std::thread::spawn(move || {
                     let mut request = [0u8; 4096];
-                    stream.read(&mut request).ok();
+                    let _request = stream.read(&mut request);
                     match answer {
                         HostileAnswer::Nothing => {}
                         HostileAnswer::WrongFile => {

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -427,13 +427,9 @@ fn a_fake_python_runtime_cannot_size_what_root_reads() {
         };
         let built = workload_variant("fake_python", &format!("-{mode}"), flags);
         let fake = give_user(&built, &dir, "python3.13");
-        let user = Workload(as_user(&fake, &["4"]).spawn().unwrap());
+        let user = AsUser::start(as_user(&fake, &["4"]));
         std::thread::sleep(Duration::from_millis(300));
-        let pid = fs::read_to_string(format!("/proc/{}/task/{}/children", user.pid(), user.pid()))
-            .unwrap_or_default()
-            .split_whitespace()
-            .next()
-            .map_or(user.pid(), |child| child.parse().unwrap());
+        let pid = user.pid;
         let started = Instant::now();
         let (output, peak_kib) =
             run_measured(bpfscope().args(["profile", "-F", "999", "-p", &pid.to_string(), "2"]));
@@ -464,4 +460,243 @@ fn a_fake_python_runtime_cannot_size_what_root_reads() {
         drop(user);
         fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// `bpfscope [BUDGET..] profile -F 999 -p PIDS 3` as root: its output and
+/// peak RSS (KiB); it must succeed.
+fn profile_measured(budget: &[&str], pids: &[u32]) -> (Output, u64) {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let (output, peak) = run_measured(bpfscope().args(budget).args([
+        "profile",
+        "-F",
+        "999",
+        "-p",
+        &pids.join(","),
+        "3",
+    ]));
+    assert!(
+        output.status.success(),
+        "{:?} {}",
+        output.status,
+        stderr(&output)
+    );
+    (output, peak)
+}
+
+/// A program the hostile user runs (through `runuser`), killed when dropped.
+struct AsUser {
+    runner: Workload,
+    /// The user's process itself (runuser's only child).
+    pid: u32,
+}
+
+impl AsUser {
+    fn start(mut command: Command) -> AsUser {
+        let runner = Workload(command.spawn().unwrap());
+        let mut pid = None;
+        wait_for(Duration::from_secs(10), || {
+            pid = fs::read_to_string(format!("/proc/{0}/task/{0}/children", runner.pid()))
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse().ok());
+            pid.is_some()
+        });
+        let pid = pid.expect("runuser started nothing");
+        AsUser { runner, pid }
+    }
+}
+
+/// A process of the user's (forked by one of their programs), killed when dropped.
+struct ChildOfUser(u32);
+
+impl Drop for ChildOfUser {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        self.runner.0.kill().ok();
+    }
+}
+
+const MIB_IN_KIB: u64 = 1024;
+
+#[test]
+fn code_objects_of_a_hostile_python_stay_within_their_budget() {
+    let _serial = serial();
+    let dir = user_dir("code-bomb");
+    let script = dir.join("bomb.py");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/code_object_bomb.py"),
+        &script,
+    )
+    .unwrap();
+    let python = Path::new("/usr/bin/python3.11");
+    // What a profile of a Python process costs without the bomb.
+    let quiet = AsUser::start(as_user(
+        python,
+        &["-c", "import time\nwhile True: time.sleep(0.001)"],
+    ));
+    let (_, baseline) = profile_measured(&["--memory-limit", "python-code=16M"], &[quiet.pid]);
+    drop(quiet);
+    let bomb = AsUser::start(as_user(python, &[script.to_str().unwrap(), "8"]));
+    let pid = bomb.pid;
+    std::thread::sleep(Duration::from_millis(500));
+    let (output, peak) = profile_measured(&["--memory-limit", "python-code=16M"], &[pid]);
+    let text = stderr(&output);
+    // Without a budget, this bomb drove a 3 s profile past 2 GB.
+    assert!(
+        peak < baseline + 16 * MIB_IN_KIB + 48 * MIB_IN_KIB,
+        "peak RSS {peak} KiB against {baseline} KiB without the bomb\n{text}"
+    );
+    assert!(
+        text.contains("refused room: 1 python-code over 16 MiB"),
+        "{text}"
+    );
+    // exec'd code: its file is "<string>".
+    assert!(
+        stdout(&output).contains("<string>:bomb"),
+        "some code objects are named"
+    );
+    drop(bomb);
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn perf_maps_linked_to_one_huge_file_stay_within_their_budget() {
+    let _serial = serial();
+    let dir = user_dir("perf-map-bomb");
+    let bomb = give_user(&workload("perf_map_bomb"), &dir, "perf_map_bomb");
+    let quiet = AsUser::start(as_user(&workload_copy(&dir, "short_burn"), &["100000"]));
+    let (_, baseline) = profile_measured(&["--memory-limit", "perf-map=16M"], &[quiet.pid]);
+    drop(quiet);
+    let mut command = as_user(&bomb, &["300", "12"]);
+    command.stdout(Stdio::piped());
+    let mut runner = AsUser::start(command);
+    let parent = runner.pid;
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(runner.runner.0.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let child: u32 = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _child = ChildOfUser(child);
+    let (output, peak) = profile_measured(&["--memory-limit", "perf-map=16M"], &[parent, child]);
+    let text = stderr(&output);
+    // Two processes whose maps link to one 300 MB file: 16 MiB each.
+    assert!(
+        peak < baseline + 2 * 16 * MIB_IN_KIB + 48 * MIB_IN_KIB,
+        "peak RSS {peak} KiB against {baseline} KiB without the maps\n{text}"
+    );
+    assert!(
+        text.contains("refused room: 2 perf-map over 16 MiB"),
+        "{text}"
+    );
+    assert!(text.contains("of 2 maps not read"), "{text}");
+    drop(runner);
+    fs::remove_dir_all(&dir).ok();
+}
+
+/// A copy of workload NAME in `dir`, owned by the hostile user.
+fn workload_copy(dir: &Path, name: &str) -> PathBuf {
+    give_user(&workload(name), dir, name)
+}
+
+#[test]
+fn executables_padded_with_holes_are_copied_without_them() {
+    let _serial = serial();
+    let dir = user_dir("sparse");
+    let mut runners = Vec::new();
+    for copy in ["padded-a", "padded-b"] {
+        let binary = give_user(&workload("cpu_split"), &dir, copy);
+        // 1023 MiB of hole after the program: the old copy was all of it.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&binary)
+            .unwrap()
+            .set_len(1023 << 20)
+            .unwrap();
+        runners.push(AsUser::start(as_user(&binary, &["20"])));
+    }
+    let pids: Vec<u32> = runners.iter().map(|runner| runner.pid).collect();
+    let started = Instant::now();
+    let (output, peak) = profile_measured(&[], &pids);
+    let elapsed = started.elapsed();
+    let text = stderr(&output);
+    assert!(peak < 200 * MIB_IN_KIB, "peak RSS {peak} KiB\n{text}");
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "took {elapsed:?}\n{text}"
+    );
+    // Named through the copies, which hold the symbol tables.
+    let stacks = parse_folded(&stdout(&output));
+    for comm in ["padded-a", "padded-b"] {
+        let named = count_with_chain(&for_comm(&stacks, comm), &["burn_three", "spin"]);
+        assert!(
+            named > 500,
+            "{comm}: {named} samples in burn_three;spin\n{text}"
+        );
+    }
+    drop(runners);
+    fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn diff_inputs_are_bounded_while_read() {
+    let _serial = serial();
+    let dir = tmp_dir().join("diff-bombs");
+    fs::remove_dir_all(&dir).ok();
+    fs::create_dir_all(&dir).unwrap();
+    // Two million distinct stacks, about 50 MB of text.
+    let many = dir.join("many.folded");
+    let mut text = String::with_capacity(60 << 20);
+    for i in 0..2_000_000u32 {
+        text.push_str(&format!("main;f{i};g{} 1\n", i ^ 0x5555));
+    }
+    fs::write(&many, text).unwrap();
+    // A gzip bomb: 2 GiB of zeros in about 2 MB.
+    let bomb = dir.join("bomb.pb.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 2G /dev/zero | gzip -1 > {}",
+            bomb.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (input, expected) in [
+        (
+            &many,
+            "its stacks need more than the memory budget allows (64 MiB",
+        ),
+        (&bomb, "decompresses to more than 16 MiB"),
+    ] {
+        let started = Instant::now();
+        let (output, peak) = run_measured(
+            bpfscope()
+                .args(["--memory-limit", "diff-input=64M", "diff"])
+                .arg(input)
+                .arg(input),
+        );
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(text.contains(expected), "{text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+        assert!(peak < (64 + 48) * MIB_IN_KIB, "peak RSS {peak} KiB: {text}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+    fs::remove_dir_all(&dir).ok();
 }

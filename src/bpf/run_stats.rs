@@ -69,7 +69,7 @@ impl PythonWalkStats {
         }
         if unnamed > 0 {
             line.push_str(&format!(
-                "; {unnamed} frames [unknown python] (code object gone or changed)"
+                "; {unnamed} frames [unknown python] (code object gone or changed, or its process over its memory budget)"
             ));
         }
         if unmerged > 0 {

@@ -27,6 +27,7 @@ use crate::bpf::preflight;
 use crate::bpf::run_stats::{LossWords, RunStats};
 use crate::bpf::stack_maps::{self, StackKey, StackMaps};
 use crate::engine::run::{Collection, StopReason};
+use crate::host::memory_budget::budget;
 use crate::host::process_maps::{AddressSpace, AddressSpaces};
 use crate::host::python_runtime::PythonRuntime;
 use crate::host::signals;
@@ -357,6 +358,9 @@ pub fn run<'obj, O: StackObject>(
     }
     collector.print_unwind_summary(&stats);
     collector.print_python_summary(&stats);
+    if let Some(line) = budget().summary() {
+        eprintln!("bpfscope: warning: {line}");
+    }
     Ok(match stop {
         StopReason::CommandExited(status) => u8::try_from(status).unwrap_or(u8::MAX),
         _ => 0,

@@ -22,6 +22,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::model::module::Module;
 
 /// The largest object bpfscope reads or copies (a crafted file larger than
@@ -77,7 +78,7 @@ pub struct ObjectFile {
     /// Owned by root and writable by nobody else: no user can change it.
     trusted: bool,
     /// A sealed private copy, made once for code that maps the file.
-    sealed_copy: OnceLock<io::Result<OwnedFd>>,
+    sealed_copy: OnceLock<io::Result<(OwnedFd, Reservation)>>,
     elf: OnceLock<ElfFacts>,
 }
 
@@ -93,8 +94,23 @@ pub struct ElfFacts {
     /// A `.symtab` or DWARF `.debug_info` with contents: names every
     /// function without a separate debug file.
     pub has_symbols: bool,
+    /// What the symbolizer holds in memory to name this object's functions,
+    /// estimated from the sizes of its symbol, string and DWARF sections.
+    pub symbol_table_bytes: u64,
     /// Loadable segments: (file offset, virtual address, size in the file).
     loads: Vec<(u64, u64, u64)>,
+}
+
+/// How many bytes of memory a section costs the symbolizer per byte of it:
+/// symbol tables are sorted into an index of about twice their size, names
+/// and DWARF are read about as large.
+fn symbolizer_bytes_per_byte(section: &str) -> u64 {
+    match section {
+        ".symtab" | ".dynsym" => 2,
+        ".strtab" | ".dynstr" => 1,
+        name if name.starts_with(".debug_") || name.starts_with(".zdebug_") => 1,
+        _ => 0,
+    }
 }
 
 impl ElfFacts {
@@ -122,6 +138,13 @@ impl ElfFacts {
                 .flatten()
                 .and_then(|(name, crc)| Some((String::from_utf8(name.to_vec()).ok()?, crc))),
             has_symbols: has_contents(".symtab") || has_contents(".debug_info"),
+            symbol_table_bytes: elf
+                .sections()
+                .filter_map(|section| {
+                    let factor = symbolizer_bytes_per_byte(section.name().ok()?);
+                    Some(section.file_range()?.1.saturating_mul(factor))
+                })
+                .fold(0, u64::saturating_add),
             loads: elf
                 .segments()
                 .map(|segment| {
@@ -292,13 +315,20 @@ impl ObjectFile {
             )));
         }
         match self.sealed_copy.get_or_init(|| self.copy_sealed()) {
-            Ok(copy) => Ok(PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()))),
+            Ok((copy, _)) => Ok(PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()))),
             Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
         }
     }
 
-    /// Copies the file into a memfd and seals it against any change.
-    fn copy_sealed(&self) -> io::Result<OwnedFd> {
+    /// Copies what symbolization reads of the file (`copied_ranges`) into a
+    /// memfd of the same size, holes elsewhere, within the memory budget,
+    /// and seals it against any change.
+    fn copy_sealed(&self) -> io::Result<(OwnedFd, Reservation)> {
+        let ranges = copied_ranges(&self.file, self.size);
+        let bytes = ranges.iter().map(|(_, len)| len).sum();
+        let held = budget()
+            .reserve(Kind::PrivateCopy, bytes)
+            .ok_or_else(|| io::Error::other("over the memory budget"))?;
         let name = CString::new("bpfscope-object").expect("no NUL");
         // SAFETY: name is a valid C string; the flags are memfd_create's.
         let fd = unsafe {
@@ -310,13 +340,16 @@ impl ObjectFile {
         // SAFETY: memfd_create just returned this descriptor.
         let copy = unsafe { OwnedFd::from_raw_fd(fd) };
         let target = File::from(copy.try_clone()?);
-        let mut offset = 0u64;
+        target.set_len(self.size)?;
         let mut chunk = vec![0u8; 1 << 20];
-        while offset < self.size {
-            let len = chunk.len().min((self.size - offset) as usize);
-            self.file.read_exact_at(&mut chunk[..len], offset)?;
-            target.write_all_at(&chunk[..len], offset)?;
-            offset += len as u64;
+        for (start, len) in ranges {
+            let mut offset = start;
+            while offset < start + len {
+                let want = chunk.len().min((start + len - offset) as usize);
+                self.file.read_exact_at(&mut chunk[..want], offset)?;
+                target.write_all_at(&chunk[..want], offset)?;
+                offset += want as u64;
+            }
         }
         let seals =
             libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
@@ -324,8 +357,87 @@ impl ObjectFile {
         if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(copy)
+        Ok((copy, held))
     }
+}
+
+/// The byte ranges (offset, length) of `file` a private copy holds: of a
+/// 64-bit ELF file, its headers and every section but loaded code and
+/// data (symbol and string tables, notes, debug sections stay), which is
+/// all symbolization reads; of anything else, its data without holes.
+fn copied_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let ranges = elf_ranges_for_symbols(file).unwrap_or_else(|| data_ranges(file, size));
+    ranges
+        .into_iter()
+        .filter(|&(start, _)| start < size)
+        .map(|(start, len)| (start, len.min(size - start)))
+        .filter(|&(_, len)| len > 0)
+        .collect()
+}
+
+fn elf_ranges_for_symbols(file: &File) -> Option<Vec<(u64, u64)>> {
+    use object::elf;
+    use object::read::elf::{FileHeader, SectionHeader};
+    let data = object::ReadCache::new(file);
+    let header = elf::FileHeader64::<object::Endianness>::parse(&data).ok()?;
+    let endian = header.endian().ok()?;
+    let table = |offset: u64, count: usize, entry: u16| (offset, count as u64 * u64::from(entry));
+    let mut ranges = vec![
+        (
+            0,
+            std::mem::size_of::<elf::FileHeader64<object::Endianness>>() as u64,
+        ),
+        table(
+            header.e_phoff(endian),
+            header.phnum(endian, &data).ok()?,
+            header.e_phentsize(endian),
+        ),
+        table(
+            header.e_shoff(endian),
+            header.shnum(endian, &data).ok()?,
+            header.e_shentsize(endian),
+        ),
+    ];
+    for section in header.section_headers(endian, &data).ok()? {
+        let loaded = section.sh_flags(endian) & u64::from(elf::SHF_ALLOC) != 0;
+        let symbols = matches!(
+            section.sh_type(endian),
+            elf::SHT_DYNSYM
+                | elf::SHT_STRTAB
+                | elf::SHT_NOTE
+                | elf::SHT_HASH
+                | elf::SHT_GNU_HASH
+                | elf::SHT_GNU_VERSYM
+                | elf::SHT_GNU_VERDEF
+                | elf::SHT_GNU_VERNEED
+                | elf::SHT_DYNAMIC
+        );
+        if !loaded || symbols {
+            ranges.extend(section.file_range(endian));
+        }
+    }
+    Some(ranges)
+}
+
+/// The ranges of `file` that hold data (SEEK_DATA/SEEK_HOLE): a sparse
+/// file's holes cost nothing to copy.
+fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let fd = file.as_raw_fd();
+    let mut ranges = Vec::new();
+    let mut offset = 0i64;
+    while (offset as u64) < size {
+        // SAFETY: lseek on our own descriptor (reads use pread, not the offset).
+        let data = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if data < 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { size as i64 } else { hole };
+        ranges.push((data as u64, (end - data) as u64));
+        offset = end;
+    }
+    ranges
 }
 
 /// The (device, inode) a /proc/PID/maps line shows for a module.
@@ -369,6 +481,44 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
         let error = ObjectFile::open_named(&fifo).unwrap_err().to_string();
         assert!(error.contains("not a regular file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn copies_keep_the_symbols_and_skip_code_and_holes() {
+        use object::{Object, ObjectSymbol};
+        let dir = std::env::temp_dir().join(format!("bpfscope-sparse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("true");
+        std::fs::copy("/bin/true", &path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let original = std::fs::read(&path).unwrap();
+        // A user pads their executable with a hole of half a gigabyte.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        let object = ObjectFile::open_named(&path).unwrap();
+        let stable = object.stable_path().unwrap();
+        let copy = File::open(&stable).unwrap();
+        assert!(
+            copy.metadata().unwrap().blocks() * 512 < 1 << 20,
+            "holes and code skipped"
+        );
+        let mut copied = vec![0u8; original.len()];
+        copy.read_exact_at(&mut copied, 0).unwrap();
+        let names = |bytes: &[u8]| -> Vec<String> {
+            let elf = object::File::parse(bytes).unwrap();
+            elf.dynamic_symbols()
+                .map(|symbol| symbol.name().unwrap().to_string())
+                .collect()
+        };
+        assert!(!names(&original).is_empty());
+        assert_eq!(names(&copied), names(&original));
+        assert_ne!(copied, original, "loaded code is not copied");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

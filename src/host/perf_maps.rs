@@ -15,9 +15,11 @@
 //! regular file, and is read with bounded reads. Runtimes append while
 //! they run, so a map is re-read from where it was left when it has grown,
 //! and from the start when it shrank or was replaced. At most
-//! `MAX_ENTRIES` entries are kept per process (later entries replace
-//! earlier ones at the same address; past the cap, new entries are
-//! dropped and counted).
+//! `MAX_ENTRIES` entries are kept per process, within the memory budget's
+//! limit for one perf map and its total (later entries replace earlier
+//! ones at the same address; past MAX_ENTRIES new entries are dropped and
+//! counted; past the budget the rest of the map is not read, counted in
+//! bytes). Two processes whose maps are links to one file each pay.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,6 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::object_files::ObjectFile;
 
 /// How CPython (`-X perf`) names its trampolines: `py::QUALNAME:FILE`.
@@ -34,6 +37,8 @@ pub const CPYTHON_TRAMPOLINE_PREFIX: &str = "py::";
 pub const MAX_ENTRIES: usize = 1 << 20;
 /// The longest line read; longer ones are skipped.
 const MAX_LINE: usize = 4096;
+/// Bytes an entry costs besides its name (tree node, addresses, string header).
+const ENTRY_OVERHEAD: u64 = 64;
 
 /// One process's perf map as read so far.
 #[derive(Debug, Default)]
@@ -48,6 +53,12 @@ pub struct PerfMap {
     /// Lines parsed so far, and the time spent reading them.
     pub lines_read: u64,
     pub read_time: Duration,
+    /// The entries' share of the memory budget.
+    held: Option<Reservation>,
+    /// The budget refused this map more room: the rest of it is not read.
+    full: bool,
+    /// Bytes of the map not read because it was full.
+    pub skipped_bytes: u64,
 }
 
 /// Parses one `START SIZE NAME` line.
@@ -101,9 +112,15 @@ impl PerfMap {
                 dropped: self.dropped,
                 lines_read: self.lines_read,
                 read_time: self.read_time,
+                skipped_bytes: self.skipped_bytes,
                 ..PerfMap::default()
             };
             self.source = Some(identity);
+        }
+        if self.full {
+            self.skipped_bytes += file.size - self.read_to;
+            self.read_to = file.size;
+            return;
         }
         let mut offset = self.read_to;
         let mut chunk = vec![0u8; 1 << 20];
@@ -128,6 +145,12 @@ impl PerfMap {
             };
             self.add_lines(&pending[..complete]);
             pending.drain(..complete);
+            if self.full {
+                // The rest could not be kept: it is not read.
+                self.skipped_bytes += file.size - offset;
+                offset = file.size;
+                pending.clear();
+            }
         }
         // A last line without its newline is read again next time.
         self.read_to = offset - pending.len() as u64;
@@ -150,11 +173,38 @@ impl PerfMap {
             else {
                 continue;
             };
-            if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&start) {
+            let replaced = self
+                .entries
+                .get(&start)
+                .map_or(0, |(_, old)| old.len() as u64);
+            if replaced == 0 && self.entries.len() >= MAX_ENTRIES {
                 self.dropped += 1;
                 continue;
             }
+            if !self.hold(name, replaced) {
+                self.full = true;
+                return;
+            }
             self.entries.insert(start, (end, name.to_string()));
+        }
+    }
+
+    /// Takes room in the memory budget for an entry named `name` that
+    /// replaces one whose name had `replaced` bytes (0: a new entry).
+    fn hold(&mut self, name: &str, replaced: u64) -> bool {
+        let wanted = name.len() as u64 + if replaced == 0 { ENTRY_OVERHEAD } else { 0 };
+        let held = match &mut self.held {
+            Some(held) => held,
+            None => {
+                self.held = budget().reserve(Kind::PerfMap, wanted.saturating_sub(replaced));
+                return self.held.is_some();
+            }
+        };
+        if wanted >= replaced {
+            held.grow(wanted - replaced)
+        } else {
+            held.shrink(replaced - wanted);
+            true
         }
     }
 

@@ -349,8 +349,18 @@ impl AddressSpaces {
         let entries: usize = read.iter().map(|map| map.entry_count()).sum();
         let lines: u64 = read.iter().map(|map| map.lines_read).sum();
         let time: std::time::Duration = read.iter().map(|map| map.read_time).sum();
+        let skipped: u64 = read.iter().map(|map| map.skipped_bytes).sum();
+        let skipped = if skipped > 0 {
+            format!(
+                "; {} MiB of {} maps not read (over their memory budget: those JIT frames [unknown])",
+                skipped.div_ceil(1 << 20),
+                read.iter().filter(|map| map.skipped_bytes > 0).count()
+            )
+        } else {
+            String::new()
+        };
         Some(format!(
-            "perf maps: {} processes, {entries} entries ({lines} lines read in {} ms)",
+            "perf maps: {} processes, {entries} entries ({lines} lines read in {} ms){skipped}",
             read.len(),
             time.as_millis()
         ))

@@ -158,31 +158,35 @@ pub fn parse_line(line: &str) -> Option<(Vec<&str>, u64)> {
     Some((stack.split(';').collect(), count.parse().ok()?))
 }
 
-/// Reads folded text (`stack count` per line, as bpfscope, FlameGraph's
-/// stackcollapse scripts and inferno write it), merging repeated stacks;
-/// the error names the first line that is not of that form.
-pub fn parse(text: &str) -> Result<BTreeMap<String, u64>, String> {
-    let mut stacks = BTreeMap::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim_end();
-        if line.is_empty() {
-            continue;
-        }
-        let parsed = line
-            .rsplit_once(' ')
-            .filter(|(stack, _)| !stack.is_empty())
-            .and_then(|(stack, count)| Some((stack, count.parse::<u64>().ok()?)));
-        let Some((stack, count)) = parsed else {
-            return Err(format!(
-                "line {}: not `stack count`: {:.60}",
-                index + 1,
-                line
-            ));
-        };
-        let total: &mut u64 = stacks.entry(stack.to_string()).or_default();
-        *total = total.saturating_add(count);
+/// Adds line `number` of folded text (`stack count`, as bpfscope,
+/// FlameGraph's stackcollapse scripts and inferno write it) to `stacks`,
+/// merging repeated stacks; the error names the line if it is not of that
+/// form. Returns the bytes of a stack it
+/// added (0 when the stack was there already, or the line empty).
+pub fn add_line(
+    stacks: &mut BTreeMap<String, u64>,
+    number: usize,
+    line: &str,
+) -> Result<usize, String> {
+    let line = line.trim_end();
+    if line.is_empty() {
+        return Ok(0);
     }
-    Ok(stacks)
+    let parsed = line
+        .rsplit_once(' ')
+        .filter(|(stack, _)| !stack.is_empty())
+        .and_then(|(stack, count)| Some((stack, count.parse::<u64>().ok()?)));
+    let Some((stack, count)) = parsed else {
+        return Err(format!("line {number}: not `stack count`: {line:.60}"));
+    };
+    let added = if stacks.contains_key(stack) {
+        0
+    } else {
+        stack.len()
+    };
+    let total: &mut u64 = stacks.entry(stack.to_string()).or_default();
+    *total = total.saturating_add(count);
+    Ok(added)
 }
 
 #[cfg(test)]

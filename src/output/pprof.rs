@@ -468,22 +468,24 @@ pub fn build(profile: &Profile, group_by: GroupBy) -> PprofProfile {
     builder.profile
 }
 
-/// The most a pprof input may take once decompressed (a gzip bomb stops there).
-const MAX_DECODED_BYTES: u64 = 1 << 30;
-
 /// Reads a pprof profile (gzipped or not) as folded stacks, root first
 /// (below the `comm` label where samples have one, as bpfscope's do),
-/// valued by its first sample type; unknown ids read as `[unknown]`.
-pub fn fold_pprof(bytes: &[u8]) -> Result<BTreeMap<String, u64>> {
+/// valued by its first sample type; unknown ids read as `[unknown]`. A
+/// gzipped profile that decompresses to more than `max_decoded` bytes is
+/// refused as soon as it passes that.
+pub fn fold_pprof(bytes: &[u8], max_decoded: u64) -> Result<BTreeMap<String, u64>> {
     let decoded;
     let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(bytes)
-            .take(MAX_DECODED_BYTES + 1)
+            .take(max_decoded + 1)
             .read_to_end(&mut out)
             .context("not a gzipped pprof profile")?;
-        if out.len() as u64 > MAX_DECODED_BYTES {
-            anyhow::bail!("the pprof profile decompresses to more than 1 GiB");
+        if out.len() as u64 > max_decoded {
+            anyhow::bail!(
+                "the pprof profile decompresses to more than {} MiB",
+                max_decoded >> 20
+            );
         }
         decoded = out;
         &decoded[..]
@@ -576,7 +578,7 @@ mod tests {
             &["pipe_write", "try_to_wake_up"],
         )]);
         p.kind = ProfileKind::OffWake;
-        let from_pprof = fold_pprof(&render(&p, GroupBy::Process).unwrap()).unwrap();
+        let from_pprof = fold_pprof(&render(&p, GroupBy::Process).unwrap(), 1 << 30).unwrap();
         // As folded (without its `_[k]` marks), in nanoseconds; only a frame
         // with inlined functions reads outermost first, as a pprof location's
         // lines are the same wherever the address appears.
@@ -600,9 +602,9 @@ mod tests {
             vec![],
             3,
         )]);
-        let folded = fold_pprof(&render(&p, GroupBy::Process).unwrap()).unwrap();
+        let folded = fold_pprof(&render(&p, GroupBy::Process).unwrap(), 1 << 30).unwrap();
         assert_eq!(folded.get("burn;main;outer;inlined"), Some(&3));
-        assert!(fold_pprof(b"\x1f\x8bjunk").is_err());
+        assert!(fold_pprof(b"\x1f\x8bjunk", 1 << 30).is_err());
     }
 
     #[test]

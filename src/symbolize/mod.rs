@@ -8,6 +8,8 @@
 //! separate debug file (found by host::debug_files when the object was
 //! first seen, or fetched by `debuginfod`), by virtual address. Code in no
 //! file mapping is named from the process's perf map (host::perf_maps).
+//! An object whose symbol table would pass the memory budget
+//! (`host::memory_budget`) is not read: its frames stay `[unknown]`.
 
 pub mod debuginfod;
 pub mod python;
@@ -23,6 +25,7 @@ use self::debuginfod::Debuginfod;
 use self::python::PythonNames;
 
 use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED, TRUNCATED};
+use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpaces;
 use crate::model::module::Module;
@@ -39,6 +42,9 @@ pub struct Symbolizer {
     /// Objects whose cached names came from a separate debug file.
     named_from_debug_file: HashSet<ContentIdentity>,
     debuginfod: Option<Arc<Debuginfod>>,
+    /// Each object's symbol table's share of the memory budget, held while
+    /// blazesym may hold the table; None: refused, the object is not read.
+    symbol_tables: HashMap<ContentIdentity, Option<Reservation>>,
 }
 
 /// The addresses wanted from one object, and the file to read names from.
@@ -103,6 +109,7 @@ impl Symbolizer {
             user: HashMap::new(),
             named_from_debug_file: HashSet::new(),
             debuginfod,
+            symbol_tables: HashMap::new(),
         }
     }
 
@@ -122,9 +129,18 @@ impl Symbolizer {
         self.debuginfod.as_ref()?.debug_file(&object.build_id()?)
     }
 
+    /// Whether `object`'s symbol table fits the memory budget (asked once
+    /// per object while this symbolizer lives).
+    fn symbol_table_fits(&mut self, object: &ObjectFile) -> bool {
+        self.symbol_tables
+            .entry(object.content_identity())
+            .or_insert_with(|| budget().reserve(Kind::SymbolTable, object.elf().symbol_table_bytes))
+            .is_some()
+    }
+
     /// Names of `offsets` in `object` from its debug file, by virtual address.
     fn names_from_debug_file(
-        &self,
+        &mut self,
         object: &ObjectFile,
         debug_file: &ObjectFile,
         offsets: &[u64],
@@ -136,6 +152,9 @@ impl Symbolizer {
             .filter_map(|(index, offset)| Some((index, facts.virtual_address(*offset)?)))
             .collect();
         let mut names = vec![Names::new(); offsets.len()];
+        if !self.symbol_table_fits(debug_file) {
+            return names;
+        }
         let Ok(path) = debug_file.stable_path() else {
             return names;
         };
@@ -192,12 +211,15 @@ impl Symbolizer {
                 Some(debug_file) => {
                     self.names_from_debug_file(&wanted.object, debug_file, &offsets)
                 }
-                // Unreadable files leave their addresses unnamed.
+                // Unreadable files, and files over the memory budget,
+                // leave their addresses unnamed.
                 None => {
+                    let fits = self.symbol_table_fits(&wanted.object);
                     let results = wanted
                         .object
                         .stable_path()
                         .ok()
+                        .filter(|_| fits)
                         .and_then(|path| {
                             let source = Source::Elf(Elf::new(path));
                             self.blazesym

@@ -3,7 +3,10 @@
 //! (/proc/PID/mem, bounded reads: the process is the user's) and cached by
 //! (process, address, check); it is named only if it still has the first
 //! line and name that BPF saw, so a freed and reused address gives
-//! `[unknown python]`, never another function. Each run of Python frames
+//! `[unknown python]`, never another function. A process's cached code
+//! objects are held within its share of the memory budget
+//! (`host::memory_budget`); past it, its frames are not read but counted
+//! `[unknown python]`. Each run of Python frames
 //! that one C call of `_PyEval_EvalFrameDefault` ran takes that native
 //! frame's place, matched from the leaf (from the root when the Python walk
 //! is whole and a native one is left over at the leaf), so the stack reads
@@ -18,6 +21,7 @@ use std::sync::Arc;
 
 use crate::bpf::layouts::PY_FRAME_ENTERED_FROM_C;
 use crate::bpf::stack_maps::TRUNCATED;
+use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::perf_maps::CPYTHON_TRAMPOLINE_PREFIX;
 use crate::host::python_runtime::{CodeLayout, PythonRuntime};
 use crate::model::profile::{Frame, FrameKind, SourceLine};
@@ -36,8 +40,20 @@ struct CodeObject {
     name: String,
     file: String,
     firstlineno: u32,
+    /// Empty when the memory budget had no room for it (frames get no line).
     line_table: Vec<u8>,
 }
+
+/// A process's memory, and what its code objects hold of the memory budget.
+struct ProcessMemory {
+    memory: File,
+    held: Reservation,
+    /// The budget refused it room: no more of its code objects are read.
+    full: bool,
+}
+
+/// Bytes a cached code object costs besides its names and line table.
+const CODE_OBJECT_OVERHEAD: u64 = 128;
 
 /// One Python frame from BPF, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +88,7 @@ pub fn decode_stack(words: &[u64]) -> (Vec<RawPythonFrame>, bool) {
 #[derive(Default)]
 pub struct PythonNames {
     code_objects: HashMap<(u32, u64, u32), Option<Arc<CodeObject>>>,
-    memories: HashMap<u32, Option<File>>,
+    processes: HashMap<u32, Option<ProcessMemory>>,
     /// Frames that could not be named (code object gone or changed).
     pub unnamed: u64,
     /// Stacks whose native walk had no interpreter frame to replace: their
@@ -84,7 +100,7 @@ impl PythonNames {
     /// Forgets what it read of processes no longer running (serve).
     pub fn forget(&mut self, alive: impl Fn(u32) -> bool) {
         self.code_objects.retain(|(tgid, _, _), _| alive(*tgid));
-        self.memories.retain(|tgid, _| alive(*tgid));
+        self.processes.retain(|tgid, _| alive(*tgid));
     }
 
     /// Reads (once) the code objects of a Python stack (StackMaps' words)
@@ -105,13 +121,17 @@ impl PythonNames {
         if let Some(known) = self.code_objects.get(&key) {
             return known.clone();
         }
-        let memory = self
-            .memories
-            .entry(tgid)
-            .or_insert_with(|| File::open(format!("/proc/{tgid}/mem")).ok());
-        let read = memory
-            .as_ref()
-            .and_then(|memory| read_code_object(memory, runtime, frame.code, key.2))
+        let process = self.processes.entry(tgid).or_insert_with(|| {
+            Some(ProcessMemory {
+                memory: File::open(format!("/proc/{tgid}/mem")).ok()?,
+                held: budget().reserve(Kind::PythonCode, 0)?,
+                full: false,
+            })
+        });
+        let read = process
+            .as_mut()
+            .filter(|process| !process.full)
+            .and_then(|process| read_code_object(process, runtime, frame.code, key.2))
             .map(Arc::new);
         self.code_objects.insert(key, read.clone());
         read
@@ -293,11 +313,12 @@ fn word(bytes: &[u8], at: u64) -> Option<u64> {
 
 /// A code object's names and line table, if it still matches `check`.
 fn read_code_object(
-    memory: &File,
+    process: &mut ProcessMemory,
     runtime: &PythonRuntime,
     address: u64,
     check: u32,
 ) -> Option<CodeObject> {
+    let memory = &process.memory;
     let layout = &runtime.code;
     let header_len = layout.header_len();
     if header_len > CodeLayout::MAX_HEADER {
@@ -318,11 +339,24 @@ fn read_code_object(
         word(&header, layout.qualname.unwrap_or(layout.name))?,
     )?;
     let file = read_string(memory, layout, word(&header, layout.filename)?)?;
-    let line_table =
+    let mut line_table =
         read_bytes_object(memory, word(&header, layout.linetable)?).unwrap_or_default();
     let base = file.rsplit('/').next().unwrap_or(&file);
+    let name = format!("{base}:{function}");
+    // Within the process's share of the memory budget, names first, then
+    // the line table: over it this frame is named without a line, and the
+    // process's later code objects are not read.
+    let names = (name.len() + file.len()) as u64 + CODE_OBJECT_OVERHEAD;
+    if !process.held.grow(names) {
+        process.full = true;
+        return None;
+    }
+    if !process.held.grow(line_table.len() as u64) {
+        process.full = true;
+        line_table = Vec::new();
+    }
     Some(CodeObject {
-        name: format!("{base}:{function}"),
+        name,
         file,
         firstlineno,
         line_table,

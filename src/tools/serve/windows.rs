@@ -408,10 +408,12 @@ impl<'a> Profiles<'a> {
             || symbolizer.0.cached_addresses() > SYMBOL_CACHE_LIMIT
         {
             *symbolizer = (Symbolizer::new(self.debuginfod.clone()), Instant::now());
-            drop(symbolizer);
-            // SAFETY: malloc_trim only releases free heap memory.
-            unsafe { libc::malloc_trim(0) };
         }
+        drop(symbolizer);
+        // What exited processes held (code objects, perf maps) goes back to
+        // the system, not only to the allocator.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
     }
 }
 
