@@ -282,7 +282,8 @@ fn two_hundred_windows_share_renderings_and_scrapes_never_wait() {
     let mut slowest_scrape = 0f64;
     let mut peak_rss = 0;
     let mut peak_threads = 0;
-    while started.elapsed() < Duration::from_secs(6) {
+    // Scrape through every rendering (the windows end 3 to 11 s in).
+    while started.elapsed() < Duration::from_secs(12) {
         let (status, took) = timed_status(port, "/metrics");
         assert_eq!(status, 200);
         slowest_scrape = slowest_scrape.max(took);
@@ -314,11 +315,10 @@ fn two_hundred_windows_share_renderings_and_scrapes_never_wait() {
     }
     let refused = statuses.iter().filter(|&&s| s == 429).count();
     assert!(refused >= 12, "{statuses:?}");
-    // Scrapes are answered between renderings: one waits for one rendering
-    // at most (0.06 s in a release build; about 1 s for a 3 s window in the
-    // debug build the test command makes), never for all of them.
+    // A rendering takes about a second in the debug build the suite runs
+    // (0.06 s in release): a scrape that waited behind one would fail this.
     assert!(
-        slowest_scrape < 2.0,
+        slowest_scrape < 0.5,
         "a scrape waited {slowest_scrape:.2} s behind windows"
     );
     assert!(peak_threads <= 8, "{peak_threads} threads");

@@ -15,7 +15,9 @@
 //!   connection that has sent no request, or refuses until one ends.
 //!
 //! Requests that pass go to the main loop, which owns the BPF objects, over a
-//! channel; each carries the one-shot channel its answer goes back on.
+//! channel; each carries the one-shot channel its answer goes back on. A
+//! scrape the loop does not answer within 50 ms (it is rendering) gets the
+//! loop's latest `/metrics` answer (`LatestMetrics`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,7 +28,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use http_body_util::Full;
@@ -105,6 +107,49 @@ impl Reply {
 
 /// A request that passed the front's checks: its target (path and query),
 /// and where its answer goes.
+/// The last `/metrics` answer the main loop made: a scrape that finds the
+/// loop busy (rendering a profile) for more than `METRICS_PATIENCE` gets it
+/// instead of waiting. The loop refreshes it at every scrape it answers
+/// and before it renders, so it is never older than one rendering.
+#[derive(Default)]
+pub struct LatestMetrics {
+    body: Mutex<Option<(Instant, Bytes)>>,
+}
+
+/// How long a scrape waits for the main loop before the latest answer does.
+const METRICS_PATIENCE: Duration = Duration::from_millis(50);
+/// Scrapers are taken to be gone after this long without a scrape: the
+/// loop stops refreshing the answer before renderings.
+const SCRAPER_GONE: Duration = Duration::from_secs(300);
+
+impl LatestMetrics {
+    pub fn store(&self, body: Bytes) {
+        if let Ok(mut latest) = self.body.lock() {
+            *latest = Some((Instant::now(), body));
+        }
+    }
+
+    /// Whether anyone scraped lately (so renderings should refresh it first).
+    pub fn wanted(&self) -> bool {
+        self.body.lock().is_ok_and(|latest| {
+            latest
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < SCRAPER_GONE)
+        })
+    }
+
+    fn get(&self) -> Option<Bytes> {
+        self.body
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(|(_, body)| body.clone())
+    }
+}
+
+/// The content type of `/metrics` answers.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub struct Request {
     pub url: String,
     reply: oneshot::Sender<Reply>,
@@ -124,6 +169,7 @@ pub fn start(
     limits: Limits,
     web: WebConfig,
     counters: Arc<HttpCounters>,
+    latest_metrics: Arc<LatestMetrics>,
 ) -> Result<mpsc::Receiver<Request>> {
     listener
         .set_nonblocking(true)
@@ -139,6 +185,7 @@ pub fn start(
     let front = Arc::new(Front {
         limits,
         counters,
+        latest_metrics,
         to_main: sender,
         authenticator: (!web.users.is_empty())
             .then(|| Arc::new(Authenticator::new(web.users.clone()))),
@@ -164,6 +211,7 @@ struct Front {
     counters: Arc<HttpCounters>,
     to_main: mpsc::Sender<Request>,
     authenticator: Option<Arc<Authenticator>>,
+    latest_metrics: Arc<LatestMetrics>,
 }
 
 /// Sent, as far as the socket takes it, to connections over the limit.
@@ -389,12 +437,28 @@ async fn answer(request: hyper::Request<Incoming>, client: IpAddr, front: &Arc<F
             }
         }
     }
-    let (reply, answered) = oneshot::channel();
+    let scrape = url == "/metrics";
+    let (reply, mut answered) = oneshot::channel();
     let sent = front.to_main.send(Request { url, reply }).is_ok();
     if !sent {
         return response(Reply::text(503, "the agent is stopping\n"));
     }
-    match answered.await {
+    if scrape {
+        // A scrape never waits behind a rendering: the latest answer does.
+        tokio::select! {
+            reply = &mut answered => return main_loop_answer(reply),
+            () = tokio::time::sleep(METRICS_PATIENCE) => {
+                if let Some(latest) = front.latest_metrics.get() {
+                    return response(Reply::bytes(200, METRICS_CONTENT_TYPE, latest));
+                }
+            }
+        }
+    }
+    main_loop_answer(answered.await)
+}
+
+fn main_loop_answer(reply: Result<Reply, oneshot::error::RecvError>) -> Response {
+    match reply {
         Ok(reply) => response(reply),
         Err(_) => response(Reply::text(503, "the agent is stopping\n")),
     }

@@ -46,7 +46,7 @@ use crate::tools::profile::{self, SamplerOptions};
 use crate::tools::runqlat::{self, RunqlatOptions};
 use crate::tools::tcpconnlat;
 use history::History;
-use http::{HttpCounters, Limits, Reply, Request};
+use http::{HttpCounters, LatestMetrics, Limits, Reply, Request, METRICS_CONTENT_TYPE};
 use metrics::{HistogramMaps, Metrics, Sources};
 use web_config::WebConfig;
 use windows::{window_seconds, Profiles, StackSource, Window, ENDPOINTS};
@@ -163,7 +163,11 @@ const STACK_STORAGE: u32 = 16384;
 const MAX_STACKS: u32 = 40960;
 
 /// A reply from what a handler produced, or a 500 saying what failed.
-fn reply_from(result: Result<Vec<u8>>, content_type: &'static str, failed: &str) -> Reply {
+fn reply_from(
+    result: Result<impl Into<hyper::body::Bytes>>,
+    content_type: &'static str,
+    failed: &str,
+) -> Reply {
     match result {
         Ok(body) => Reply::bytes(200, content_type, body),
         Err(error) => Reply::text(500, format!("{failed} failed: {error:#}\n")),
@@ -231,7 +235,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_header_bytes: MAX_HEADER_BYTES,
     };
     let http_counters = Arc::new(HttpCounters::default());
-    let incoming = http::start(listener, limits, web, Arc::clone(&http_counters))?;
+    let latest_metrics = Arc::new(LatestMetrics::default());
+    let incoming = http::start(
+        listener,
+        limits,
+        web,
+        Arc::clone(&http_counters),
+        Arc::clone(&latest_metrics),
+    )?;
     let targets = TargetSpec::default().resolve()?;
     let enabled = |source| args.metrics.contains(&source);
     let mut storages = [(); 6].map(|_| object_storage());
@@ -303,11 +314,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let sampler = profile::attach(sampler_storage, &targets, &capture, &sampler_options)?;
 
-    let mut metrics = Metrics::new(
+    let metrics = RefCell::new(Metrics::new(
         args.cgroup_labels,
         args.max_series,
         stats_enabled.is_some() || program_stats::enabled_by_sysctl(),
-    );
+    ));
     // One set of snapshots serves both profiles.
     let spaces = Rc::new(RefCell::new(AddressSpaces::default()));
     let debuginfod = args.debug_info.client();
@@ -395,7 +406,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     let host = hostname();
     let mut windows: Vec<Window> = Vec::new();
-    let mut answer = |request: Request, windows: &mut Vec<Window>| -> Result<()> {
+    // A /metrics answer, kept as the latest for scrapes that come while
+    // the loop renders.
+    let scrape = || {
+        let body = metrics
+            .borrow_mut()
+            .scrape(
+                &sources,
+                profiles
+                    .sources()
+                    .map(|source| source.collector.unwind_rows_in_use())
+                    .sum(),
+                &http_counters,
+            )
+            .map(hyper::body::Bytes::from);
+        if let Ok(body) = &body {
+            latest_metrics.store(body.clone());
+        }
+        body
+    };
+    let answer = |request: Request, windows: &mut Vec<Window>| -> Result<()> {
         let url = request.url.clone();
         let path = url.split('?').next().unwrap_or("");
         let from_history = match path {
@@ -409,7 +439,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             request.respond(match page {
                 Ok(Ok(bytes)) => Reply::bytes(200, content_type, bytes),
                 Ok(Err(message)) => Reply::text(400, message),
-                Err(error) => reply_from(Err(error), content_type, "reading the CPU history"),
+                Err(error) => reply_from(
+                    Err::<Vec<u8>, _>(error),
+                    content_type,
+                    "reading the CPU history",
+                ),
             });
             return Ok(());
         }
@@ -444,27 +478,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
             return Ok(());
         }
         request.respond(match path {
-            "/metrics" => reply_from(
-                metrics
-                    .scrape(
-                        &sources,
-                        profiles
-                            .sources()
-                            .map(|source| source.collector.unwind_rows_in_use())
-                            .sum(),
-                        &http_counters,
-                    )
-                    .map(String::into_bytes),
-                "text/plain; version=0.0.4; charset=utf-8",
-                "reading the kernel maps",
-            ),
+            "/metrics" => reply_from(scrape(), METRICS_CONTENT_TYPE, "reading the kernel maps"),
             "/histograms" => reply_from(
-                metrics.histogram_text(&sources).map(String::into_bytes),
+                metrics
+                    .borrow_mut()
+                    .histogram_text(&sources)
+                    .map(String::into_bytes),
                 "text/plain; charset=utf-8",
                 "reading the kernel maps",
             ),
             "/" => reply_from(
                 metrics
+                    .borrow_mut()
                     .histogram_text(&sources)
                     .map(|text| page::render(&host, &text, offcpu.is_some()).into_bytes()),
                 "text/html; charset=utf-8",
@@ -486,6 +511,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let (done, waiting): (Vec<Window>, Vec<Window>) =
             windows.into_iter().partition(Window::ended);
         windows = waiting;
+        if !done.is_empty() && latest_metrics.wanted() {
+            // Scrapes that come while these render get this.
+            let _ = scrape();
+        }
         for mut window in done {
             let content_type = Profiles::content_type(&window);
             let rendered = profiles.render(&window).map(hyper::body::Bytes::from);
