@@ -381,3 +381,38 @@ fn a_perf_map_in_a_containers_own_tmp_is_read_under_its_namespace_pid() {
     let (stacks, _) = profile_pid(host_pid, "3", &[]);
     assert_jit_split(&stacks, "burnThree", "burnOne", "driver", "node::Start");
 }
+
+#[test]
+fn functions_compiled_in_the_last_second_are_named() {
+    let _serial = serial();
+    let output = run(bpfscope()
+        .args(["profile", "-F", "999", "--", "node"])
+        .args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
+        .arg(workload_source("late_functions.js"))
+        .arg("3")
+        .current_dir(tmp_dir()));
+    let summary = stderr(&output);
+    assert!(output.status.success(), "{summary}");
+    let stacks = for_comm(&parse_folded(&stdout(&output)), "node");
+    let late: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.contains("lateFunction")))
+        .map(|s| s.count)
+        .sum();
+    // Their map lines come in the last second, after the last refresh while
+    // node ran: read only if the map is read to its end after it exits.
+    assert!(
+        late >= 500,
+        "{late} samples in the late functions (about 1000 expected)\n{summary}"
+    );
+    let unnamed_jit: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == "[unknown]"))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        unnamed_jit * 20 <= total(&stacks),
+        "{unnamed_jit} of {} leaves unnamed\n{summary}",
+        total(&stacks)
+    );
+}

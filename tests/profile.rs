@@ -410,3 +410,26 @@ fn idle_is_excluded_unless_asked_for() {
         .sum::<u64>();
     assert!(idle > 0, "--include-idle showed no idle samples");
 }
+
+#[test]
+fn dash_p_follows_children_forked_after_the_start_unless_told_not_to() {
+    let _serial = serial();
+    for (flags, expect_child) in [(&[][..], true), (&["--no-children"][..], false)] {
+        // The child is forked 1.5 s in, after the profiler has attached.
+        let parent = Workload::start(&workload("fork_later"), &["1.5", "2"]);
+        let output = run(bpfscope()
+            .args(["profile", "-F", "999", "-p", &parent.pid().to_string()])
+            .args(flags)
+            .arg("4"));
+        let text = stderr(&output);
+        assert!(output.status.success(), "{text}");
+        let stacks = parse_folded(&stdout(&output));
+        let in_child = count_with_chain(&stacks, &["main", "child_burn"]);
+        if expect_child {
+            // About 2,000 samples: 2 s on one CPU at 999 Hz.
+            assert!(in_child >= 1500, "{in_child} samples in the child\n{text}");
+        } else {
+            assert_eq!(in_child, 0, "--no-children sampled the child\n{text}");
+        }
+    }
+}

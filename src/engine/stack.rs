@@ -307,6 +307,7 @@ pub fn run<'obj, O: StackObject>(
     object.stop()?;
     collector.consume();
     collector.read_python_now();
+    collector.spaces.borrow_mut().read_perf_maps_to_end();
     if let Some(message) = stop.describe() {
         eprintln!("bpfscope: {message}");
     }

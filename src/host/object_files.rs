@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::model::module::Module;
@@ -438,6 +438,40 @@ fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
         offset = end;
     }
     ranges
+}
+
+/// The vDSO image of this process: the kernel maps the same one into every
+/// process of this architecture.
+pub fn own_vdso_image() -> Option<Vec<u8>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let (start, end) = (
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    );
+    // SAFETY: the vDSO is mapped readable in this process for its lifetime.
+    Some(unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }.to_vec())
+}
+
+/// The vDSO as an object file (this process's image, in a sealed memfd),
+/// so that frames in any process's `[vdso]` mapping are named from it.
+pub fn vdso_object() -> Option<&'static Arc<ObjectFile>> {
+    static VDSO: OnceLock<Option<Arc<ObjectFile>>> = OnceLock::new();
+    VDSO.get_or_init(|| {
+        let image = own_vdso_image()?;
+        let name = CString::new("bpfscope-vdso").expect("no NUL");
+        // SAFETY: name is a valid C string; the flags are memfd_create's.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: memfd_create just returned this descriptor.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.write_all_at(&image, 0).ok()?;
+        ObjectFile::checked(file).ok().map(Arc::new)
+    })
+    .as_ref()
 }
 
 /// The (device, inode) a /proc/PID/maps line shows for a module.

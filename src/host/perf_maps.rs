@@ -14,7 +14,9 @@
 //! file, for someone else's process), opened without blocking, must be a
 //! regular file, and is read with bounded reads. Runtimes append while
 //! they run, so a map is re-read from where it was left when it has grown,
-//! and from the start when it shrank or was replaced. At most
+//! and from the start when it shrank or was replaced; it stays open, and is
+//! read to its end once more when collection ends (`read_to_end`), even if
+//! its process has exited by then. At most
 //! `MAX_ENTRIES` entries are kept per process, within the memory budget's
 //! limit for one perf map and its total (later entries replace earlier
 //! ones at the same address; past MAX_ENTRIES new entries are dropped and
@@ -28,7 +30,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::host::memory_budget::{budget, Kind, Reservation};
-use crate::host::object_files::ObjectFile;
+use crate::host::object_files::{ObjectFile, MAX_OBJECT_SIZE};
 
 /// How CPython (`-X perf`) names its trampolines: `py::QUALNAME:FILE`.
 pub const CPYTHON_TRAMPOLINE_PREFIX: &str = "py::";
@@ -59,6 +61,8 @@ pub struct PerfMap {
     full: bool,
     /// Bytes of the map not read because it was full.
     pub skipped_bytes: u64,
+    /// The map as last opened, read to its end once more after collection.
+    file: Option<fs::File>,
 }
 
 /// Parses one `START SIZE NAME` line.
@@ -100,14 +104,14 @@ fn open_map(tgid: u32) -> Option<ObjectFile> {
 
 impl PerfMap {
     /// Reads what was appended to the process's map since the last call
-    /// (all of it when the file is new, replaced or shorter).
+    /// (all of it when the file is new, replaced or shorter), and keeps
+    /// the map open for `read_to_end`.
     pub fn refresh(&mut self, tgid: u32) {
-        let Some(file) = open_map(tgid) else {
+        let Some(map) = open_map(tgid) else {
             return;
         };
-        let started = Instant::now();
-        let identity = (file.device, file.inode);
-        if self.source != Some(identity) || file.size < self.read_to {
+        let identity = (map.device, map.inode);
+        if self.source != Some(identity) || map.size < self.read_to {
             *self = PerfMap {
                 dropped: self.dropped,
                 lines_read: self.lines_read,
@@ -117,17 +121,36 @@ impl PerfMap {
             };
             self.source = Some(identity);
         }
+        self.file = map.file().try_clone().ok();
+        self.read_to_end();
+    }
+
+    /// Reads the map opened last to its end as it is now: runtimes append
+    /// until they exit, so this is called once more after collection,
+    /// when the process may be gone (its map is still open here).
+    pub fn read_to_end(&mut self) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let size = file.metadata().map_or(0, |metadata| metadata.len());
+        let size = size.min(MAX_OBJECT_SIZE);
+        if size < self.read_to {
+            self.file = Some(file); // shrunk since: a new map is read whole by refresh
+            return;
+        }
         if self.full {
-            self.skipped_bytes += file.size - self.read_to;
-            self.read_to = file.size;
+            self.skipped_bytes += size - self.read_to;
+            self.read_to = size;
+            self.file = Some(file);
             return;
         }
         let mut offset = self.read_to;
         let mut chunk = vec![0u8; 1 << 20];
         let mut pending: Vec<u8> = Vec::new();
-        while offset < file.size {
-            let want = chunk.len().min((file.size - offset) as usize);
-            let Ok(read) = file.file().read_at(&mut chunk[..want], offset) else {
+        while offset < size {
+            let want = chunk.len().min((size - offset) as usize);
+            let Ok(read) = file.read_at(&mut chunk[..want], offset) else {
                 break;
             };
             if read == 0 {
@@ -147,14 +170,15 @@ impl PerfMap {
             pending.drain(..complete);
             if self.full {
                 // The rest could not be kept: it is not read.
-                self.skipped_bytes += file.size - offset;
-                offset = file.size;
+                self.skipped_bytes += size - offset;
+                offset = size;
                 pending.clear();
             }
         }
         // A last line without its newline is read again next time.
         self.read_to = offset - pending.len() as u64;
         self.read_time += started.elapsed();
+        self.file = Some(file);
     }
 
     /// Entries kept now.

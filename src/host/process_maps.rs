@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::host::debug_files::{self, DebugFileStats};
-use crate::host::object_files::{module_identity, ObjectFile, Refusal};
+use crate::host::object_files::{module_identity, vdso_object, ObjectFile, Refusal};
 use crate::host::perf_maps::{PerfMap, CPYTHON_TRAMPOLINE_PREFIX};
 use crate::host::process_context;
 use crate::host::python_runtime::{Detection, PythonFinder, PythonRuntime};
@@ -290,6 +290,14 @@ impl AddressSpaces {
         Some(fresh)
     }
 
+    /// Reads every perf map to its end (after collection, before naming:
+    /// a runtime appends to its map until it exits).
+    pub fn read_perf_maps_to_end(&mut self) {
+        for map in self.perf_maps.values_mut() {
+            map.read_to_end();
+        }
+    }
+
     /// Drops the snapshots of processes that have exited, and the files
     /// only they mapped (for long-running agents, once no counted stack
     /// refers to them any more).
@@ -373,6 +381,9 @@ impl AddressSpaces {
 
     /// The file a module maps, as opened while its process lived.
     pub fn object(&self, module: &Module) -> Option<&Arc<ObjectFile>> {
+        if module.path.as_os_str() == "[vdso]" {
+            return vdso_object();
+        }
         self.objects.get(&module_identity(module)?)
     }
 

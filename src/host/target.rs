@@ -21,6 +21,8 @@ pub struct TargetSpec {
     pub tids: Vec<u32>,
     pub cgroup: Option<PathBuf>,
     pub command: Vec<String>,
+    /// Observe the processes the `pids` fork after the start too (perf -p's way).
+    pub pid_children: bool,
 }
 
 /// A validated selection, ready to be written into the BPF filter maps.
@@ -29,6 +31,7 @@ pub struct Targets {
     pub tids: Vec<u32>,
     pub cgroup: Option<CgroupTarget>,
     pub command: Option<PendingCommand>,
+    pub pid_children: bool,
 }
 
 /// A cgroup v2 directory to observe. Programs check the current task with
@@ -84,6 +87,7 @@ impl TargetSpec {
             tids: self.tids.clone(),
             cgroup,
             command,
+            pid_children: self.pid_children,
         })
     }
 }
@@ -96,7 +100,7 @@ impl Targets {
             cgroup: self.cgroup.is_some(),
             cgroup_id: self.cgroup.as_ref().map_or(0, |cgroup| cgroup.id),
             cgroup_level: self.cgroup.as_ref().and_then(|cgroup| cgroup.level),
-            follow_children: self.command.is_some(),
+            follow_children: self.command.is_some() || (self.pid_children && !self.pids.is_empty()),
         }
     }
 

@@ -144,9 +144,13 @@ impl UnwindArgs {
 /// Flags every stack tool takes.
 #[derive(Debug, clap::Args)]
 pub struct StackToolArgs {
-    /// Only these processes (comma-separated PIDs).
+    /// Only these processes (comma-separated PIDs), and the processes they
+    /// fork after the start (as perf -p; see --no-children).
     #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
     pub pids: Vec<u32>,
+    /// With -p: only the given processes, not those they fork after the start.
+    #[arg(long, requires = "pids")]
+    pub no_children: bool,
     /// Only tasks in this cgroup v2 directory (and below it); absolute or relative to the cgroup2 mount.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
@@ -208,6 +212,7 @@ impl StackToolArgs {
                 tids: tids.to_vec(),
                 cgroup: self.cgroup.clone(),
                 command: self.command.clone(),
+                pid_children: !self.no_children,
             },
             duration: self.duration.map(Duration::from_secs),
             capture: StackCapture {
@@ -272,7 +277,7 @@ impl HistogramArgs {
             pids: self.pids.clone(),
             tids: tids.to_vec(),
             cgroup: self.cgroup.clone(),
-            command: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -16,7 +16,6 @@
 //! for return addresses only".
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
-use crate::host::object_files::ObjectFile;
+use crate::host::object_files::{own_vdso_image, ObjectFile};
 use crate::host::process_maps::AddressSpace;
 use crate::host::target::process_alive;
 use crate::model::module::Module;
@@ -211,20 +210,6 @@ fn rows_for_image(data: &[u8]) -> Result<(ElfImage, Vec<Row>)> {
     Ok((image, rows))
 }
 
-/// The vDSO image of this process: the kernel maps the same one into every
-/// process of this architecture.
-fn own_vdso() -> Option<Vec<u8>> {
-    let maps = fs::read_to_string("/proc/self/maps").ok()?;
-    let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
-    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-    let (start, end) = (
-        usize::from_str_radix(start, 16).ok()?,
-        usize::from_str_radix(end, 16).ok()?,
-    );
-    // SAFETY: the vDSO is mapped readable in this process for its lifetime.
-    Some(unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }.to_vec())
-}
-
 /// What the builder thread made of one object: its PT_LOAD segments and
 /// rows and whether they came from the disk cache, or None (not an ELF
 /// file with usable CFI, over a build limit, or unreadable).
@@ -387,7 +372,9 @@ impl<'a> Unwinder<'a> {
         }
         if key.0 == "[vdso]" {
             let started = Instant::now();
-            if let Some((image, rows)) = own_vdso().and_then(|image| rows_for_image(&image).ok()) {
+            if let Some((image, rows)) =
+                own_vdso_image().and_then(|image| rows_for_image(&image).ok())
+            {
                 self.stats.build_time += started.elapsed();
                 self.stats.objects_built += 1;
                 self.load_object(key.clone(), image.loads, rows);
@@ -636,7 +623,7 @@ mod tests {
             .collect();
         assert!(keys.iter().any(|key| key.0 == "[vdso]"));
         assert!(keys.iter().any(|key| key.1 != 0));
-        let image = own_vdso().unwrap();
+        let image = own_vdso_image().unwrap();
         let (_, rows) = rows_for_image(&image).unwrap();
         assert!(!rows.is_empty(), "the vDSO has .eh_frame");
     }

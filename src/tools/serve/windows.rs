@@ -338,6 +338,8 @@ impl<'a> Profiles<'a> {
             .source(window.kind)
             .expect("windows open only on attached sources");
         let duration = window.started.elapsed();
+        // JIT code named from what runtimes appended to their maps until now.
+        self.spaces.borrow_mut().read_perf_maps_to_end();
         let profile = match &window.since {
             Since::Slot(first) => {
                 self.catch_up()?;
