@@ -383,7 +383,7 @@ fn a_perf_map_in_a_containers_own_tmp_is_read_under_its_namespace_pid() {
 }
 
 #[test]
-fn functions_compiled_in_the_last_second_are_named() {
+fn functions_compiled_until_the_exit_are_named() {
     let _serial = serial();
     let output = run(bpfscope()
         .args(["profile", "-F", "999", "--", "node"])
@@ -394,25 +394,26 @@ fn functions_compiled_in_the_last_second_are_named() {
     let summary = stderr(&output);
     assert!(output.status.success(), "{summary}");
     let stacks = for_comm(&parse_folded(&stdout(&output)), "node");
+    let all = total(&stacks);
     let late: u64 = stacks
         .iter()
         .filter(|s| s.frames.iter().any(|f| f.contains("lateFunction")))
         .map(|s| s.count)
         .sum();
-    // Their map lines come in the last second, after the last refresh while
-    // node ran: read only if the map is read to its end after it exits.
     assert!(
-        late >= 500,
-        "{late} samples in the late functions (about 1000 expected)\n{summary}"
+        late as f64 >= 0.8 * all as f64,
+        "{late} of {all} in the functions\n{summary}"
     );
-    let unnamed_jit: u64 = stacks
+    // Lines node appended after the last read while it ran name their
+    // code only if the map is read to its end after node exits: before,
+    // 1.4 to 2.9 % of the samples ended in an unnamed JIT frame.
+    let unnamed_leaf: u64 = stacks
         .iter()
         .filter(|s| s.frames.last().is_some_and(|f| f == "[unknown]"))
         .map(|s| s.count)
         .sum();
     assert!(
-        unnamed_jit * 20 <= total(&stacks),
-        "{unnamed_jit} of {} leaves unnamed\n{summary}",
-        total(&stacks)
+        unnamed_leaf * 200 <= all,
+        "{unnamed_leaf} of {all} samples end in an unnamed frame\n{summary}"
     );
 }

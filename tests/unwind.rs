@@ -7,7 +7,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -284,4 +285,37 @@ fn deep_stacks_are_walked_to_2048_frames_and_cut_ones_say_so() {
         );
     }
     assert!(summary.contains("depth limit"), "{summary}");
+}
+
+#[test]
+fn a_go_program_walked_by_frame_pointers_is_reported_complete() {
+    let _serial = serial();
+    let binary = tmp_dir().join("go_burn");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/go_burn.go"))
+        .env("GOCACHE", tmp_dir().join("go-cache"))
+        .status()
+        .expect("go (golang-go) is installed by the test command");
+    assert!(status.success(), "go build");
+    let burner = Workload::start(&binary, &["8"]);
+    let output =
+        run(bpfscope().args(["profile", "-F", "499", "-p", &burner.pid().to_string(), "3"]));
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    let stacks = for_comm(&parse_folded(&stdout(&output)), "go_burn");
+    let all = total(&stacks);
+    let chained = count_with_chain(&stacks, &["main.main", "main.goBurn"]);
+    assert!(
+        chained as f64 >= 0.9 * all as f64,
+        "{chained} of {all} reach main.main\n{text}"
+    );
+    // Go has no .eh_frame: every walk goes by frame pointers to the root,
+    // and the summary must say complete, not "no table".
+    let line = text
+        .lines()
+        .find(|line| line.contains("walks ended"))
+        .unwrap_or_else(|| panic!("no unwind summary\n{text}"));
+    assert!(!line.contains("no table"), "{line}");
 }

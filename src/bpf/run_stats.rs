@@ -241,7 +241,21 @@ impl RunStats {
         }
     }
 
-    /// One phrase per kind of loss that happened, for the summary line.
+    /// A note, not a warning, for stacks lost to a full stack map or hash
+    /// collisions when they are under 1 % of the events: too few to change
+    /// how a graph reads. None when there are none, or more.
+    pub fn minor_stack_losses(&self) -> Option<String> {
+        let lost = self.stack_map_full + self.stack_collisions;
+        (lost > 0 && lost * 100 < self.events).then(|| {
+            format!(
+                "{lost} of {} stacks lost to a full stack map or hash collisions (shown as [missed user stack] or [missed kernel stack]; under 1 %, too few to change the graph)",
+                self.events
+            )
+        })
+    }
+
+    /// One phrase per kind of loss that happened, for the summary line
+    /// (stack losses only when they are 1 % of the events or more).
     pub fn losses(&self, words: &LossWords) -> Vec<String> {
         let mut losses = Vec::new();
         let mut note = |count: u64, what: String| {
@@ -257,20 +271,22 @@ impl RunStats {
             self.counts_full,
             format!("events dropped (map full{})", remedy(words.counts_flag)),
         );
-        note(
-            self.stack_map_full,
-            format!("stacks lost (stack map full{})", remedy(words.stack_flag)),
-        );
-        note(
-            self.stack_collisions,
-            format!(
-                "stacks lost to stack-map hash collisions{}",
-                words
-                    .stack_flag
-                    .map(|flag| format!(" (raise {flag})"))
-                    .unwrap_or_default()
-            ),
-        );
+        if self.minor_stack_losses().is_none() {
+            note(
+                self.stack_map_full,
+                format!("stacks lost (stack map full{})", remedy(words.stack_flag)),
+            );
+            note(
+                self.stack_collisions,
+                format!(
+                    "stacks lost to stack-map hash collisions{}",
+                    words
+                        .stack_flag
+                        .map(|flag| format!(" (raise {flag})"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
         note(self.user_stacks_missing, "user stacks not readable".into());
         note(self.notifications_lost, words.ring_record.into());
         note(
@@ -337,6 +353,18 @@ mod tests {
             ["2 stacks lost to stack-map hash collisions (raise --stack-storage-size)"]
         );
         assert!(RunStats::default().losses(&words).is_empty());
+        // One stack in 2,085 samples is a note, not a warning with a remedy.
+        let one = RunStats {
+            events: 2085,
+            stack_collisions: 1,
+            ..Default::default()
+        };
+        assert!(one.losses(&words).is_empty());
+        assert!(one
+            .minor_stack_losses()
+            .unwrap()
+            .starts_with("1 of 2085 stacks lost"));
+        assert!(stats.minor_stack_losses().is_none());
         let full = RunStats {
             counts_full: 3,
             ..Default::default()

@@ -170,9 +170,17 @@ __noinline int uw_step(void)
 		}
 	}
 	if (!row || row->cfa_rule == CFA_NONE) {
-		/* Auto mode: frame pointers where there is no table. */
-		if (unwind_mode == UNWIND_AUTO && frame_pointer_step(st))
-			goto next;
+		/* Auto mode: frame pointers where there is no table; a zero frame
+		 * pointer is the root's (_start and Go's goexit clear RBP), so the
+		 * walk is complete, not cut. */
+		if (unwind_mode == UNWIND_AUTO) {
+			if (frame_pointer_step(st))
+				goto next;
+			if (!st->bp) {
+				st->stop = STOP_END;
+				return 1;
+			}
+		}
 		st->stop = STOP_NO_TABLE;
 		return 1;
 	}

@@ -857,6 +857,9 @@ fn print_summary(
         line.push_str(&format!(", written to {}", path.display()));
     }
     eprintln!("{line}");
+    if let Some(note) = stats.minor_stack_losses() {
+        eprintln!("bpfscope: {note}");
+    }
     let mut losses = stats.losses(&STACK_TOOL_LOSSES);
     if spaces.missed > 0 {
         losses.push(format!(
