@@ -417,3 +417,67 @@ fn functions_compiled_until_the_exit_are_named() {
         "{unnamed_leaf} of {all} samples end in an unnamed frame\n{summary}"
     );
 }
+
+/// `profile -p PID 3` of a JIT runtime started without the flags that name
+/// its code: the share of samples with an `[unknown] (JIT)` frame, and stderr.
+fn profile_unflagged(pid: u32) -> (f64, String) {
+    let output = run(bpfscope().args(["profile", "-F", "999", "-p", &pid.to_string(), "3"]));
+    let summary = stderr(&output);
+    assert!(output.status.success(), "{summary}");
+    let stacks = parse_folded(&stdout(&output));
+    let labelled: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f == "[unknown] (JIT)"))
+        .map(|s| s.count)
+        .sum();
+    (labelled as f64 / total(&stacks).max(1) as f64, summary)
+}
+
+#[test]
+fn jit_code_without_a_perf_map_is_labelled_and_the_flag_named() {
+    let _serial = serial();
+    let node = Command::new("node")
+        .arg(workload_source("split.js"))
+        .arg("12")
+        .current_dir(tmp_dir())
+        .spawn()
+        .expect("node is installed by the test command");
+    let node = Workload(node);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (share, summary) = profile_unflagged(node.pid());
+    // Nearly all of split.js's time is in its JIT code.
+    assert!(share >= 0.8, "{share:.2} of samples labelled\n{summary}");
+    assert!(
+        summary.contains(&format!(
+            "node (PID {}): start it with --perf-basic-prof",
+            node.pid()
+        )),
+        "{summary}"
+    );
+    drop(node);
+
+    let classes = tmp_dir().join(format!("jit-java-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&classes).unwrap();
+    let status = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(workload_source("Split.java"))
+        .status()
+        .expect("javac (openjdk-17-jdk-headless) is installed by the test command");
+    assert!(status.success());
+    let java = Command::new("java")
+        .arg("-cp")
+        .arg(&classes)
+        .args(["Split", "14"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("java is installed by the test command");
+    let java = Workload(java);
+    std::thread::sleep(Duration::from_secs(3));
+    let (share, summary) = profile_unflagged(java.pid());
+    assert!(share >= 0.5, "{share:.2} of samples labelled\n{summary}");
+    assert!(
+        summary.contains(&format!("jcmd {} Compiler.perfmap", java.pid())),
+        "{summary}"
+    );
+}

@@ -12,7 +12,7 @@
 //! RUN_STATS_MAP, plus a `counts` hash.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use crate::host::signals;
 use crate::host::target::process_alive;
 use crate::host::target::{TargetSpec, Targets};
 use crate::model::process::GroupBy;
-use crate::model::profile::{Frame, Profile, ProfileKind, Waker, WakerContext};
+use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind, Waker, WakerContext};
 use crate::output::folded::{self, FoldOptions};
 use crate::output::{self, heatmap, pprof, svg, ProfileFormat};
 use crate::symbolize::debuginfod::Debuginfod;
@@ -860,6 +860,9 @@ fn print_summary(
     if let Some(note) = stats.minor_stack_losses() {
         eprintln!("bpfscope: {note}");
     }
+    if let Some(hint) = unnamed_jit_hint(profile) {
+        eprintln!("bpfscope: {hint}");
+    }
     let mut losses = stats.losses(&STACK_TOOL_LOSSES);
     if spaces.missed > 0 {
         losses.push(format!(
@@ -888,6 +891,57 @@ fn print_summary(
     if !losses.is_empty() {
         eprintln!("bpfscope: warning: {}", losses.join("; "));
     }
+}
+
+/// For processes whose stacks ran JIT code that no perf map names
+/// (`[unknown] (JIT)` frames): the runtime, and how to make it name them.
+fn unnamed_jit_hint(profile: &Profile) -> Option<String> {
+    let mut processes: BTreeMap<u32, String> = BTreeMap::new();
+    for sample in &profile.samples {
+        let unnamed = sample.user.iter().any(|frame| {
+            frame.kind == FrameKind::Jit
+                && frame
+                    .functions
+                    .first()
+                    .is_some_and(|name| name == symbolize::UNNAMED_JIT_FRAME)
+        });
+        if unnamed {
+            processes.entry(sample.pid).or_insert_with(|| {
+                // The main thread's name is the program's (java, node).
+                std::fs::read_to_string(format!("/proc/{}/comm", sample.pid))
+                    .map(|comm| comm.trim().to_string())
+                    .unwrap_or_else(|_| sample.comm.clone())
+            });
+        }
+    }
+    if processes.is_empty() {
+        return None;
+    }
+    let hints: Vec<String> = processes
+        .iter()
+        .take(4)
+        .map(|(pid, name)| match name.as_str() {
+            "node" | "nodejs" => format!(
+                "node (PID {pid}): start it with --perf-basic-prof (and --interpreted-frames-native-stack for interpreted code)"
+            ),
+            "java" => format!(
+                "java (PID {pid}): run `jcmd {pid} Compiler.perfmap` during the run, and start it with -XX:+PreserveFramePointer so its callers are walked"
+            ),
+            _ => format!("{name} (PID {pid}): its runtime can write /tmp/perf-{pid}.map"),
+        })
+        .collect();
+    let more = processes.len().saturating_sub(hints.len());
+    Some(format!(
+        "{} processes ran JIT code that no perf map names (shown as {}): {}{}",
+        processes.len(),
+        symbolize::UNNAMED_JIT_FRAME,
+        hints.join("; "),
+        if more > 0 {
+            format!("; {more} more")
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// "host" for subtitles.

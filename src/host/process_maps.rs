@@ -25,6 +25,8 @@ use crate::model::process::ProcessContext;
 #[derive(Debug, Default, Clone)]
 pub struct AddressSpace {
     modules: Vec<Arc<Module>>,
+    /// Anonymous executable mappings (JIT code), (start, end), sorted.
+    anonymous_code: Vec<(u64, u64)>,
 }
 
 impl AddressSpace {
@@ -40,7 +42,23 @@ impl AddressSpace {
         let mut modules: Vec<Arc<Module>> =
             maps.lines().filter_map(parse_line).map(Arc::new).collect();
         modules.sort_by_key(|module| module.start);
-        AddressSpace { modules }
+        let mut anonymous_code: Vec<(u64, u64)> =
+            maps.lines().filter_map(anonymous_code_range).collect();
+        anonymous_code.sort_unstable();
+        AddressSpace {
+            modules,
+            anonymous_code,
+        }
+    }
+
+    /// Whether `address` is in anonymous executable memory (JIT code).
+    pub fn in_anonymous_code(&self, address: u64) -> bool {
+        let index = self
+            .anonymous_code
+            .partition_point(|&(start, _)| start <= address);
+        index
+            .checked_sub(1)
+            .is_some_and(|index| address < self.anonymous_code[index].1)
     }
 
     /// The module containing `address` and the file offset it corresponds to.
@@ -65,7 +83,29 @@ impl AddressSpace {
             }
         }
         self.modules.sort_by_key(|module| module.start);
+        self.anonymous_code.extend(newer.anonymous_code);
+        self.anonymous_code.sort_unstable();
+        self.anonymous_code.dedup();
     }
+}
+
+/// An anonymous executable mapping's (start, end): no file, no pseudo-file name.
+fn anonymous_code_range(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    let (range, perms) = (fields.next()?, fields.next()?);
+    let inode = fields.nth(2)?;
+    let anonymous = match fields.next() {
+        None => true,
+        Some(name) => name.starts_with("[anon:"),
+    };
+    if !perms.contains('x') || inode != "0" || !anonymous {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    Some((
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+    ))
 }
 
 fn parse_line(line: &str) -> Option<Module> {
@@ -253,8 +293,11 @@ impl AddressSpaces {
 
     /// The space with each module's build ID, from the file opened for it.
     fn with_build_ids(&self, space: AddressSpace) -> AddressSpace {
-        let modules = space
-            .modules
+        let AddressSpace {
+            modules,
+            anonymous_code,
+        } = space;
+        let modules = modules
             .into_iter()
             .map(
                 |module| match self.object(&module).and_then(|o| o.build_id()) {
@@ -266,7 +309,10 @@ impl AddressSpaces {
                 },
             )
             .collect();
-        AddressSpace { modules }
+        AddressSpace {
+            modules,
+            anonymous_code,
+        }
     }
 
     /// Re-reads the current image of processes still alive, to catch

@@ -8,7 +8,8 @@
 //! separate debug file (found by host::debug_files when the object was
 //! first seen, or fetched by `debuginfod`), by virtual address. Code in no
 //! file mapping is named from the process's perf map (host::perf_maps).
-//! An object whose symbol table would pass the memory budget
+//! Code in anonymous executable memory that no perf map names is
+//! `[unknown] (JIT)`. An object whose symbol table would pass the memory budget
 //! (`host::memory_budget`) is not read: its frames stay `[unknown]`.
 
 pub mod debuginfod;
@@ -30,6 +31,9 @@ use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpaces;
 use crate::model::module::Module;
 use crate::model::profile::{Frame, FrameKind, Sample};
+
+/// A frame in anonymous executable memory (JIT code) that no perf map names.
+pub const UNNAMED_JIT_FRAME: &str = "[unknown] (JIT)";
 
 /// Names of the function at an address and those inlined into it, outermost first.
 type Names = Vec<String>;
@@ -385,7 +389,14 @@ pub fn symbolize_counts(
                     }
                     let location = locate(&key, lookup);
                     if location.is_none() {
-                        if let Some(name) = spaces.jit_name(key.tgid, lookup) {
+                        // JIT code: named by the perf map, else labelled as such.
+                        let name = spaces.jit_name(key.tgid, lookup).or_else(|| {
+                            spaces
+                                .get(key.tgid, key.address_space)
+                                .is_some_and(|space| space.in_anonymous_code(lookup))
+                                .then_some(UNNAMED_JIT_FRAME)
+                        });
+                        if let Some(name) = name {
                             return Frame {
                                 kind: FrameKind::Jit,
                                 address,
