@@ -101,9 +101,8 @@ fn node_frames_are_named_from_its_perf_map_down_to_node_start() {
     std::fs::remove_file(format!("/tmp/perf-{}.map", node.pid())).ok();
 }
 
-#[test]
-fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
-    let _serial = serial();
+/// Split.java compiled into a directory of classes.
+fn compiled_split_java() -> std::path::PathBuf {
     let classes = tmp_dir().join(format!("jit-java-{}", std::process::id()));
     std::fs::create_dir_all(&classes).unwrap();
     let status = Command::new("javac")
@@ -113,6 +112,13 @@ fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
         .status()
         .expect("javac (openjdk-17-jdk-headless) is installed by the test command");
     assert!(status.success());
+    classes
+}
+
+#[test]
+fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
+    let _serial = serial();
+    let classes = compiled_split_java();
     // Compiled by C2 at first call (the driver never returns, so the code it
     // runs must be its only version), without inlining: each method is its
     // own frame.
@@ -456,15 +462,7 @@ fn jit_code_without_a_perf_map_is_labelled_and_the_flag_named() {
     );
     drop(node);
 
-    let classes = tmp_dir().join(format!("jit-java-plain-{}", std::process::id()));
-    std::fs::create_dir_all(&classes).unwrap();
-    let status = Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(workload_source("Split.java"))
-        .status()
-        .expect("javac (openjdk-17-jdk-headless) is installed by the test command");
-    assert!(status.success());
+    let classes = compiled_split_java();
     let java = Command::new("java")
         .arg("-cp")
         .arg(&classes)
