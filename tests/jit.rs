@@ -68,8 +68,14 @@ fn assert_jit_split(stacks: &[Stack], three: &str, one: &str, driver: &str, entr
 /// Node running a workload for 12 s with its perf map (and `flags`),
 /// given 1.5 s to compile it.
 fn start_node(script: &str, flags: &[&str]) -> Workload {
+    let mut all_flags = vec!["--perf-basic-prof", "--interpreted-frames-native-stack"];
+    all_flags.extend_from_slice(flags);
+    start_node_with_flags(script, &all_flags)
+}
+
+/// Node running a workload for 12 s with only `flags`, given 1.5 s to compile it.
+fn start_node_with_flags(script: &str, flags: &[&str]) -> Workload {
     let node = Command::new("node")
-        .args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
         .args(flags)
         .arg(workload_source(script))
         .arg("12")
@@ -442,14 +448,7 @@ fn profile_unflagged(pid: u32) -> (f64, String) {
 #[test]
 fn jit_code_without_a_perf_map_is_labelled_and_the_flag_named() {
     let _serial = serial();
-    let node = Command::new("node")
-        .arg(workload_source("split.js"))
-        .arg("12")
-        .current_dir(tmp_dir())
-        .spawn()
-        .expect("node is installed by the test command");
-    let node = Workload(node);
-    std::thread::sleep(Duration::from_millis(1500));
+    let node = start_node_with_flags("split.js", &[]);
     let (share, summary) = profile_unflagged(node.pid());
     // Nearly all of split.js's time is in its JIT code.
     assert!(share >= 0.8, "{share:.2} of samples labelled\n{summary}");

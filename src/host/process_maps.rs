@@ -101,6 +101,11 @@ fn anonymous_code_range(line: &str) -> Option<(u64, u64)> {
     if !perms.contains('x') || inode != "0" || !anonymous {
         return None;
     }
+    parse_range(range)
+}
+
+/// A maps line's `START-END` in hex.
+fn parse_range(range: &str) -> Option<(u64, u64)> {
     let (start, end) = range.split_once('-')?;
     Some((
         u64::from_str_radix(start, 16).ok()?,
@@ -119,11 +124,11 @@ fn parse_line(line: &str) -> Option<Module> {
     if !perms.contains('x') || path.is_empty() {
         return None;
     }
-    let (start, end) = range.split_once('-')?;
+    let (start, end) = parse_range(range)?;
     Some(Module {
         path: PathBuf::from(path),
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
+        start,
+        end,
         file_offset: u64::from_str_radix(offset, 16).ok()?,
         device: device.to_string(),
         inode: inode.parse().ok()?,

@@ -41,6 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 
 use super::auth::{Authenticator, Verdict};
 use super::web_config::WebConfig;
@@ -105,8 +106,6 @@ impl Reply {
     }
 }
 
-/// A request that passed the front's checks: its target (path and query),
-/// and where its answer goes.
 /// The last `/metrics` answer the main loop made: a scrape that finds the
 /// loop busy (rendering a profile) for more than `METRICS_PATIENCE` gets it
 /// instead of waiting. The loop refreshes it at every scrape it answers
@@ -150,6 +149,8 @@ impl LatestMetrics {
 /// The content type of `/metrics` answers.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A request that passed the front's checks: its target (path and query),
+/// and where its answer goes.
 pub struct Request {
     pub url: String,
     reply: oneshot::Sender<Reply>,
@@ -187,9 +188,8 @@ pub fn start(
         counters,
         latest_metrics,
         to_main: sender,
-        authenticator: (!web.users.is_empty())
-            .then(|| Arc::new(Authenticator::new(web.users.clone()))),
-        web,
+        authenticator: (!web.users.is_empty()).then(|| Arc::new(Authenticator::new(web.users))),
+        tls: web.tls,
     });
     std::thread::Builder::new()
         .name("http".into())
@@ -207,7 +207,7 @@ pub fn start(
 
 struct Front {
     limits: Limits,
-    web: WebConfig,
+    tls: Option<TlsAcceptor>,
     counters: Arc<HttpCounters>,
     to_main: mpsc::Sender<Request>,
     authenticator: Option<Arc<Authenticator>>,
@@ -328,7 +328,7 @@ async fn serve_connection(
     held: &Arc<Held>,
 ) {
     let limits = front.limits;
-    match &front.web.tls {
+    match &front.tls {
         None => {
             serve_http(
                 WriteDeadline::new(stream, limits.write_timeout),

@@ -17,7 +17,7 @@ use crate::bpf::program_stats;
 use crate::bpf::run_stats::{RunStats, UnwindStats};
 use crate::host::cgroup_names::CgroupNames;
 use crate::host::containers::container_of_cgroup;
-use crate::host::memory_budget::budget;
+use crate::host::memory_budget::{budget, KindUsage};
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::render_text;
 use crate::output::prometheus::{Exposition, Sample, Series};
@@ -475,23 +475,23 @@ impl Metrics {
             .map(|(reason, counter)| (labels(&[("reason", reason)]), count(counter))),
         );
         let usage = budget().usage();
+        let by_kind = |value: fn(&KindUsage) -> u64| -> Vec<Sample> {
+            usage
+                .iter()
+                .map(|kind| (labels(&[("kind", kind.kind.name())]), value(kind) as f64))
+                .collect()
+        };
         exposition.samples(
             "bpfscope_memory_budget_bytes",
             "Memory held under the memory budget (--memory-budget), by kind of item.",
             "gauge",
-            &usage
-                .iter()
-                .map(|kind| (labels(&[("kind", kind.kind.name())]), kind.bytes as f64))
-                .collect::<Vec<_>>(),
+            &by_kind(|kind| kind.bytes),
         );
         exposition.samples(
             "bpfscope_memory_budget_refused_total",
             "Items dropped because they would have passed their limit or the memory budget's total, by kind: their frames show [unknown] or lose lines.",
             "counter",
-            &usage
-                .iter()
-                .map(|kind| (labels(&[("kind", kind.kind.name())]), kind.refused as f64))
-                .collect::<Vec<_>>(),
+            &by_kind(|kind| kind.refused),
         );
         Ok(exposition.finish())
     }
