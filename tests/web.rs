@@ -8,6 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -35,8 +36,17 @@ fn sample(metrics: &str, prefix: &str) -> f64 {
 /// GETs a path; the status, or None when the connection fails or is reset
 /// (as connections over the limit are).
 fn try_get(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    read_status(send_get(port, path).ok()?)
+}
+
+fn send_get(port: u16, path: &str) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    Ok(stream)
+}
+
+/// The status of the response that `stream` reads to its end.
+fn read_status(mut stream: TcpStream) -> Option<u16> {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
@@ -252,6 +262,15 @@ fn timed_status(port: u16, path: &str) -> (u16, f64) {
     (status, started.elapsed().as_secs_f64())
 }
 
+/// Like `timed_status`, waiting at `sent` once the request is written.
+fn timed_status_after_sending(port: u16, path: &str, sent: &Barrier) -> (u16, f64) {
+    let started = Instant::now();
+    let stream = send_get(port, path);
+    sent.wait();
+    let status = stream.ok().and_then(read_status);
+    (status.unwrap_or(0), started.elapsed().as_secs_f64())
+}
+
 #[test]
 fn two_hundred_windows_share_renderings_and_scrapes_never_wait() {
     let _serial = serial();
@@ -260,6 +279,7 @@ fn two_hundred_windows_share_renderings_and_scrapes_never_wait() {
     let pid = serve.pid();
     let started = Instant::now();
     // 200 requests for 3-s windows at once: they share a few windows.
+    let sent = Arc::new(Barrier::new(201));
     let windows: Vec<_> = (0..200)
         .map(|i| {
             let path = if i % 2 == 0 {
@@ -267,9 +287,13 @@ fn two_hundred_windows_share_renderings_and_scrapes_never_wait() {
             } else {
                 "/flamegraph.svg?seconds=3"
             };
-            std::thread::spawn(move || timed_status(port, path))
+            let sent = Arc::clone(&sent);
+            std::thread::spawn(move || timed_status_after_sending(port, path, &sent))
         })
         .collect();
+    // Only once all 200 are sent (on 2 busy cores, spawning them can take
+    // longer than the 300 ms below): else a late one finds the cap full.
+    sent.wait();
     std::thread::sleep(Duration::from_millis(300));
     // Distinct lengths each need a window of their own: past 8, a 429.
     let distinct: Vec<_> = (4..24)
