@@ -319,3 +319,109 @@ fn a_go_program_walked_by_frame_pointers_is_reported_complete() {
         .unwrap_or_else(|| panic!("no unwind summary\n{text}"));
     assert!(!line.contains("no table"), "{line}");
 }
+
+/// Of the samples (or off-CPU time) of `comm` in `leaf`: how many, and the
+/// share whose stack runs from `main` through `[signal]`, `handler`, `leaf`.
+fn through_signal_frame(stacks: &[Stack], comm: &str, handler: &str, leaf: &str) -> (u64, f64) {
+    let in_leaf: Vec<Stack> = for_comm(stacks, comm)
+        .into_iter()
+        .filter(|s| s.frames.iter().any(|f| f == leaf))
+        .collect();
+    let all = total(&in_leaf);
+    let whole = in_leaf
+        .iter()
+        .filter(|s| {
+            let main = s.frames.iter().position(|f| f == "main");
+            let signal = s.frames.iter().position(|f| f == "[signal]");
+            main.zip(signal).is_some_and(|(main, signal)| {
+                main < signal && s.frames[signal + 1..].starts_with(&[handler.into(), leaf.into()])
+            })
+        })
+        .map(|s| s.count)
+        .sum::<u64>();
+    (all, whole as f64 / all.max(1) as f64)
+}
+
+#[test]
+fn stacks_continue_through_signal_frames_to_main() {
+    let _serial = serial();
+    let binary = workload_variant("signal_work", "_nofp", &["-fomit-frame-pointer"]);
+    let worker = Workload::start(&binary, &["30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // The parent and the child it forked from its handler, with their
+    // tables loaded before the first sample.
+    let child =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", worker.pid())).unwrap();
+    let pids = format!("{},{}", worker.pid(), child.trim());
+    for mode in ["auto", "dwarf"] {
+        let profile =
+            run(bpfscope().args(["profile", "-F", "499", "--unwind", mode, "-p", &pids, "3"]));
+        assert!(profile.status.success(), "{}", stderr(&profile));
+        let offcpu = run(bpfscope().args(["offcpu", "--unwind", mode, "-p", &pids, "3"]));
+        assert!(offcpu.status.success(), "{}", stderr(&offcpu));
+        let (on_cpu, off_cpu) = (
+            parse_folded(&stdout(&profile)),
+            parse_folded(&stdout(&offcpu)),
+        );
+        for (stacks, comm, handler, leaf, least) in [
+            (&on_cpu, "sigwork", "on_alarm", "burn_in_handler", 100),
+            (&on_cpu, "sigchild", "on_usr1", "child_work", 300),
+            (&off_cpu, "sigwork", "on_alarm", "block_in_handler", 100_000),
+            (&off_cpu, "sigchild", "on_usr1", "child_work", 300_000),
+        ] {
+            let (all, whole) = through_signal_frame(stacks, comm, handler, leaf);
+            assert!(all >= least, "{mode}: {comm} {leaf}: only {all}");
+            assert!(
+                whole >= 0.95,
+                "{mode}: {comm}: {:.1}% of {leaf} reaches main through [signal];{handler}",
+                whole * 100.0
+            );
+        }
+    }
+    drop(worker);
+}
+
+#[test]
+fn no_blocked_time_stays_under_a_stack_walked_before_the_tables() {
+    let _serial = serial();
+    // Under load, with no cached tables: the blocker's tables are built
+    // after its first block is seen, and its first walk has none.
+    let cache = tempfile_path("empty-unwind-cache");
+    let burners: Vec<Workload> = (0..2)
+        .map(|_| Workload::start(&workload("cpu_split"), &["30"]))
+        .collect();
+    let blocker = Workload::start(
+        &workload_variant("slow_blocks", "_nofp", &["-fomit-frame-pointer"]),
+        &["30"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let output = run(bpfscope()
+        .env("BPFSCOPE_CACHE_DIR", &cache)
+        .args(["offcpu", "--unwind", "auto", "10"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let blocked = for_comm(&parse_folded(&stdout(&output)), "slowblock");
+    let all = total(&blocked);
+    // 10 s in 200-ms blocks, in microseconds.
+    assert!(all >= 8_000_000, "only {all} us blocked");
+    let whole = count_with_chain(
+        &blocked,
+        &[
+            "main",
+            "level_one",
+            "level_two",
+            "level_three",
+            "block_slowly",
+        ],
+    );
+    // Only blocks walked before the tables arrived (one or two, of 50) may
+    // be cut; a cached cut stack was reused for 16 blocks (3.2 s, 32 %).
+    let cut = 1.0 - whole as f64 / all as f64;
+    assert!(
+        cut <= 0.08,
+        "{:.1}% of the blocked time is under a cut stack: {}",
+        cut * 100.0,
+        stderr(&output)
+    );
+    drop((burners, blocker));
+    std::fs::remove_dir_all(&cache).ok();
+}

@@ -67,7 +67,15 @@
 		__uint(key_size, sizeof(u32));                          \
 		__uint(value_size, MAX_USER_FRAMES * sizeof(u64));      \
 		__uint(max_entries, 16384);                             \
-	} stacks SEC(".maps")
+	} stacks SEC(".maps");                                          \
+	/* How many times user space emptied the stack maps: ids kept   \
+	 * from before (stack caches, pending time) name nothing now. */ \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                       \
+		__uint(max_entries, 1);                                 \
+		__type(key, u32);                                       \
+		__type(value, u32);                                     \
+	} stacks_cleared SEC(".maps")
 
 /*
  * New process images announced to user space, which snapshots their
@@ -122,7 +130,7 @@ struct uw_walk {
 	u32 tgid;
 	u32 stop;               /* enum uw_stop */
 	u32 jit_frames;         /* frames in no file mapping walked by frame pointers (auto) */
-	u32 pad;
+	u32 exact_ip;           /* 1: ip is an interrupted instruction (past a signal frame), not a return address */
 	struct uw_stack stack;  /* the first STACK_CHUNK_FRAMES frames, as interned */
 	u64 deeper_ips[MAX_UNWOUND_FRAMES - STACK_CHUNK_FRAMES];
 };

@@ -47,6 +47,7 @@ enum run_stat {
 	STAT_PY_NOT_CODE,          /* ... a frame whose code is not a code object, walk stopped */
 	STAT_PY_STACKS_FULL,       /* a Python stack not interned: its map was full or another stack had its slot */
 	STAT_PY_SUBINTERPRETERS,   /* a sample of a process running subinterpreters: not walked (unsupported) */
+	STAT_PENDING_CLEARED,      /* a thread's unflushed off-CPU time dropped: the stack maps were emptied under it */
 	STAT_MAX,
 };
 
@@ -89,6 +90,10 @@ _Static_assert(sizeof(struct wake_key) == 104, "struct wake_key: update src/bpf/
 enum address_space_event_kind {
 	ADDRESS_SPACE_NEW = 0,     /* a process image seen for the first time */
 	ADDRESS_SPACE_CHANGED = 1, /* a walk met code outside the known mappings */
+	/* A Python stack was interned for the first time (address_space holds
+	 * its id): its code objects are read now, before the module or class
+	 * body that runs them (code freed once an import is over) is gone. */
+	PYTHON_STACK_NEW = 2,
 };
 
 /* Ring-buffer notification: snapshot this process's mappings now. */
@@ -124,7 +129,23 @@ enum uw_cfa_rule {
 	 * memory whose frame is a fixed size once it has called (CPython's perf
 	 * trampolines: sub $8,%rsp; call *%rcx). At the leaf the walk stops. */
 	CFA_RSP_AFTER_CALL = 6,
+	/* A signal trampoline (its CIE has the 'S' augmentation: glibc's
+	 * __restore_rt). SP points at the kernel's struct ucontext (x86-64
+	 * rt_sigframe, after pretcode); the interrupted RIP, RSP and RBP are in
+	 * its sigcontext, at SIGFRAME_RIP/RSP/RBP from SP. */
+	CFA_SIGNAL = 7,
 };
+
+/* struct ucontext: uc_flags, uc_link, uc_stack (40 bytes), then struct
+ * sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip. */
+#define SIGFRAME_RBP (40 + 80)
+#define SIGFRAME_RSP (40 + 120)
+#define SIGFRAME_RIP (40 + 128)
+
+/* Stands for a signal frame in a table-walked stack (user space shows
+ * "[signal]"); the frame after it is the interrupted instruction itself,
+ * not a return address. */
+#define SIGNAL_FRAME_IP 0xfffffffffffffffeULL
 
 enum uw_rbp_rule {
 	RBP_SAME = 0,
@@ -154,7 +175,9 @@ _Static_assert(sizeof(struct uw_mapping) == 32, "struct uw_mapping: update src/b
 
 struct uw_process {
 	u32 count;
-	u32 pad;
+	/* Bumped at every write of the entry (tables arrived, mappings read
+	 * again): stacks cached under an older generation are walked again. */
+	u32 generation;
 	struct uw_mapping mappings[MAX_MAPPINGS];  /* sorted by start */
 };
 _Static_assert(sizeof(struct uw_process) == 8 + 32 * MAX_MAPPINGS, "struct uw_process: update src/bpf/layouts.rs");
@@ -328,7 +351,8 @@ struct py_offsets {
 	u16 code_size;               /* bytes of a code object the walk reads (at most 128) */
 	u16 interp_next;             /* PyInterpreterState.next: set while subinterpreters exist */
 	u8 owned_by_cstack;          /* frame_owner of the shim frames each C call pushes (3.12+), else 0xff */
-	u8 pad[3];
+	u8 pad;
+	u16 code_filename;           /* in the check: code freed and reused by another file's differs */
 };
 _Static_assert(sizeof(struct py_offsets) == 40, "struct py_offsets: update src/bpf/layouts.rs");
 
@@ -344,8 +368,9 @@ _Static_assert(sizeof(struct py_process) == 56, "struct py_process: update src/b
 struct py_frame {
 	u64 code;               /* the code object's address */
 	u32 instruction;        /* f_lasti as stored (3.8 to 3.10), or bytes from the first instruction (3.11+) */
-	u32 check;              /* PY_FRAME_ENTERED_FROM_C, and in the other bits co_firstlineno ^ (co_name >> 4):
-	                         * user space names the code object only if it still matches */
+	u32 check;              /* PY_FRAME_ENTERED_FROM_C, and in the other bits co_firstlineno ^ (co_name >> 4)
+	                         * ^ rotl32(co_filename >> 4, 16): user space names the code object only if it
+	                         * still matches (every module body has the same first line and interned name) */
 };
 _Static_assert(sizeof(struct py_frame) == 16, "struct py_frame: update src/bpf/layouts.rs");
 

@@ -13,10 +13,11 @@ mod generated {
 }
 
 pub use generated::types::{
-    address_space_event, block_flag, connect_event, connection, fs_op, hist, hist_key, py_frame,
-    py_offsets, py_process, py_stack, retransmit_event, run_stat, session_event, slow_op,
-    stack_key, syscall_class, syscall_total, uw_cfa_rule, uw_mapping, uw_mode, uw_process,
-    uw_rbp_rule, uw_row, uw_stack, uw_stack_chunk, uw_stack_chunk_key, wake_key, waker_context,
+    address_space_event, address_space_event_kind, block_flag, connect_event, connection, fs_op,
+    hist, hist_key, py_frame, py_offsets, py_process, py_stack, retransmit_event, run_stat,
+    session_event, slow_op, stack_key, syscall_class, syscall_total, uw_cfa_rule, uw_mapping,
+    uw_mode, uw_process, uw_rbp_rule, uw_row, uw_stack, uw_stack_chunk, uw_stack_chunk_key,
+    wake_key, waker_context,
 };
 
 /// A layout every byte pattern of its size is a valid value of: `#[repr(C)]`
@@ -69,7 +70,8 @@ unsafe impl Plain for u64 {}
 unsafe impl Plain for u32 {}
 
 /// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES`, `STACK_CHUNK_FRAMES`, `HIST_SLOTS`,
-/// `MAX_PYTHON_FRAMES`, `PY_NO_FIELD` and `PY_FRAME_ENTERED_FROM_C` in layouts.h.
+/// `MAX_PYTHON_FRAMES`, `PY_NO_FIELD`, `PY_FRAME_ENTERED_FROM_C` and
+/// `SIGNAL_FRAME_IP` in layouts.h.
 pub const MAX_MAPPINGS: usize = 256;
 pub const MAX_UNWOUND_FRAMES: usize = 2048;
 pub const STACK_CHUNK_FRAMES: usize = 512;
@@ -77,6 +79,7 @@ pub const HIST_SLOTS: usize = 40;
 pub const MAX_PYTHON_FRAMES: usize = 128;
 pub const PY_NO_FIELD: u16 = 0xffff;
 pub const PY_FRAME_ENTERED_FROM_C: u32 = 0x8000_0000;
+pub const SIGNAL_FRAME_IP: u64 = 0xffff_ffff_ffff_fffe;
 
 /// A value of `T` from the start of `bytes`, or None if they are too short.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

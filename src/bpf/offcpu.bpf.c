@@ -11,7 +11,10 @@
  *   (stack_cache.h), and revalidates cached stacks every 10 ms of reuse;
  * - block time accumulates per thread (in nanoseconds) and is added to the
  *   counts map when the thread's stacks change, every `flush_every` blocks,
- *   when the thread exits, and at the end of the run (a task iterator).
+ *   when the thread exits, and at the end of the run (a task iterator);
+ * - time blocked before the process's unwind tables arrived, under a stack
+ *   walked without them, goes under the stacks that the first walk with the
+ *   tables gives the same signature, not under the cut one.
  * The raw-tracepoint fallback has no task storage: it keys blocks by TID in a
  * hash, walks stacks on every switch-out and adds every block at once.
  */
@@ -78,6 +81,9 @@ struct pending_time {
 	u64 ns;
 	u32 blocks;             /* STAT_EVENTS */
 	s32 python_stack_id;
+	u32 stacks_epoch;       /* stacks_epoch() when the ids were taken */
+	u32 pad;
+	u64 signature;          /* of every block in it; 0: blocks of several */
 };
 
 /* A thread's current block, its unflushed time and its stack cache. */
@@ -128,6 +134,12 @@ static __always_inline void flush_pending(struct task_struct *task, struct block
 	b->pending.blocks = 0;
 	if (!b->pending.ns)
 		return;
+	if (b->pending.stacks_epoch != stacks_epoch()) {
+		/* Its ids point into emptied maps: they may name other stacks now. */
+		stat_inc(STAT_PENDING_CLEARED);
+		b->pending.ns = 0;
+		return;
+	}
 	key.tgid = BPF_CORE_READ(task, tgid);
 	key.address_space = (u64)BPF_CORE_READ(task, mm);
 	key.user_stack_id = b->pending.user_stack_id;
@@ -172,10 +184,13 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 	bool is_kthread = view->flags & PF_KTHREAD;
 	s32 user_id, kernel_id, python_id = -1;
 	u64 signature = 0;
+	u32 epoch;
+	struct superseded_stacks superseded;
 
 	if (use_cache && !is_kthread && capture_user)
 		signature = user_signature(prev, view->state);
-	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id);
+	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id,
+		    &superseded);
 	/* Not cached: Python functions blocked alike share one native signature. */
 	if (!is_kthread && capture_user && maybe_python(b, view->tgid) && now >= b->python_skip_until_ns) {
 		bool no_thread_state;
@@ -184,12 +199,23 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 		if (no_thread_state)
 			b->python_skip_until_ns = now + PYTHON_RECHECK_NS;
 	}
+	epoch = stacks_epoch();
 	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id ||
-	    python_id != b->pending.python_stack_id) {
-		flush_pending(prev, b);
+	    python_id != b->pending.python_stack_id || epoch != b->pending.stacks_epoch) {
+		/* Blocks here walked before the process's tables arrived (or
+		 * with fewer of them): their time goes under this walk too. */
+		if (!(superseded.found && signature && b->pending.signature == signature &&
+		      b->pending.user_stack_id == superseded.user_stack_id &&
+		      b->pending.kernel_stack_id == superseded.kernel_stack_id &&
+		      b->pending.python_stack_id == python_id && b->pending.stacks_epoch == epoch))
+			flush_pending(prev, b);
 		b->pending.user_stack_id = user_id;
 		b->pending.kernel_stack_id = kernel_id;
 		b->pending.python_stack_id = python_id;
+		b->pending.stacks_epoch = epoch;
+		b->pending.signature = signature;
+	} else if (b->pending.signature != signature) {
+		b->pending.signature = 0;
 	}
 	if (view->mm && capture_user && b->announced_mm != view->mm) {
 		announce_address_space(view->tgid, view->mm);

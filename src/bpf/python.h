@@ -13,7 +13,7 @@
  * not a code object stops the walk, and every walk is counted by how it
  * ended. Stacks are interned by hash like the table unwinder's. A process
  * running subinterpreters is not walked (counted).
- * Needs: RUN_STATS_MAP, PYTHON_MAPS.
+ * Needs: RUN_STATS_MAP, PYTHON_MAPS, stacks.h (it announces new stacks).
  */
 #ifndef BPFSCOPE_PYTHON_H
 #define BPFSCOPE_PYTHON_H
@@ -96,7 +96,7 @@ static __always_inline void py_find_thread_state(struct py_walk *st, u32 tid, u6
 /* One frame of the walk; 1 when the walk is over. */
 static long py_frame_step(u32 index, void *unused)
 {
-	u32 zero = 0, len, size, check;
+	u32 zero = 0, len, size, check, filename;
 	struct py_walk *st = bpf_map_lookup_elem(&python_scratch, &zero);
 	struct py_offsets *o;
 	struct py_frame *frame;
@@ -146,8 +146,12 @@ static long py_frame_step(u32 index, void *unused)
 		if (instruction > 0xffffffffULL)
 			instruction = 0xffffffffULL;
 	}
-	check = (py_u32(st->code_bytes, o->code_firstlineno) ^
-		 (u32)(py_u64(st->code_bytes, o->code_name) >> 4)) & ~PY_FRAME_ENTERED_FROM_C;
+	check = py_u32(st->code_bytes, o->code_firstlineno) ^ (u32)(py_u64(st->code_bytes, o->code_name) >> 4);
+	if (o->code_filename != PY_NO_FIELD) {
+		filename = (u32)(py_u64(st->code_bytes, o->code_filename) >> 4);
+		check ^= (filename << 16) | (filename >> 16);
+	}
+	check &= ~PY_FRAME_ENTERED_FROM_C;
 	if (o->frame_is_entry != PY_NO_FIELD) {
 		if (py_u8(st->frame_bytes, o->frame_is_entry))
 			check |= PY_FRAME_ENTERED_FROM_C;
@@ -278,6 +282,7 @@ static __always_inline s32 capture_python_stack(u32 tgid, u32 tid, bool *no_thre
 		stat_inc(STAT_PY_STACKS_FULL);
 		return -1;
 	}
+	send_address_space_event(tgid, PYTHON_STACK_NEW, id);
 	return id;
 }
 

@@ -22,6 +22,9 @@ pub struct RunStats {
     pub stacks_stale: u64,
     pub threads_untracked: u64,
     pub wakeups_unseen: u64,
+    /// Threads' unflushed off-CPU sums dropped because serve emptied the
+    /// stack maps their stack ids pointed into.
+    pub pending_cleared: u64,
     pub unwind: UnwindStats,
     pub python: PythonWalkStats,
 }
@@ -74,7 +77,7 @@ impl PythonWalkStats {
         }
         if unmerged > 0 {
             line.push_str(&format!(
-                "; {unmerged} stacks' native walks stopped before the interpreter (Python frames put above them)"
+                "; {unmerged} stacks' native walks stopped before the interpreter (Python frames put above them; mostly walks that met a library loaded after the process's mappings were read, such as an extension module an import had just loaded: the unwind line's 'unmapped code')"
             ));
         }
         Some(line)
@@ -202,6 +205,7 @@ impl RunStats {
             stacks_stale: total(run_stat::STAT_STACK_STALE)?,
             threads_untracked: total(run_stat::STAT_THREADS_UNTRACKED)?,
             wakeups_unseen: total(run_stat::STAT_WAKEUP_UNSEEN)?,
+            pending_cleared: total(run_stat::STAT_PENDING_CLEARED)?,
             unwind: UnwindStats {
                 complete: total(run_stat::STAT_UNWIND_COMPLETE)?,
                 no_table: total(run_stat::STAT_UNWIND_NO_TABLE)?,
@@ -300,6 +304,11 @@ impl RunStats {
         note(
             self.wakeups_unseen,
             "blocks dropped because their wakeup was not seen (a wakeup inside another BPF program)"
+                .into(),
+        );
+        note(
+            self.pending_cleared,
+            "threads' off-CPU sums dropped (the stack maps were emptied before they were counted)"
                 .into(),
         );
         if self.stacks_stale > 0 {

@@ -11,7 +11,11 @@
  * (STAT_STACK_STALE): the error of the shortcut is measured, never hidden,
  * and walks per thread stay bounded however fast it switches. Walks that
  * went through JIT code are never reused: JIT callers blocking through the
- * same runtime code share a signature.
+ * same runtime code share a signature. Nor does a cached stack outlive what
+ * it was walked with: each slot keeps the generation of its process's
+ * unwind entry (tables that arrived since, libraries mapped since) and the
+ * stack maps' epoch (serve empties them), and is walked again when either
+ * has changed.
  * Needs: stats.h, stacks.h, unwind.h, and the includer's const volatile
  * capture_user, capture_kernel, revalidate_every, revalidate_after_ns.
  */
@@ -24,8 +28,10 @@ struct cached_stacks {
 	s32 user_stack_id;
 	s32 kernel_stack_id;
 	u32 uses_since_walk;
-	u32 pad;
+	u32 tables_generation;  /* tables_generation() at the walk */
 	u64 walked_ns;
+	u32 stacks_epoch;       /* stacks_epoch() at the walk */
+	u32 pad;
 };
 
 #define CACHE_SLOTS 2
@@ -82,14 +88,27 @@ static __always_inline void walk_stacks(void *ctx, u32 tgid, bool is_kthread, s3
 }
 
 /*
+ * Stacks a walk superseded: what the cache held for the same signature,
+ * walked under an older generation of the process's tables. Time the
+ * caller kept under them belongs under the new walk's stacks.
+ */
+struct superseded_stacks {
+	s32 user_stack_id;
+	s32 kernel_stack_id;
+	bool found;
+};
+
+/*
  * The current thread's stacks: cached ones for this signature, or walked
  * when the signature is 0 (no cache), unknown or due for revalidation.
+ * `superseded` (may be NULL) says what a walk under newer tables replaced.
  */
 static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u64 signature, u32 tgid,
-					bool is_kthread, u64 now, s32 *user_id, s32 *kernel_id)
+					bool is_kthread, u64 now, s32 *user_id, s32 *kernel_id,
+					struct superseded_stacks *superseded)
 {
 	struct cached_stacks *slot;
-	u32 index = cache->last_slot & 1;
+	u32 index = cache->last_slot & 1, generation, epoch;
 
 	if (!signature) {
 		walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
@@ -98,6 +117,21 @@ static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u6
 	if (cache->slots[index].signature != signature)
 		index ^= 1;
 	slot = &cache->slots[index];
+	generation = is_kthread ? 0 : tables_generation(tgid);
+	epoch = stacks_epoch();
+	if (superseded)
+		superseded->found = false;
+	if (slot->signature == signature &&
+	    (slot->tables_generation != generation || slot->stacks_epoch != epoch)) {
+		/* Walked with older tables, or into emptied maps: neither
+		 * reused nor compared (a difference is not the cache's error). */
+		if (superseded && slot->stacks_epoch == epoch) {
+			superseded->found = true;
+			superseded->user_stack_id = slot->user_stack_id;
+			superseded->kernel_stack_id = slot->kernel_stack_id;
+		}
+		slot->signature = 0;
+	}
 	if (slot->signature == signature &&
 	    (slot->uses_since_walk + 1 < revalidate_every || now - slot->walked_ns < revalidate_after_ns)) {
 		slot->uses_since_walk++;
@@ -118,8 +152,9 @@ static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u6
 		stat_inc(STAT_STACK_REVALIDATED);
 		if (slot->user_stack_id != *user_id || slot->kernel_stack_id != *kernel_id)
 			stat_inc(STAT_STACK_STALE);
-	} else {
-		/* Unknown signature: replace the slot not used last. */
+	} else if (slot->signature) {
+		/* Unknown signature: replace the slot not used last (an empty
+		 * or dropped one is taken as it is). */
 		index = (cache->last_slot & 1) ^ 1;
 		slot = &cache->slots[index];
 	}
@@ -127,6 +162,8 @@ static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u6
 	slot->user_stack_id = *user_id;
 	slot->kernel_stack_id = *kernel_id;
 	slot->uses_since_walk = 0;
+	slot->tables_generation = generation;
+	slot->stacks_epoch = epoch;
 	slot->walked_ns = now;
 	cache->last_slot = index;
 }

@@ -212,6 +212,8 @@ pub fn python_frames(stack: &py_stack) -> Vec<u64> {
 /// `unwound_stack_chunks`.
 pub struct StackMaps<'a> {
     pub traces: &'a dyn MapCore,
+    /// How many times they were emptied (BPF drops ids kept from before).
+    pub cleared: &'a dyn MapCore,
     pub unwound: &'a dyn MapCore,
     pub unwound_chunks: &'a dyn MapCore,
     /// Interned Python stacks, in the tools that walk them.
@@ -219,8 +221,10 @@ pub struct StackMaps<'a> {
 }
 
 impl StackMaps<'_> {
-    /// Empties them (serve, between windows).
-    pub fn clear(&self) {
+    /// Empties them (serve, between windows), then counts it: ids the BPF
+    /// side kept from before (stack caches, unflushed time) are dropped
+    /// there instead of naming whatever stack takes their slot next.
+    pub fn clear(&self) -> Result<()> {
         for map in [self.traces, self.unwound, self.unwound_chunks]
             .into_iter()
             .chain(self.python)
@@ -229,6 +233,15 @@ impl StackMaps<'_> {
                 map.delete(&key).ok();
             }
         }
+        let zero = 0u32.to_ne_bytes();
+        let cleared = self
+            .cleared
+            .lookup(&zero, MapFlags::ANY)?
+            .and_then(|raw| layouts::read::<u32>(&raw))
+            .unwrap_or(0);
+        self.cleared
+            .update(&zero, &cleared.wrapping_add(1).to_ne_bytes(), MapFlags::ANY)?;
+        Ok(())
     }
 
     /// Reads the stacks with the given ids (negative ids are skipped).

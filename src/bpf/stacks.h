@@ -23,6 +23,14 @@ static __always_inline s32 capture_stack(void *ctx, u64 flags)
 	return id;
 }
 
+/* How many times the stack maps were emptied (see stacks_cleared). */
+static __always_inline u32 stacks_epoch(void)
+{
+	u32 zero = 0, *cleared = bpf_map_lookup_elem(&stacks_cleared, &zero);
+
+	return cleared ? *cleared : 0;
+}
+
 /* Sends an address-space event; false when the ring buffer was full (counted). */
 static __always_inline bool send_address_space_event(u32 tgid, u32 kind, u64 address_space)
 {

@@ -34,7 +34,8 @@ const volatile int unwind_mode = UNWIND_FP;
  * A walk reached code outside the process's known mappings: libraries
  * mapped after its tables were loaded (ld.so maps libc after the first
  * look, dlopen) or JIT code. Asks user space to read the mappings again, at
- * most once a second per process.
+ * most once a second per process (user space allows the next ask sooner
+ * when the last one found libraries loaded since: src/unwind/manager.rs).
  */
 static __always_inline void request_refresh(u32 tgid)
 {
@@ -119,6 +120,34 @@ static __always_inline bool plausible_frame_pointer(struct uw_walk *st)
 	return st->bp > st->sp && st->bp - st->sp < (8ULL << 20) && !(st->bp & 7);
 }
 
+/*
+ * Through a signal frame: the interrupted thread's registers, as the kernel
+ * saved them. The trampoline's frame (len) becomes SIGNAL_FRAME_IP; the next
+ * frame is the interrupted instruction, looked up as is. 1 when the walk is
+ * over (the frame could not be read).
+ */
+static __always_inline int signal_frame_step(struct uw_walk *st, u32 len)
+{
+	u64 marker = SIGNAL_FRAME_IP;
+
+	if (bpf_probe_read_user(&st->ip, sizeof(st->ip), (void *)(st->sp + SIGFRAME_RIP)) ||
+	    bpf_probe_read_user(&st->bp, sizeof(st->bp), (void *)(st->sp + SIGFRAME_RBP)) ||
+	    bpf_probe_read_user(&st->sp, sizeof(st->sp), (void *)(st->sp + SIGFRAME_RSP))) {
+		st->stop = STOP_READ_FAULT;
+		return 1;
+	}
+	if (len < STACK_CHUNK_FRAMES)
+		st->stack.ips[len] = marker;
+	else if (len < MAX_UNWOUND_FRAMES)
+		st->deeper_ips[len - STACK_CHUNK_FRAMES] = marker;
+	st->exact_ip = 1;
+	if (!st->ip) {
+		st->stop = STOP_END;
+		return 1;
+	}
+	return 0;
+}
+
 /* One frame of the current walk (unwind_scratch); 1 when the walk is over. */
 __noinline int uw_step(void)
 {
@@ -145,7 +174,8 @@ __noinline int uw_step(void)
 	st->hash = (st->hash ^ st->ip) * 0x100000001b3ULL;
 
 	/* A return address may be just past its call's function: look up ip - 1. */
-	lookup_ip = len ? st->ip - 1 : st->ip;
+	lookup_ip = (len && !st->exact_ip) ? st->ip - 1 : st->ip;
+	st->exact_ip = 0;
 	proc = bpf_map_lookup_elem(&unwind_processes, &st->tgid);
 	found = proc ? uw_find_mapping(proc, lookup_ip) : -1;
 	if (!proc || found < 0 || found >= MAX_MAPPINGS) {
@@ -204,6 +234,8 @@ __noinline int uw_step(void)
 	case CFA_END:
 		st->stop = STOP_END;
 		return 1;
+	case CFA_SIGNAL:
+		return signal_frame_step(st, len);
 	default:
 		st->stop = STOP_UNSUPPORTED;
 		return 1;
@@ -311,6 +343,7 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 	st->tgid = tgid;
 	st->stop = STOP_NONE;
 	st->jit_frames = 0;
+	st->exact_ip = 0;
 	st->stack.len = 0;
 	bpf_loop(MAX_UNWOUND_FRAMES + 1, unwind_step, NULL, 0);
 	count_stop(st->stop, st->jit_frames > 0);
@@ -336,6 +369,14 @@ static __always_inline s32 unwind_user_stack(u32 tgid)
 		return -1;
 	}
 	return id;
+}
+
+/* The generation of tgid's unwind_processes entry; 0 without one. */
+static __always_inline u32 tables_generation(u32 tgid)
+{
+	struct uw_process *proc = bpf_map_lookup_elem(&unwind_processes, &tgid);
+
+	return proc ? proc->generation : 0;
 }
 
 /*
@@ -375,6 +416,11 @@ static __always_inline s32 capture_user_stack(void *ctx, u32 tgid)
 static __always_inline bool last_walk_went_through_jit(void)
 {
 	return false;
+}
+
+static __always_inline u32 tables_generation(u32 tgid)
+{
+	return 0;
 }
 #endif /* __TARGET_ARCH_x86 */
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 
-use crate::bpf::layouts::{self, address_space_event, py_stack};
+use crate::bpf::layouts::{self, address_space_event, address_space_event_kind, py_stack};
 use crate::bpf::loader::ObjectStorage;
 use crate::bpf::preflight;
 use crate::bpf::run_stats::{LossWords, RunStats};
@@ -96,10 +96,12 @@ const PYTHON_READ_EVERY: Duration = Duration::from_millis(250);
 pub struct StackObjectMaps<'a> {
     pub counts: &'a dyn MapCore,
     pub stacks: &'a dyn MapCore,
+    pub stacks_cleared: &'a dyn MapCore,
     pub unwound_stacks: &'a dyn MapCore,
     pub unwound_stack_chunks: &'a dyn MapCore,
     pub unwind_rows: &'a dyn MapCore,
     pub unwind_processes: &'a dyn MapCore,
+    pub unwind_refreshes: &'a dyn MapCore,
     pub address_space_events: &'a dyn MapCore,
     pub stats: &'a dyn MapCore,
     /// The tools that walk Python frames have their maps.
@@ -132,10 +134,12 @@ macro_rules! stack_object_maps {
             python: None,
             counts: &$skel.maps.counts,
             stacks: &$skel.maps.stacks,
+            stacks_cleared: &$skel.maps.stacks_cleared,
             unwound_stacks: &$skel.maps.unwound_stacks,
             unwound_stack_chunks: &$skel.maps.unwound_stack_chunks,
             unwind_rows: &$skel.maps.unwind_rows,
             unwind_processes: &$skel.maps.unwind_processes,
+            unwind_refreshes: &$skel.maps.unwind_refreshes,
             address_space_events: &$skel.maps.address_space_events,
             stats: &$skel.maps.stats,
         }
@@ -383,6 +387,8 @@ pub struct StackCollector<'a> {
     /// Python stacks whose code objects were read ahead, and when.
     python_stacks_read: RefCell<HashSet<u32>>,
     python_read_at: Cell<Option<Instant>>,
+    /// Python stacks BPF announced as new, to be read at once.
+    new_python_stacks: Rc<RefCell<Vec<u32>>>,
 }
 
 impl<'a> StackCollector<'a> {
@@ -398,7 +404,12 @@ impl<'a> StackCollector<'a> {
         let unwinder = if unwind.mode == UnwindMode::Fp || cfg!(not(target_arch = "x86_64")) {
             None
         } else {
-            let mut unwinder = Unwinder::new(maps.unwind_rows, unwind.rows, maps.unwind_processes)?;
+            let mut unwinder = Unwinder::new(
+                maps.unwind_rows,
+                unwind.rows,
+                maps.unwind_processes,
+                maps.unwind_refreshes,
+            )?;
             for &pid in &targets.pids {
                 if let Some(space) = AddressSpace::read(pid) {
                     unwinder.add_process(pid, &space);
@@ -417,11 +428,13 @@ impl<'a> StackCollector<'a> {
                 }
             }
         }
+        let new_python_stacks = Rc::default();
         let ring = address_space_ring(
             maps.address_space_events,
             &spaces,
             unwinder.as_ref(),
             python_maps,
+            &new_python_stacks,
         )?;
         Ok(StackCollector {
             maps,
@@ -432,6 +445,7 @@ impl<'a> StackCollector<'a> {
             python_names: RefCell::default(),
             python_stacks_read: RefCell::default(),
             python_read_at: Cell::new(None),
+            new_python_stacks,
         })
     }
 
@@ -444,11 +458,17 @@ impl<'a> StackCollector<'a> {
 
     /// Reads the code objects of the Python stacks interned since the last
     /// call, while their processes live (a process that exits before the
-    /// end keeps its names), at most every PYTHON_READ_EVERY.
+    /// end keeps its names): those BPF announced at once (code run by an
+    /// import is freed when it ends), and every PYTHON_READ_EVERY any whose
+    /// announcement the ring buffer lost.
     fn read_python_ahead(&self) {
         let Some(PythonMaps { stacks, .. }) = self.maps.python else {
             return;
         };
+        let announced = std::mem::take(&mut *self.new_python_stacks.borrow_mut());
+        for id in announced {
+            self.read_python_stack(stacks, id);
+        }
         // Listing the map costs a system call per entry: not at every poll.
         if self
             .python_read_at
@@ -458,27 +478,32 @@ impl<'a> StackCollector<'a> {
             return;
         }
         self.python_read_at.set(Some(Instant::now()));
-        let spaces = self.spaces.borrow();
-        let mut read = self.python_stacks_read.borrow_mut();
-        let mut names = self.python_names.borrow_mut();
         for key in stacks.keys() {
-            let Ok(id) = key.as_slice().try_into().map(u32::from_ne_bytes) else {
-                continue;
-            };
-            if !read.insert(id) {
-                continue;
+            if let Ok(id) = key.as_slice().try_into().map(u32::from_ne_bytes) {
+                self.read_python_stack(stacks, id);
             }
-            let Some(stack) = stacks
-                .lookup(&key, MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|raw| layouts::read::<py_stack>(&raw))
-            else {
-                continue;
-            };
-            if let Some(runtime) = spaces.python(stack.tgid) {
-                names.read_ahead(stack.tgid, runtime, &stack_maps::python_frames(&stack));
-            }
+        }
+    }
+
+    /// Reads the code objects of Python stack `id`, once.
+    fn read_python_stack(&self, stacks: &dyn MapCore, id: u32) {
+        if !self.python_stacks_read.borrow_mut().insert(id) {
+            return;
+        }
+        let Some(stack) = stacks
+            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|raw| layouts::read::<py_stack>(&raw))
+        else {
+            return;
+        };
+        if let Some(runtime) = self.spaces.borrow().python(stack.tgid) {
+            self.python_names.borrow_mut().read_ahead(
+                stack.tgid,
+                runtime,
+                &stack_maps::python_frames(&stack),
+            );
         }
     }
 
@@ -543,16 +568,17 @@ impl<'a> StackCollector<'a> {
     }
 
     /// Empties the stack maps (once every id in use has been read).
-    pub fn clear_stacks(&self) {
+    pub fn clear_stacks(&self) -> Result<()> {
         self.python_read_at.set(None);
         self.read_python_ahead(); // names of the stacks about to go
-        self.stack_maps().clear();
         self.python_stacks_read.borrow_mut().clear();
+        self.stack_maps().clear()
     }
 
     fn stack_maps(&self) -> StackMaps<'a> {
         StackMaps {
             traces: self.maps.stacks,
+            cleared: self.maps.stacks_cleared,
             unwound: self.maps.unwound_stacks,
             unwound_chunks: self.maps.unwound_stack_chunks,
             python: self.maps.python.map(|maps| maps.stacks),
@@ -648,15 +674,15 @@ impl<'a> StackCollector<'a> {
 
     /// Empties the counts and stack maps once `fill` of `max_stacks` is
     /// used (only between windows, so no window's baseline is lost).
-    pub fn reset_if_full(&self, max_stacks: u32, fill: f64) {
+    pub fn reset_if_full(&self, max_stacks: u32, fill: f64) -> Result<()> {
         let keys: Vec<Vec<u8>> = self.maps.counts.keys().collect();
         if (keys.len() as f64) < fill * max_stacks as f64 && !self.python_stacks_filling(fill) {
-            return;
+            return Ok(());
         }
         for key in keys {
             self.maps.counts.delete(&key).ok();
         }
-        self.clear_stacks();
+        self.clear_stacks()
     }
 
     /// Whether the Python stacks interned since the maps were last cleared
@@ -732,12 +758,20 @@ fn address_space_ring<'a>(
     spaces: &Rc<RefCell<AddressSpaces>>,
     unwinder: Option<&Rc<RefCell<Unwinder<'a>>>>,
     python_maps: Option<PythonMaps<'a>>,
+    new_python_stacks: &Rc<RefCell<Vec<u32>>>,
 ) -> Result<RingBuffer<'a>> {
     let spaces = Rc::clone(spaces);
     let unwinder = unwinder.cloned();
+    let new_python_stacks = Rc::clone(new_python_stacks);
     let mut builder = RingBufferBuilder::new();
     builder.add(events, move |raw: &[u8]| {
         if let Some(event) = layouts::read::<address_space_event>(raw) {
+            if event.kind == address_space_event_kind::PYTHON_STACK_NEW.0 as u32 {
+                new_python_stacks
+                    .borrow_mut()
+                    .push(event.address_space as u32);
+                return 0;
+            }
             let mut spaces = spaces.borrow_mut();
             let space = spaces.snapshot(event.tgid, event.address_space);
             if let Some(python_maps) = python_maps {

@@ -106,8 +106,22 @@ const fn walk_offsets(fields: [u16; 17], owned_by_cstack: u8) -> py_offsets {
         // `next` is PyInterpreterState's first field up to 3.12.
         interp_next: 0,
         owned_by_cstack,
-        pad: [0; 3],
+        pad: 0,
+        // Set from the code layout (`with_filename_check`).
+        code_filename: PY_NO_FIELD,
     }
+}
+
+/// `walk` with co_filename in the code check where the walk's read of a
+/// code object (at most 128 bytes) can reach it.
+fn with_filename_check(mut walk: py_offsets, code: &CodeLayout) -> py_offsets {
+    if let Ok(filename) = u16::try_from(code.filename) {
+        if filename + 8 <= 128 {
+            walk.code_filename = filename;
+            walk.code_size = walk.code_size.max(filename + 8);
+        }
+    }
+    walk
 }
 
 const N: u16 = PY_NO_FIELD;
@@ -283,7 +297,7 @@ impl PythonFinder {
                         process: py_process {
                             runtime: runtime.wrapping_add(bias),
                             code_type: code_type.wrapping_add(bias),
-                            offsets: walk,
+                            offsets: with_filename_check(walk, &code),
                         },
                         code,
                     }));
@@ -438,7 +452,8 @@ fn parse_debug_offsets(
         code_instructions: small(d::CODE_ADAPTIVE)?,
         code_size: read_size(&[(firstlineno, 4), (name, 8)])?,
         owned_by_cstack: OWNED_BY_CSTACK_3_13,
-        pad: [0; 3],
+        pad: 0,
+        code_filename: PY_NO_FIELD,
     };
     let code = CodeLayout {
         filename: small(d::CODE_FILENAME)?.into(),

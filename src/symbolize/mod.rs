@@ -25,6 +25,7 @@ use blazesym::MaybeDefault;
 use self::debuginfod::Debuginfod;
 use self::python::PythonNames;
 
+use crate::bpf::layouts::SIGNAL_FRAME_IP;
 use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED, TRUNCATED};
 use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
@@ -307,6 +308,23 @@ pub fn lookup_address(address: u64, is_leaf: bool) -> u64 {
     }
 }
 
+/// Whether frame `index` of a leaf-first stack is an instruction itself,
+/// not a return address: the leaf, and the frame a signal interrupted.
+fn is_exact(stack: &[u64], index: usize) -> bool {
+    index == 0 || stack[index - 1] == SIGNAL_FRAME_IP
+}
+
+/// Marks where a signal handler was entered (the kernel's signal frame).
+fn signal_frame() -> Frame {
+    Frame {
+        kind: FrameKind::User,
+        address: SIGNAL_FRAME_IP,
+        functions: vec!["[signal]".to_string()],
+        module: None,
+        source: None,
+    }
+}
+
 /// Stands for the callers a cut stack lost, at its root.
 fn truncated_frame(kind: FrameKind) -> Frame {
     Frame {
@@ -343,8 +361,11 @@ pub fn symbolize_counts(
                 wanted.kernel(lookup_address(address, index == 0));
             }
         }
-        for (index, &address) in stack_of(key.user_stack_id).iter().enumerate() {
-            if let Some((module, offset)) = locate(key, lookup_address(address, index == 0)) {
+        let user = stack_of(key.user_stack_id);
+        for (index, &address) in user.iter().enumerate() {
+            if let Some((module, offset)) =
+                locate(key, lookup_address(address, is_exact(user, index)))
+            {
                 if let Some(object) = spaces.object(&module) {
                     let debug_file =
                         debug_files
@@ -378,14 +399,18 @@ pub fn symbolize_counts(
             while kernel.last().is_some_and(is_tracing_frame) {
                 kernel.pop();
             }
-            let user = stack_of(key.user_stack_id)
+            let user_addresses = stack_of(key.user_stack_id);
+            let user = user_addresses
                 .iter()
                 .enumerate()
                 .rev()
                 .map(|(index, &address)| {
-                    let lookup = lookup_address(address, index == 0);
+                    let lookup = lookup_address(address, is_exact(user_addresses, index));
                     if address == TRUNCATED {
                         return truncated_frame(FrameKind::User);
+                    }
+                    if address == SIGNAL_FRAME_IP {
+                        return signal_frame();
                     }
                     let location = locate(&key, lookup);
                     if location.is_none() {

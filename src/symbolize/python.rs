@@ -19,7 +19,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::bpf::layouts::PY_FRAME_ENTERED_FROM_C;
+use crate::bpf::layouts::{PY_FRAME_ENTERED_FROM_C, PY_NO_FIELD};
 use crate::bpf::stack_maps::TRUNCATED;
 use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::perf_maps::CPYTHON_TRAMPOLINE_PREFIX;
@@ -330,7 +330,11 @@ fn read_code_object(
     }
     let firstlineno = word(&header, layout.firstlineno)? as u32;
     let name_address = word(&header, layout.name)?;
-    if (firstlineno ^ (name_address >> 4) as u32) & !PY_FRAME_ENTERED_FROM_C != check {
+    let mut expected = firstlineno ^ (name_address >> 4) as u32;
+    if runtime.process.offsets.code_filename != PY_NO_FIELD {
+        expected ^= ((word(&header, layout.filename)? >> 4) as u32).rotate_left(16);
+    }
+    if expected & !PY_FRAME_ENTERED_FROM_C != check {
         return None;
     }
     let function = read_string(

@@ -20,8 +20,9 @@ use crate::bpf::layouts;
 use crate::host::private_dir::PrivateDir;
 use crate::unwind::table::{ElfImage, Row};
 
-/// Entry files start with this (the row layout's version).
-const CACHE_MAGIC: &[u8; 8] = b"BPFSUW02";
+/// Entry files start with this (the row layout's version; 03: signal
+/// trampolines have their own rule).
+const CACHE_MAGIC: &[u8; 8] = b"BPFSUW03";
 /// The most the cache directory holds before old entries are pruned.
 pub const MAX_CACHE_BYTES: u64 = 256 << 20;
 

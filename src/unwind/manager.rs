@@ -24,6 +24,7 @@ use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
+use crate::bpf::loader::bpf_clock_ns;
 use crate::host::object_files::{own_vdso_image, ObjectFile};
 use crate::host::process_maps::AddressSpace;
 use crate::host::target::process_alive;
@@ -33,6 +34,11 @@ use crate::unwind::table::{build_rows, load_bias, BuildLimits, ElfImage, Row};
 
 /// Bytes per `unwind_rows` element.
 const ROW_STRIDE: usize = std::mem::size_of::<Row>();
+
+/// How often BPF asks for a process's mappings again (unwind.h's
+/// request_refresh), and how soon after a refresh that found new objects.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+const EARLY_REFRESH: Duration = Duration::from_millis(100);
 
 /// How long an object whose table could not be loaded is left alone.
 const RETRY_UNLOADABLE: Duration = Duration::from_secs(60);
@@ -268,6 +274,8 @@ fn start_builder(limits: BuildLimits) -> (Sender<(ObjectKey, ObjectFile)>, Recei
 pub struct Unwinder<'a> {
     rows: RowArray,
     processes: &'a dyn MapCore,
+    /// When BPF last asked for each process's mappings to be read again.
+    refreshes: &'a dyn MapCore,
     requests: Sender<(ObjectKey, ObjectFile)>,
     results: Receiver<BuiltTable>,
     /// Objects the builder is working on, and processes waiting for them.
@@ -285,13 +293,23 @@ pub struct Unwinder<'a> {
     trampoline_row: Option<u32>,
     /// Each process's CPython trampoline ranges, from its perf map.
     trampolines: HashMap<u32, Vec<(u64, u64)>>,
+    /// Entries written so far: each write carries the next value as its
+    /// generation, so stacks the BPF side cached from an older entry of the
+    /// process are walked again (0 stands for "no entry").
+    writes: u32,
     pub stats: TableStats,
 }
 
 impl<'a> Unwinder<'a> {
     /// Takes the loaded `unwind_rows` (created with `capacity` entries) and
     /// `unwind_processes` maps.
-    pub fn new(rows: &dyn MapCore, capacity: u32, processes: &'a dyn MapCore) -> Result<Self> {
+    /// Takes `unwind_refreshes` too: see `add_process`.
+    pub fn new(
+        rows: &dyn MapCore,
+        capacity: u32,
+        processes: &'a dyn MapCore,
+        refreshes: &'a dyn MapCore,
+    ) -> Result<Self> {
         let limits = BuildLimits {
             max_rows: capacity as usize,
             ..BuildLimits::default()
@@ -312,6 +330,7 @@ impl<'a> Unwinder<'a> {
         Ok(Unwinder {
             rows,
             processes,
+            refreshes,
             requests,
             results,
             building: HashSet::new(),
@@ -322,6 +341,7 @@ impl<'a> Unwinder<'a> {
             space,
             trampoline_row,
             trampolines: HashMap::new(),
+            writes: 0,
             stats: TableStats::default(),
         })
     }
@@ -529,14 +549,19 @@ impl<'a> Unwinder<'a> {
             }
             entries.sort_by_key(|mapping| mapping.start);
         }
+        if !previous.is_empty() && used.iter().any(|key| !previous.contains(key)) {
+            self.allow_early_refresh(tgid);
+        }
         self.process_objects.insert(tgid, used);
         self.release(previous);
         if entries.len() > MAX_MAPPINGS {
             self.stats.mappings_dropped += (entries.len() - MAX_MAPPINGS) as u64;
             entries.truncate(MAX_MAPPINGS);
         }
+        self.writes = self.writes.checked_add(1).unwrap_or(1);
         let mut value = uw_process {
             count: entries.len() as u32,
+            generation: self.writes,
             ..Default::default()
         };
         value.mappings[..entries.len()].copy_from_slice(&entries);
@@ -551,6 +576,18 @@ impl<'a> Unwinder<'a> {
         {
             self.stats.processes_dropped += 1;
         }
+    }
+
+    /// A process that loaded a library since its last entry (an import of
+    /// an extension module, dlopen) often loads more in a row, and walks
+    /// stop in code mapped after the entry: BPF may ask for its mappings
+    /// again EARLY_REFRESH after this one, instead of a second.
+    fn allow_early_refresh(&self, tgid: u32) {
+        let asked =
+            bpf_clock_ns().saturating_sub((REFRESH_EVERY - EARLY_REFRESH).as_nanos() as u64);
+        let _ = self
+            .refreshes
+            .update(&tgid.to_ne_bytes(), &asked.to_ne_bytes(), MapFlags::ANY);
     }
 
     /// Drops one use of each object; unused ones are evicted.

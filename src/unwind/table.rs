@@ -216,6 +216,13 @@ pub fn build_rows(image: &ElfImage, limits: &BuildLimits) -> Result<Vec<Row>> {
         let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
             continue;
         };
+        if fde.cie().is_signal_trampoline() {
+            // Its CFI describes the kernel's signal frame with expressions;
+            // the walker reads that frame's saved registers itself.
+            rows.push((fde.initial_address(), true, row(uw_cfa_rule::CFA_SIGNAL)));
+            rows.push((fde.end_address(), false, row(uw_cfa_rule::CFA_NONE)));
+            continue;
+        }
         let Ok(mut table) = fde.rows(&eh_frame, &bases, &mut context) else {
             continue;
         };
@@ -332,6 +339,17 @@ mod tests {
             ..BuildLimits::default()
         };
         assert!(build_rows(&image, &small).is_err(), "the row cap holds");
+    }
+
+    #[test]
+    fn the_signal_trampoline_gets_the_signal_rule() {
+        // Debian's libc: __restore_rt's FDE, under a CIE with augmentation "zRS".
+        let object =
+            ObjectFile::open_named(std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6"))
+                .unwrap();
+        let image = ElfImage::read_file(&object, &BuildLimits::default()).unwrap();
+        let rows = build_rows(&image, &BuildLimits::default()).unwrap();
+        assert_eq!(count_rule(&rows, uw_cfa_rule::CFA_SIGNAL), 1);
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl History {
             || collector.python_stacks_filling(0.5)
         {
             // Every id counted so far has been read: the maps can start afresh.
-            collector.clear_stacks();
+            collector.clear_stacks()?;
             self.from_kernel.clear();
         }
         let keep_from = self

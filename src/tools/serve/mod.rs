@@ -536,7 +536,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         if windows.is_empty() && last_reset_check.elapsed() >= Duration::from_secs(10) {
             // No window is open, so no snapshot of an exited process can still be needed.
-            profiles.tidy();
+            profiles.tidy()?;
             last_reset_check = Instant::now();
         }
         match incoming.recv_timeout(Duration::from_millis(100)) {

@@ -394,7 +394,7 @@ impl<'a> Profiles<'a> {
     /// Between windows: forgets exited processes, empties nearly full stack
     /// maps, and starts the symbolizer afresh when it is old or its caches
     /// are large, so memory stays bounded.
-    pub fn tidy(&self) {
+    pub fn tidy(&self) -> Result<()> {
         self.spaces.borrow_mut().forget_exited();
         for source in self.sources() {
             source.collector.forget_exited_tables();
@@ -403,7 +403,7 @@ impl<'a> Profiles<'a> {
         if let Some(offcpu) = &self.offcpu {
             offcpu
                 .collector
-                .reset_if_full(offcpu.max_stacks, RESET_FILL);
+                .reset_if_full(offcpu.max_stacks, RESET_FILL)?;
         }
         let mut symbolizer = self.symbolizer.borrow_mut();
         if symbolizer.1.elapsed() > SYMBOLIZER_LIFETIME
@@ -416,6 +416,7 @@ impl<'a> Profiles<'a> {
         // the system, not only to the allocator.
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe { libc::malloc_trim(0) };
+        Ok(())
     }
 }
 
