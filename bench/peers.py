@@ -9,9 +9,11 @@
   the same length. For each: the share of frames that are named, and the
   share of stacks that reach `main`.
 - black (mypyc-compiled, from PyPI) formatting 18,000 lines under CPython
-  3.11, once under `bpfscope profile -- CMD` and once under `py-spy record
-  -- CMD`. For each: the share of stacks whose Python frames are all named,
-  and the share rooted at black's own `<module>`.
+  3.11 (with its one worker process), once under `bpfscope profile -- CMD`
+  and once under `py-spy record --subprocesses -- CMD`. Python frames only,
+  since py-spy shows no native ones: the share that are named, and the
+  share of stacks whose outermost Python frame is a module's body or a
+  thread's bootstrap (the whole Python stack).
 """
 import argparse
 import glob
@@ -107,14 +109,14 @@ def postgres(seconds):
     reaches_main = lambda frames: "main" in frames
     rows = []
     with Cluster() as cluster:
-        pid = str(cluster.postmaster())
         load = cluster.load(2 * seconds + 10)
         time.sleep(2)
-        ours = subprocess.run([BPFSCOPE, "profile", "-F", "99", "-p", pid, str(seconds)], capture_output=True,
-                              text=True)
-        rows.append(("bpfscope profile -p POSTMASTER", shares(folded(ours.stdout), reaches_main)))
-        data = os.path.join(cluster.dir, "perf.data")
+        # The cluster's processes, the backends serving pgbench included.
         pids = ",".join(p for p in os.listdir("/proc") if p.isdigit() and _is_postgres(p))
+        ours = subprocess.run([BPFSCOPE, "profile", "-F", "99", "-p", pids, str(seconds)], capture_output=True,
+                              text=True)
+        rows.append(("bpfscope profile -p PIDS", shares(folded(ours.stdout), reaches_main)))
+        data = os.path.join(cluster.dir, "perf.data")
         subprocess.run(["perf", "record", "-q", "-F", "99", "--call-graph", "dwarf", "-o", data, "-p", pids,
                         "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rows.append(("perf record --call-graph dwarf -p PIDS", shares(perf_script_stacks(data), reaches_main)))
@@ -146,16 +148,28 @@ def black():
         with open(os.path.join(sources, f"f{index}.py"), "w") as out:
             out.writelines(lines[:3000])
     command = [os.path.join(venv, "bin", "black"), "--check", "-q", "-W", "1", sources]
-    rooted = lambda frames: any(re.match(r"black:<module>|<module> \(black:", f) for f in frames)
     ours = subprocess.run([BPFSCOPE, "profile", "-F", "99", "--", *command], capture_output=True, text=True)
     raw = os.path.join(sources, "py-spy.txt")
-    subprocess.run([find_py_spy(), "record", "-r", "99", "-f", "raw", "-o", raw, "--", *command],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([find_py_spy(), "record", "-r", "99", "--subprocesses", "-f", "raw", "-o", raw, "--",
+                    *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(raw) as text:
         theirs = folded(text.read(), skip_first=False)
     shutil.rmtree(sources, ignore_errors=True)
-    return [("bpfscope profile -- black", shares(folded(ours.stdout), rooted)),
-            ("py-spy record -- black", shares(theirs, rooted))]
+    # Python frames only (py-spy shows no native ones): bpfscope's are
+    # FILE:FUNCTION, py-spy's FUNCTION (FILE:LINE) under its process frames.
+    ours_python = [([f for f in frames if is_bpfscope_python(f)], n) for frames, n in folded(ours.stdout)]
+    theirs_python = [([f.split(" (")[0] for f in frames if not f.startswith("process ")], n)
+                     for frames, n in theirs]
+    ours_python = [([f.rsplit(":", 1)[-1] if f != "[unknown python]" else f for f in frames], n)
+                   for frames, n in ours_python if frames]
+    rooted = lambda frames: bool(frames) and (frames[0] == "<module>" or frames[0].endswith("_bootstrap"))
+    return [("bpfscope profile -- black", shares(ours_python, rooted)),
+            ("py-spy record --subprocesses -- black", shares(theirs_python, rooted))]
+
+
+def is_bpfscope_python(frame):
+    """Whether a bpfscope frame is a Python one (FILE:FUNCTION)."""
+    return frame == "[unknown python]" or (":" in frame and "::" not in frame and not frame.endswith("_[k]"))
 
 
 def main():
@@ -163,7 +177,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     args = parser.parse_args()
     ensure_release_build()
-    print("| program | profiler | samples | named frames | stacks reaching the root |")
+    print("| program | profiler | samples | named frames | stacks reaching main (PostgreSQL) or their outermost Python frame (black) |")
     print("|---|---|---|---|---|")
     for program, rows in (("PostgreSQL 15 under pgbench", postgres(args.seconds)),
                           ("black on 18,000 lines, CPython 3.11", black())):
