@@ -28,6 +28,8 @@ fi
 # The suite runs against the static binary (C library, libelf and zlib linked
 # in), as scripts/build-static.sh makes it; tests/static_binary.rs runs it in
 # an empty root. With --target, RUSTFLAGS skip build scripts and proc-macros.
+# No import runs up a layer (README, "Layers").
+python3 scripts/check-layers.py
 host=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="-C target-feature=+crt-static"
 cargo build --all-targets --target "$host"

@@ -2,14 +2,16 @@
 //! command line: the table of tools, parsing, dispatch, and turning any
 //! error into one line on stderr and a non-zero exit.
 //!
-//! Layers, each importing only those below it: `tools` (the command line
-//! and its wiring), `engine` (stack engine, histogram runner, event
-//! stream), then `bpf` (kernel access), `host` (/proc, cgroups, processes),
-//! `unwind` and `symbolize`, then `model` and `output`.
+//! Layers, each importing only those below it (scripts/check-layers.py
+//! proves it): `tools` (the command line and its wiring), `engine` (stack
+//! engine, histogram runner, event stream), `symbolize`, `unwind`, `bpf`
+//! (kernel access), `host` (/proc, cgroups, processes), `layouts` (the
+//! structs shared with BPF), then `model` and `output`.
 
 mod bpf;
 mod engine;
 mod host;
+mod layouts;
 mod model;
 mod output;
 mod symbolize;

@@ -2,7 +2,7 @@
 //! block I/O operations and flags (biolatency's normalized flags) and file
 //! system operation classes (fslatency's `enum fs_op`).
 
-use crate::bpf::layouts::{block_flag, fs_op};
+use crate::layouts::{block_flag, fs_op};
 
 /// BCC-style names of biolatency's normalized flags: the request operation
 /// (low 8 bits) and the `enum block_flag` bits, e.g. "Sync-Write".

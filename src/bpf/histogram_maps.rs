@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::layouts::{self, c_string, hist, hist_key};
+use crate::layouts::{self, c_string, hist, hist_key};
 use crate::model::histogram::{Histogram, HistogramKey};
 
 fn histogram(raw: &hist) -> Histogram {

@@ -2,7 +2,7 @@
 /*
  * Never loaded. One instance of each struct and enum of layouts.h, so that
  * libbpf-cargo generates a single Rust definition of each from the same
- * declarations the BPF programs use (src/bpf/layouts.rs re-exports them).
+ * declarations the BPF programs use (src/layouts.rs re-exports them).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

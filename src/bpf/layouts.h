@@ -2,8 +2,8 @@
 /*
  * Every struct and enum that BPF programs share with user space, declared
  * once. Rust reads and writes them through the types libbpf-cargo generates
- * from layouts.bpf.c (src/bpf/layouts.rs), never at hand-counted offsets.
- * Each size is asserted here and again in src/bpf/layouts.rs, so a change
+ * from layouts.bpf.c (src/layouts.rs), never at hand-counted offsets.
+ * Each size is asserted here and again in src/layouts.rs, so a change
  * to a struct fails the build until both sides agree on it.
  */
 #ifndef BPFSCOPE_LAYOUTS_H
@@ -64,7 +64,7 @@ struct stack_key {
 	u32 time_slot;      /* profile --heatmap: 20 ms slots since the start; else 0 */
 	s32 python_stack_id;/* < 0: no Python frames (python.h) */
 };
-_Static_assert(sizeof(struct stack_key) == 48, "struct stack_key: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct stack_key) == 48, "struct stack_key: update src/layouts.rs");
 
 /* What ran the wakeup of a blocked thread (offwaketime, wakeuptime). */
 enum waker_context {
@@ -85,7 +85,7 @@ struct wake_key {
 	u32 waker_context;      /* enum waker_context */
 	u32 pad;
 };
-_Static_assert(sizeof(struct wake_key) == 104, "struct wake_key: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct wake_key) == 104, "struct wake_key: update src/layouts.rs");
 
 enum address_space_event_kind {
 	ADDRESS_SPACE_NEW = 0,     /* a process image seen for the first time */
@@ -102,7 +102,7 @@ struct address_space_event {
 	u32 kind;               /* enum address_space_event_kind */
 	u64 address_space;
 };
-_Static_assert(sizeof(struct address_space_event) == 16, "struct address_space_event: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct address_space_event) == 16, "struct address_space_event: update src/layouts.rs");
 
 /* --- table-driven unwinding (unwind.h) ---------------------------------- */
 
@@ -162,7 +162,7 @@ struct uw_row {
 	u8 rbp_rule;            /* enum uw_rbp_rule */
 	u32 pad;                /* array elements are 8-byte aligned anyway */
 };
-_Static_assert(sizeof(struct uw_row) == 16, "struct uw_row: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_row) == 16, "struct uw_row: update src/layouts.rs");
 
 struct uw_mapping {
 	u64 start;
@@ -171,7 +171,7 @@ struct uw_mapping {
 	u32 table_start;        /* index of its first row in unwind_rows */
 	u32 table_len;          /* 0: no table (frame pointers in auto mode) */
 };
-_Static_assert(sizeof(struct uw_mapping) == 32, "struct uw_mapping: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_mapping) == 32, "struct uw_mapping: update src/layouts.rs");
 
 struct uw_process {
 	u32 count;
@@ -180,7 +180,7 @@ struct uw_process {
 	u32 generation;
 	struct uw_mapping mappings[MAX_MAPPINGS];  /* sorted by start */
 };
-_Static_assert(sizeof(struct uw_process) == 8 + 32 * MAX_MAPPINGS, "struct uw_process: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_process) == 8 + 32 * MAX_MAPPINGS, "struct uw_process: update src/layouts.rs");
 
 /*
  * An interned table-walked stack: its first STACK_CHUNK_FRAMES frames here,
@@ -193,18 +193,18 @@ struct uw_stack {
 	u32 truncated;          /* 1: the walk stopped at MAX_UNWOUND_FRAMES, callers are missing */
 	u64 ips[STACK_CHUNK_FRAMES];
 };
-_Static_assert(sizeof(struct uw_stack) == 16 + 8 * STACK_CHUNK_FRAMES, "struct uw_stack: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_stack) == 16 + 8 * STACK_CHUNK_FRAMES, "struct uw_stack: update src/layouts.rs");
 
 struct uw_stack_chunk_key {
 	u32 stack_id;
 	u32 index;              /* 1 .. STACK_CHUNKS - 1: frames from index * STACK_CHUNK_FRAMES */
 };
-_Static_assert(sizeof(struct uw_stack_chunk_key) == 8, "struct uw_stack_chunk_key: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_stack_chunk_key) == 8, "struct uw_stack_chunk_key: update src/layouts.rs");
 
 struct uw_stack_chunk {
 	u64 ips[STACK_CHUNK_FRAMES];
 };
-_Static_assert(sizeof(struct uw_stack_chunk) == 8 * STACK_CHUNK_FRAMES, "struct uw_stack_chunk: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct uw_stack_chunk) == 8 * STACK_CHUNK_FRAMES, "struct uw_stack_chunk: update src/layouts.rs");
 
 /* --- histograms (histogram.h) -------------------------------------------- */
 
@@ -220,21 +220,21 @@ struct hist {
 	u64 count;
 	u64 sum;
 };
-_Static_assert(sizeof(struct hist) == 8 * HIST_SLOTS + 16, "struct hist: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct hist) == 8 * HIST_SLOTS + 16, "struct hist: update src/layouts.rs");
 
 struct hist_key {
 	u64 id;                 /* pid, tid, device, syscall number... per tool */
 	u64 cgroup;             /* cgroup v2 id where key_by_cgroup, else 0 */
 	char name[TASK_COMM_LEN];
 };
-_Static_assert(sizeof(struct hist_key) == 32, "struct hist_key: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct hist_key) == 32, "struct hist_key: update src/layouts.rs");
 
 /* syscount: calls and their summed latency. */
 struct syscall_total {
 	u64 count;
 	u64 total_ns;
 };
-_Static_assert(sizeof(struct syscall_total) == 16, "struct syscall_total: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct syscall_total) == 16, "struct syscall_total: update src/layouts.rs");
 
 /* biolatency -F: the request operation (low 8 bits) with these flags. */
 enum block_flag {
@@ -264,7 +264,7 @@ struct syscall_class {
 	u8 op;                  /* enum fs_op */
 	u8 positional;          /* the 4th argument is the file offset (pread, pwrite) */
 };
-_Static_assert(sizeof(struct syscall_class) == 2, "struct syscall_class: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct syscall_class) == 2, "struct syscall_class: update src/layouts.rs");
 
 /* fsslower: one slow operation. */
 struct slow_op {
@@ -277,7 +277,7 @@ struct slow_op {
 	char fstype[FSTYPE_LEN];
 	char file_name[FILE_NAME_LEN];
 };
-_Static_assert(sizeof(struct slow_op) == 96, "struct slow_op: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct slow_op) == 96, "struct slow_op: update src/layouts.rs");
 
 /* --- TCP (sock.h) ----------------------------------------------------------- */
 
@@ -289,7 +289,7 @@ struct connection {
 	u8 local_addr[16];      /* IPv4: first 4 bytes */
 	u8 remote_addr[16];
 };
-_Static_assert(sizeof(struct connection) == 40, "struct connection: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct connection) == 40, "struct connection: update src/layouts.rs");
 
 struct connect_event {
 	struct connection conn;
@@ -298,7 +298,7 @@ struct connect_event {
 	u32 pad;
 	char comm[TASK_COMM_LEN];
 };
-_Static_assert(sizeof(struct connect_event) == 72, "struct connect_event: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct connect_event) == 72, "struct connect_event: update src/layouts.rs");
 
 struct session_event {
 	struct connection conn;
@@ -309,14 +309,14 @@ struct session_event {
 	u32 pad;
 	char comm[TASK_COMM_LEN];
 };
-_Static_assert(sizeof(struct session_event) == 88, "struct session_event: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct session_event) == 88, "struct session_event: update src/layouts.rs");
 
 struct retransmit_event {
 	struct connection conn;
 	u32 state;
 	u32 tgid;
 };
-_Static_assert(sizeof(struct retransmit_event) == 48, "struct retransmit_event: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct retransmit_event) == 48, "struct retransmit_event: update src/layouts.rs");
 
 /* --- CPython frames (python.h) ------------------------------------------ */
 
@@ -354,7 +354,7 @@ struct py_offsets {
 	u8 pad;
 	u16 code_filename;           /* in the check: code freed and reused by another file's differs */
 };
-_Static_assert(sizeof(struct py_offsets) == 40, "struct py_offsets: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct py_offsets) == 40, "struct py_offsets: update src/layouts.rs");
 
 /* A Python process: where its runtime state is, and its version's offsets. */
 struct py_process {
@@ -362,7 +362,7 @@ struct py_process {
 	u64 code_type;          /* address of PyCode_Type: what a frame's code must point to */
 	struct py_offsets offsets;
 };
-_Static_assert(sizeof(struct py_process) == 56, "struct py_process: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct py_process) == 56, "struct py_process: update src/layouts.rs");
 
 /* One Python frame as the walk found it. */
 struct py_frame {
@@ -372,7 +372,7 @@ struct py_frame {
 	                         * ^ rotl32(co_filename >> 4, 16): user space names the code object only if it
 	                         * still matches (every module body has the same first line and interned name) */
 };
-_Static_assert(sizeof(struct py_frame) == 16, "struct py_frame: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct py_frame) == 16, "struct py_frame: update src/layouts.rs");
 
 /* An interned Python stack, leaf first. */
 struct py_stack {
@@ -382,6 +382,6 @@ struct py_stack {
 	u64 hash;
 	struct py_frame frames[MAX_PYTHON_FRAMES];
 };
-_Static_assert(sizeof(struct py_stack) == 16 + 16 * MAX_PYTHON_FRAMES, "struct py_stack: update src/bpf/layouts.rs");
+_Static_assert(sizeof(struct py_stack) == 16 + 16 * MAX_PYTHON_FRAMES, "struct py_stack: update src/layouts.rs");
 
 #endif /* BPFSCOPE_LAYOUTS_H */

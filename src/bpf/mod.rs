@@ -2,12 +2,12 @@
 //! object with the best hook flavor the kernel accepts, the checks that must
 //! pass first, perf events, writing the target filters, and reading what the
 //! programs summed (stacks, histograms, run statistics) back into typed
-//! snapshots, through the layouts generated from src/bpf/layouts.h.
+//! snapshots, through the layouts generated from src/bpf/layouts.h
+//! (`crate::layouts`).
 
 pub mod decode;
 pub mod filters;
 pub mod histogram_maps;
-pub mod layouts;
 pub mod loader;
 pub mod perf_event;
 pub mod preflight;

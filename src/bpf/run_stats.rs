@@ -5,7 +5,7 @@
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::layouts::{self, run_stat};
+use crate::layouts::{self, run_stat};
 
 /// The counters of `enum run_stat` (layouts.h), summed over CPUs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl PythonWalkStats {
             "python walks: {walks} ({} complete, {} cut at {} frames, {} memory unreadable, {} stopped at a non-code frame); {} samples of threads without a Python thread state",
             self.complete,
             self.depth_limit,
-            crate::bpf::layouts::MAX_PYTHON_FRAMES,
+            crate::layouts::MAX_PYTHON_FRAMES,
             self.read_fault,
             self.not_code,
             self.no_thread_state

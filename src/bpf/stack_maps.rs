@@ -10,7 +10,7 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::model::profile::WakerContext;
 
-use crate::bpf::layouts::{
+use crate::layouts::{
     self, c_string, py_stack, stack_key, uw_stack, uw_stack_chunk, uw_stack_chunk_key, wake_key,
     waker_context, MAX_PYTHON_FRAMES, MAX_UNWOUND_FRAMES, STACK_CHUNK_FRAMES,
 };

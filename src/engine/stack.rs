@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 
-use crate::bpf::layouts::{self, address_space_event, address_space_event_kind, py_stack};
+use crate::layouts::{self, address_space_event, address_space_event_kind, py_stack};
 use crate::bpf::loader::ObjectStorage;
 use crate::bpf::preflight;
 use crate::bpf::run_stats::{LossWords, RunStats};

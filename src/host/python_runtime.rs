@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use object::{Object, ObjectSymbol};
 
-use crate::bpf::layouts::{py_offsets, py_process, PY_NO_FIELD};
+use crate::layouts::{py_offsets, py_process, PY_NO_FIELD};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpace;
 use crate::model::module::Module;

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::bpf::layouts::{PY_FRAME_ENTERED_FROM_C, PY_NO_FIELD};
+use crate::layouts::{PY_FRAME_ENTERED_FROM_C, PY_NO_FIELD};
 use crate::bpf::stack_maps::TRUNCATED;
 use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::perf_maps::CPYTHON_TRAMPOLINE_PREFIX;

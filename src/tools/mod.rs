@@ -22,13 +22,13 @@ pub mod unwind_table;
 #[cfg(test)]
 mod tests {
     //! Every object includes layouts.h, and Rust reads each shared struct
-    //! through the one definition `bpf::layouts` re-exports: a struct that
+    //! through the one definition `crate::layouts` re-exports: a struct that
     //! an object redefined, or that changed on one side only, shows here as
     //! a size or field offset that differs between the two.
 
     use std::mem::{offset_of, size_of};
 
-    use crate::bpf::layouts;
+    use crate::layouts;
 
     macro_rules! same_layout {
         ($object:ty, $shared:ty, [$($field:ident),* $(,)?]) => {

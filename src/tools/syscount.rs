@@ -10,7 +10,7 @@ use libbpf_rs::{Link, MapCore, MapFlags};
 
 use crate::bpf::filters::{set_filter_flags, write_target_filters};
 use crate::bpf::histogram_maps;
-use crate::bpf::layouts::{self, c_string, hist_key, syscall_total};
+use crate::layouts::{self, c_string, hist_key, syscall_total};
 use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::bpf::preflight;
 use crate::bpf::run_stats::RunStats;

@@ -8,7 +8,7 @@ use libbpf_rs::Link;
 
 use crate::bpf::filters::{set_filter_flags, write_target_filters};
 use crate::bpf::histogram_maps::read_histograms;
-use crate::bpf::layouts::{self, c_string, connect_event, decode_connection};
+use crate::layouts::{self, c_string, connect_event, decode_connection};
 use crate::bpf::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };

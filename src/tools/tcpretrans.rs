@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
-use crate::bpf::layouts::{self, decode_connection, retransmit_event};
+use crate::layouts::{self, decode_connection, retransmit_event};
 use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::bpf::preflight;
 use crate::bpf::run_stats::RunStats;

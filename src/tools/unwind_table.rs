@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::bpf::layouts::uw_cfa_rule;
+use crate::layouts::uw_cfa_rule;
 use crate::host::object_files::ObjectFile;
 use crate::output::write_stdout;
 use crate::unwind::cache::TableCache;

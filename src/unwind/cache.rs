@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::bpf::layouts;
+use crate::layouts;
 use crate::host::private_dir::PrivateDir;
 use crate::unwind::table::{ElfImage, Row};
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
+use crate::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
 use crate::bpf::loader::bpf_clock_ns;
 use crate::host::object_files::{own_vdso_image, ObjectFile};
 use crate::host::process_maps::AddressSpace;

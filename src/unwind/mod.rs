@@ -21,7 +21,7 @@ pub enum UnwindMode {
 impl UnwindMode {
     /// `enum uw_mode` in layouts.h.
     pub fn bpf_value(self) -> i32 {
-        use crate::bpf::layouts::uw_mode;
+        use crate::layouts::uw_mode;
         let mode = match self {
             UnwindMode::Fp => uw_mode::UNWIND_FP,
             UnwindMode::Auto => uw_mode::UNWIND_AUTO,

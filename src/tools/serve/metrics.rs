@@ -12,7 +12,7 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::decode::{describe_block_flags, fs_operation_name};
 use crate::bpf::histogram_maps::{delete_cgroup_keys, read_histograms, read_histograms_by_cgroup};
-use crate::bpf::layouts::{self, hist_key, uw_row};
+use crate::layouts::{self, hist_key, uw_row};
 use crate::bpf::program_stats;
 use crate::bpf::run_stats::{RunStats, UnwindStats};
 use crate::host::cgroup_names::CgroupNames;
