@@ -5,14 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # chromium: serve's live page is tested in a headless browser. debuginfod
 # and binutils: stripped binaries are named from a real debuginfod server
-# and from debug files the tests make with objcopy. nodejs and the JDK:
+# (over https behind nginx) and from debug files the tests make with objcopy. nodejs and the JDK:
 # JIT frames are named from Node's and the JVM's perf maps. The arm64 cross
 # toolchain and libraries: the arm64 build is checked to compile. openssl:
 # serve's TLS is tested with certificates the test makes. time (GNU): the
 # hostile tests assert peak RSS. python3 (Debian's 3.11): a hostile user's
 # Python, which pyenv's builds under /root are not readable by.
 dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-scripts/install-deps.sh chromium debuginfod binutils nodejs openjdk-17-jdk-headless openssl time python3 \
+scripts/install-deps.sh chromium debuginfod nginx-light binutils nodejs openjdk-17-jdk-headless openssl time python3 \
     gcc-aarch64-linux-gnu libelf-dev:arm64 zlib1g-dev:arm64
 export PATH="$HOME/.cargo/bin:$PATH"
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||

@@ -636,6 +636,134 @@ fn a_stripped_binary_is_named_through_debuginfod() {
     assert_cpu_split(&stacks);
 }
 
+/// nginx in the debuginfod server's namespace: TLS on 8443 with a
+/// certificate for 127.0.0.1 from the test's own CA (`dir/ca.crt`), proxied
+/// to the server; stopped when dropped.
+struct TlsProxy {
+    _nginx: Workload,
+}
+
+impl TlsProxy {
+    const PORT: u16 = 8443;
+
+    fn start(server: &DebuginfodServer, dir: &Path, build_id: &str) -> Self {
+        make_certificates(dir);
+        let config = dir.join("nginx.conf");
+        let lines = [
+            "daemon off;".to_string(),
+            "master_process off;".to_string(), // one process: killing it stops it all
+            "user root;".to_string(),
+            format!("pid {}/nginx.pid;", dir.display()),
+            format!("error_log {}/nginx.log;", dir.display()),
+            "events {}".to_string(),
+            "http {".to_string(),
+            "access_log off;".to_string(),
+            format!("client_body_temp_path {};", dir.display()),
+            format!("proxy_temp_path {}/proxy;", dir.display()),
+            format!("server {{ listen 127.0.0.1:{} ssl;", Self::PORT),
+            format!("ssl_certificate {}/server.crt;", dir.display()),
+            format!("ssl_certificate_key {}/server.key;", dir.display()),
+            format!(
+                "location / {{ proxy_pass http://127.0.0.1:{}; }} }}",
+                server.port
+            ),
+            "}".to_string(),
+        ];
+        fs::write(&config, lines.join("\n")).unwrap();
+        let nginx = Command::new("ip")
+            .args(["netns", "exec", &server.namespace, "nginx", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed by the test command");
+        let proxy = TlsProxy {
+            _nginx: Workload(nginx),
+        };
+        let url = format!(
+            "https://127.0.0.1:{}/buildid/{build_id}/debuginfo",
+            Self::PORT
+        );
+        let ca = dir.join("ca.crt");
+        let serving = wait_for(Duration::from_secs(10), || {
+            server
+                .exec(&[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    &url,
+                ])
+                .stdout
+                .starts_with(b"200")
+        });
+        assert!(serving, "nginx never served {url}");
+        proxy
+    }
+}
+
+#[test]
+fn a_stripped_binary_is_named_through_https_debuginfod_and_an_unknown_ca_is_refused() {
+    let _serial = serial();
+    let dir = scratch("debuginfod-https");
+    let served = dir.join("served");
+    fs::create_dir_all(&served).unwrap();
+    let (stripped, debug) = stripped_with_debug_file(&workload("cpu_split"), &dir, "cpu_split");
+    fs::rename(&debug, served.join("cpu_split.debug")).unwrap();
+    let id = build_id(&stripped);
+    let server = DebuginfodServer::start(&served, &id);
+    let _proxy = TlsProxy::start(&server, &dir, &id);
+    let burner = Workload::start(&stripped, &["30"]);
+    let url = format!("https://127.0.0.1:{}", TlsProxy::PORT);
+    // DEBUGINFOD_URLS, as Debian's libdebuginfod-common sets it.
+    let profile = |cache: &str, ca: Option<PathBuf>| {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &server.namespace])
+            .arg(env!("CARGO_BIN_EXE_bpfscope"))
+            .args(["profile", "-F", "999", "-p", &burner.pid().to_string()])
+            .args(["--debuginfod-timeout", "5", "4"])
+            .env("DEBUGINFOD_URLS", &url)
+            .env("DEBUGINFOD_CACHE_PATH", dir.join(cache))
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .stdin(Stdio::null());
+        if let Some(ca) = ca {
+            command.env("SSL_CERT_FILE", ca);
+        }
+        let started = Instant::now();
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        (
+            parse_folded(&stdout(&output)),
+            stderr(&output),
+            started.elapsed(),
+        )
+    };
+    // The test's CA through SSL_CERT_FILE: named.
+    let (stacks, summary, _) = profile("cache", Some(dir.join("ca.crt")));
+    assert!(summary.contains("1 downloaded"), "{summary}");
+    assert_cpu_split(&stacks);
+    // The system's CAs do not know the test's: refused, counted, and the
+    // profile is written without waiting past the bound.
+    let (stacks, summary, took) = profile("cache-unknown-ca", None);
+    assert!(
+        summary.contains("1 failed") && summary.contains("certificate"),
+        "{summary}"
+    );
+    assert!(total(&stacks) > 1000, "the profile is written");
+    assert!(took < Duration::from_secs(4 + 5 + 3), "took {took:?}");
+    assert_eq!(
+        frames_named_like(&stacks, "burn_"),
+        0,
+        "named without its debug file"
+    );
+}
+
 #[test]
 fn an_unreachable_debuginfod_costs_a_summary_line_not_the_profile() {
     let _serial = serial();

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 
-use crate::layouts::{self, address_space_event, address_space_event_kind, py_stack};
 use crate::bpf::loader::ObjectStorage;
 use crate::bpf::preflight;
 use crate::bpf::run_stats::{LossWords, RunStats};
@@ -33,6 +32,7 @@ use crate::host::python_runtime::PythonRuntime;
 use crate::host::signals;
 use crate::host::target::process_alive;
 use crate::host::target::{TargetSpec, Targets};
+use crate::layouts::{self, address_space_event, address_space_event_kind, py_stack};
 use crate::model::process::GroupBy;
 use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind, Waker, WakerContext};
 use crate::output::folded::{self, FoldOptions};

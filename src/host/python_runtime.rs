@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use object::{Object, ObjectSymbol};
 
-use crate::layouts::{py_offsets, py_process, PY_NO_FIELD};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpace;
+use crate::layouts::{py_offsets, py_process, PY_NO_FIELD};
 use crate::model::module::Module;
 
 /// Where a version keeps the fields of code objects and strings that

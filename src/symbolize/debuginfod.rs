@@ -12,29 +12,39 @@
 //! from the cache too). Servers that fail or cannot be reached cost a
 //! summary line, not the profile.
 //!
-//! Only plain `http://` servers are spoken to (no TLS client is built in);
-//! `https://` entries are skipped with a note.
+//! `http://` and `https://` servers are spoken to through hyper's HTTP/1.1
+//! client, TLS through rustls with the system's CA certificates
+//! (rustls-native-certs: `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
+//! Certificates are verified; a refused one fails that server's fetches
+//! with a summary line, within the same deadline as any other failure.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, USER_AGENT};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 use crate::host::object_files::{ObjectFile, MAX_OBJECT_SIZE};
 use crate::host::private_dir::PrivateDir;
 
 /// Parallel downloads.
 const WORKERS: usize = 2;
-/// The longest header line (or chunk-size line) read, and the most header lines.
-const MAX_LINE_BYTES: u64 = 8 << 10;
-const MAX_HEADER_LINES: usize = 100;
 
-/// One `http://HOST[:PORT][/PATH]` server.
+/// One `http[s]://HOST[:PORT][/PATH]` server.
 #[derive(Debug, Clone, PartialEq)]
 struct Server {
+    tls: bool,
     host: String,
     port: u16,
     base_path: String,
@@ -42,9 +52,11 @@ struct Server {
 
 impl Server {
     fn parse(url: &str) -> Result<Server, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: only http:// servers are supported"))?;
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(format!("{url}: not an http:// or https:// URL")),
+        };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => (
@@ -52,12 +64,13 @@ impl Server {
                 port.parse::<u16>()
                     .map_err(|_| format!("{url}: bad port"))?,
             ),
-            _ => (authority, 80),
+            _ => (authority, if tls { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(format!("{url}: no host"));
         }
         Ok(Server {
+            tls,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -69,6 +82,31 @@ impl Server {
             },
         })
     }
+
+    /// HOST:PORT, as errors name it.
+    fn name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// TLS with the system's CA certificates; Err says why there is none.
+fn tls_connector() -> Result<TlsConnector, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(match found.errors.first() {
+            Some(error) => format!("https:// servers skipped: no CA certificates ({error})"),
+            None => "https:// servers skipped: no CA certificates (install ca-certificates or set SSL_CERT_FILE)".into(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// How one fetch ended.
@@ -93,6 +131,8 @@ struct State {
 
 pub struct Debuginfod {
     servers: Vec<Server>,
+    /// For the https:// servers (None when there are none).
+    tls: Option<TlsConnector>,
     cache_dir: PathBuf,
     timeout: Duration,
     state: Arc<(Mutex<State>, Condvar)>,
@@ -131,8 +171,19 @@ impl Debuginfod {
         if servers.is_empty() && notes.is_empty() {
             return None;
         }
+        let mut tls = None;
+        if servers.iter().any(|server| server.tls) {
+            match tls_connector() {
+                Ok(connector) => tls = Some(connector),
+                Err(reason) => {
+                    servers.retain(|server| !server.tls);
+                    notes.push(reason);
+                }
+            }
+        }
         let client = Arc::new(Debuginfod {
             servers,
+            tls,
             cache_dir: default_cache_dir(),
             timeout,
             state: Arc::new((Mutex::new(State::default()), Condvar::new())),
@@ -230,6 +281,22 @@ impl Debuginfod {
 
     fn work(&self) {
         let (lock, wake) = &*self.state;
+        // Each worker drives its fetches on a runtime of its own.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let reason = format!("debuginfod worker: {error}");
+                for (_, outcome) in state.results.iter_mut().filter(|(_, o)| o.is_none()) {
+                    *outcome = Some(Outcome::Failed(reason.clone()));
+                }
+                wake.notify_all();
+                return;
+            }
+        };
         loop {
             let (build_id, deadline) = {
                 let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,7 +308,7 @@ impl Debuginfod {
                 }
             };
             let deadline = deadline.unwrap_or_else(|| Instant::now() + self.timeout);
-            let outcome = self.fetch(&build_id, deadline);
+            let outcome = self.fetch(&runtime, &build_id, deadline);
             let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
             state.results.insert(build_id, Some(outcome));
             wake.notify_all();
@@ -249,7 +316,12 @@ impl Debuginfod {
     }
 
     /// The debug file from the cache, else from the first server that has it.
-    fn fetch(&self, build_id: &str, deadline: Instant) -> Outcome {
+    fn fetch(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        build_id: &str,
+        deadline: Instant,
+    ) -> Outcome {
         if !(build_id.len() >= 2 && build_id.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Outcome::NotFound;
         }
@@ -267,7 +339,13 @@ impl Debuginfod {
         for server in &self.servers {
             let mut answer = Err(String::new());
             directory.write_entry("debuginfo", |file| {
-                answer = download(server, build_id, deadline, file);
+                answer = runtime.block_on(download(
+                    server,
+                    self.tls.as_ref(),
+                    build_id,
+                    tokio::time::Instant::from_std(deadline),
+                    file,
+                ));
                 answer.is_ok()
             });
             match answer {
@@ -286,8 +364,8 @@ impl Debuginfod {
                 None => {
                     directory.remove_entry("debuginfo");
                     failure.get_or_insert(format!(
-                        "{}:{} sent a file that is not the debug file of {build_id}",
-                        server.host, server.port
+                        "{} sent a file that is not the debug file of {build_id}",
+                        server.name()
                     ));
                 }
             }
@@ -306,132 +384,102 @@ fn checked_debug_file(file: File, build_id: &str) -> Option<Arc<ObjectFile>> {
         .then(|| Arc::new(object))
 }
 
-/// GETs `/buildid/ID/debuginfo` into `out`. Err("") means 404.
-fn download(
+/// GETs `/buildid/ID/debuginfo` into `out` by `deadline`. Err("") means 404.
+async fn download(
     server: &Server,
+    tls: Option<&TlsConnector>,
     build_id: &str,
-    deadline: Instant,
+    deadline: tokio::time::Instant,
     out: &mut File,
 ) -> Result<(), String> {
-    let remaining = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|left| !left.is_zero())
-            .ok_or_else(|| format!("{}:{} timed out", server.host, server.port))
-    };
-    let address = (server.host.as_str(), server.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", server.host))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", server.host))?;
-    let stream = TcpStream::connect_timeout(&address, remaining()?)
-        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
-    stream.set_write_timeout(Some(remaining()?)).ok();
-    let request = format!(
-        "GET {}/buildid/{build_id}/debuginfo HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: bpfscope/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        server.base_path,
-        server.host,
-        server.port,
-        env!("CARGO_PKG_VERSION")
-    );
-    (&stream)
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
-    let mut reader = BufReader::new(&stream);
-    let fail = |what: &str| format!("{}:{}: {what}", server.host, server.port);
+    let fail = |what: &dyn std::fmt::Display| format!("{}: {what}", server.name());
+    let stream = tokio::time::timeout_at(
+        deadline,
+        TcpStream::connect((server.host.as_str(), server.port)),
+    )
+    .await
+    .map_err(|_| fail(&"timed out"))?
+    .map_err(|e| fail(&e))?;
+    let request = Request::get(format!("{}/buildid/{build_id}/debuginfo", server.base_path))
+        .header(HOST, server.name())
+        .header(USER_AGENT, concat!("bpfscope/", env!("CARGO_PKG_VERSION")))
+        .header(ACCEPT_ENCODING, "identity")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fail(&e))?;
+    match (server.tls, tls) {
+        (false, _) => fetch_over(TokioIo::new(stream), request, deadline, out, &fail).await,
+        (true, Some(connector)) => {
+            let name = ServerName::try_from(server.host.clone()).map_err(|e| fail(&e))?;
+            let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+                .await
+                .map_err(|_| fail(&"timed out"))?
+                .map_err(|e| fail(&format!("TLS: {e}")))?;
+            fetch_over(TokioIo::new(stream), request, deadline, out, &fail).await
+        }
+        (true, None) => Err(fail(&"no TLS client")),
+    }
+}
 
-    let read_line = |reader: &mut BufReader<&TcpStream>| -> Result<String, String> {
-        stream.set_read_timeout(Some(remaining()?)).ok();
-        let mut line = Vec::new();
-        reader
-            .by_ref()
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| fail(&e.to_string()))?;
-        if !line.ends_with(b"\n") {
-            return Err(fail("response line too long or cut"));
+/// Sends `request` over `io` and copies a 200's body to `out`, each step by
+/// `deadline`, at most MAX_OBJECT_SIZE bytes.
+async fn fetch_over<IO>(
+    io: IO,
+    request: Request<Empty<Bytes>>,
+    deadline: tokio::time::Instant,
+    out: &mut File,
+    fail: &dyn Fn(&dyn std::fmt::Display) -> String,
+) -> Result<(), String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let in_time = |what| move |_| fail(&format!("timed out {what}"));
+    let (mut sender, connection) =
+        tokio::time::timeout_at(deadline, hyper::client::conn::http1::handshake(io))
+            .await
+            .map_err(in_time("connecting"))?
+            .map_err(|e| fail(&e))?;
+    // The connection is driven beside the request; it ends with the body.
+    let connection = tokio::spawn(connection);
+    let response = tokio::time::timeout_at(deadline, sender.send_request(request))
+        .await
+        .map_err(in_time("waiting for the answer"))?
+        .map_err(|e| fail(&e))?;
+    let result = async {
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Err(String::new()),
+            other => return Err(fail(&format!("HTTP {}", other.as_u16()))),
         }
-        Ok(String::from_utf8_lossy(&line).trim_end().to_string())
-    };
-    let status_line = read_line(&mut reader)?;
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| fail("not an HTTP response"))?;
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    for index in 0.. {
-        if index == MAX_HEADER_LINES {
-            return Err(fail("too many response headers"));
+        let length = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if length.is_some_and(|length| length > MAX_OBJECT_SIZE) {
+            return Err(fail(&"file larger than 1 GiB"));
         }
-        let line = read_line(&mut reader)?;
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse().map_err(|_| fail("bad Content-Length"))?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    match status {
-        200 => {}
-        404 => return Err(String::new()),
-        other => return Err(fail(&format!("HTTP {other}"))),
-    }
-    if length.is_some_and(|length| length > MAX_OBJECT_SIZE) {
-        return Err(fail("file larger than 1 GiB"));
-    }
-    let mut copy =
-        |reader: &mut BufReader<&TcpStream>, limit: Option<u64>| -> Result<u64, String> {
-            let mut total = 0u64;
-            let mut buffer = vec![0u8; 64 << 10];
-            loop {
-                stream.set_read_timeout(Some(remaining()?)).ok();
-                let want = match limit {
-                    Some(limit) if total >= limit => return Ok(total),
-                    Some(limit) => buffer.len().min((limit - total) as usize),
-                    None => buffer.len(),
-                };
-                let read = reader
-                    .read(&mut buffer[..want])
-                    .map_err(|e| fail(&e.to_string()))?;
-                if read == 0 {
-                    return match limit {
-                        Some(_) => Err(fail("response cut short")),
-                        None => Ok(total),
-                    };
-                }
-                total += read as u64;
-                if total > MAX_OBJECT_SIZE {
-                    return Err(fail("file larger than 1 GiB"));
-                }
-                out.write_all(&buffer[..read])
-                    .map_err(|e| format!("cache: {e}"))?;
-            }
-        };
-    if chunked {
+        let mut body = response.into_body();
         let mut total = 0u64;
-        loop {
-            let size_line = read_line(&mut reader)?;
-            let size = u64::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| fail("bad chunk"))?;
-            if size == 0 {
-                return Ok(());
-            }
-            total += size;
+        while let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(in_time("reading the file"))?
+        {
+            let Ok(data) = frame.map_err(|e| fail(&e))?.into_data() else {
+                continue; // trailers
+            };
+            total += data.len() as u64;
             if total > MAX_OBJECT_SIZE {
-                return Err(fail("file larger than 1 GiB"));
+                return Err(fail(&"file larger than 1 GiB"));
             }
-            copy(&mut reader, Some(size))?;
-            read_line(&mut reader)?; // the CRLF after each chunk
+            out.write_all(&data).map_err(|e| format!("cache: {e}"))?;
+        }
+        match length {
+            Some(length) if length != total => Err(fail(&"response cut short")),
+            _ => Ok(()),
         }
     }
-    copy(&mut reader, length).map(|_| ())
+    .await;
+    connection.abort();
+    result
 }
 
 #[cfg(test)]
@@ -443,6 +491,7 @@ mod tests {
         assert_eq!(
             Server::parse("http://127.0.0.1:8002/").unwrap(),
             Server {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port: 8002,
                 base_path: String::new()
@@ -451,14 +500,22 @@ mod tests {
         assert_eq!(
             Server::parse("http://debuginfod.example/mirror").unwrap(),
             Server {
+                tls: false,
                 host: "debuginfod.example".into(),
                 port: 80,
                 base_path: "/mirror".into()
             }
         );
-        assert!(Server::parse("https://debuginfod.debian.net")
-            .unwrap_err()
-            .contains("only http://"));
+        assert_eq!(
+            Server::parse("https://debuginfod.debian.net").unwrap(),
+            Server {
+                tls: true,
+                host: "debuginfod.debian.net".into(),
+                port: 443,
+                base_path: String::new()
+            }
+        );
+        assert!(Server::parse("ftp://debuginfod.example").is_err());
         assert!(Server::parse("http://:80").is_err());
     }
 }

@@ -25,11 +25,11 @@ use blazesym::MaybeDefault;
 use self::debuginfod::Debuginfod;
 use self::python::PythonNames;
 
-use crate::layouts::SIGNAL_FRAME_IP;
 use crate::bpf::stack_maps::{StackKey, STACK_EMPTY, STACK_NOT_REQUESTED, TRUNCATED};
 use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::object_files::{ContentIdentity, ObjectFile};
 use crate::host::process_maps::AddressSpaces;
+use crate::layouts::SIGNAL_FRAME_IP;
 use crate::model::module::Module;
 use crate::model::profile::{Frame, FrameKind, Sample};
 

@@ -19,11 +19,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::layouts::{PY_FRAME_ENTERED_FROM_C, PY_NO_FIELD};
 use crate::bpf::stack_maps::TRUNCATED;
 use crate::host::memory_budget::{budget, Kind, Reservation};
 use crate::host::perf_maps::CPYTHON_TRAMPOLINE_PREFIX;
 use crate::host::python_runtime::{CodeLayout, PythonRuntime};
+use crate::layouts::{PY_FRAME_ENTERED_FROM_C, PY_NO_FIELD};
 use crate::model::profile::{Frame, FrameKind, SourceLine};
 
 /// The native function each run of Python frames replaces.

@@ -20,7 +20,6 @@ use libbpf_rs::{Link, MapCore, MapFlags};
 use crate::bpf::decode::fs_operation_name;
 use crate::bpf::filters::{set_filter_flags, write_target_filters};
 use crate::bpf::histogram_maps;
-use crate::layouts::{self, c_string, fs_op, slow_op, syscall_class};
 use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, ObjectStorage};
 use crate::bpf::preflight;
 use crate::bpf::run_stats::RunStats;
@@ -30,6 +29,7 @@ use crate::engine::run::time_of_day;
 use crate::host::signals;
 use crate::host::syscall_table;
 use crate::host::target::{TargetSpec, Targets};
+use crate::layouts::{self, c_string, fs_op, slow_op, syscall_class};
 use crate::model::histogram::HistogramKey;
 use crate::tools::flags::HistogramArgs;
 

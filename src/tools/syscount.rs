@@ -10,13 +10,13 @@ use libbpf_rs::{Link, MapCore, MapFlags};
 
 use crate::bpf::filters::{set_filter_flags, write_target_filters};
 use crate::bpf::histogram_maps;
-use crate::layouts::{self, c_string, hist_key, syscall_total};
 use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::bpf::preflight;
 use crate::bpf::run_stats::RunStats;
 use crate::engine::histogram;
 use crate::host::signals;
 use crate::host::syscall_table;
+use crate::layouts::{self, c_string, hist_key, syscall_total};
 use crate::model::histogram::HistogramKey;
 use crate::tools::flags::HistogramArgs;
 use serde_json::{json, Map, Value};

@@ -8,7 +8,6 @@ use libbpf_rs::Link;
 
 use crate::bpf::filters::{set_filter_flags, write_target_filters};
 use crate::bpf::histogram_maps::read_histograms;
-use crate::layouts::{self, c_string, connect_event, decode_connection};
 use crate::bpf::loader::{
     load_with_fallback, object_storage, HookFlavor, ObjectStorage, TRACEPOINT_FLAVORS,
 };
@@ -18,6 +17,7 @@ use crate::engine::events;
 use crate::engine::run::time_of_day;
 use crate::host::signals;
 use crate::host::target::Targets;
+use crate::layouts::{self, c_string, connect_event, decode_connection};
 use crate::model::histogram::{HistogramReport, Scale};
 use crate::output::histogram::{render_json, render_text};
 use crate::output::write_stdout;

@@ -5,13 +5,13 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use crate::bpf::filters::{set_filter_flags, write_target_filters};
-use crate::layouts::{self, c_string, decode_connection, session_event};
 use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::bpf::preflight;
 use crate::bpf::run_stats::RunStats;
 use crate::engine::events;
 use crate::engine::run::time_of_day;
 use crate::host::signals;
+use crate::layouts::{self, c_string, decode_connection, session_event};
 use crate::tools::flags::EventArgs;
 
 pub(super) mod skel {

@@ -4,13 +4,13 @@
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
-use crate::layouts::{self, decode_connection, retransmit_event};
 use crate::bpf::loader::{load_with_fallback, object_storage, HookFlavor, TRACEPOINT_FLAVORS};
 use crate::bpf::preflight;
 use crate::bpf::run_stats::RunStats;
 use crate::engine::events;
 use crate::engine::run::time_of_day;
 use crate::host::signals;
+use crate::layouts::{self, decode_connection, retransmit_event};
 use crate::model::connection::tcp_state_name;
 use crate::tools::flags::EventArgs;
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::layouts::uw_cfa_rule;
 use crate::host::object_files::ObjectFile;
+use crate::layouts::uw_cfa_rule;
 use crate::output::write_stdout;
 use crate::unwind::cache::TableCache;
 use crate::unwind::manager::table_for_object;

@@ -16,8 +16,8 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::layouts;
 use crate::host::private_dir::PrivateDir;
+use crate::layouts;
 use crate::unwind::table::{ElfImage, Row};
 
 /// Entry files start with this (the row layout's version; 03: signal

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
 use crate::bpf::loader::bpf_clock_ns;
 use crate::host::object_files::{own_vdso_image, ObjectFile};
 use crate::host::process_maps::AddressSpace;
 use crate::host::target::process_alive;
+use crate::layouts::{self, uw_cfa_rule, uw_mapping, uw_process, uw_rbp_rule, MAX_MAPPINGS};
 use crate::model::module::Module;
 use crate::unwind::cache::{content_key, TableCache};
 use crate::unwind::table::{build_rows, load_bias, BuildLimits, ElfImage, Row};

@@ -23,8 +23,8 @@ use gimli::{
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection, ReadCache, ReadRef};
 
-use crate::layouts::{uw_cfa_rule, uw_rbp_rule, uw_row};
 use crate::host::object_files::ObjectFile;
+use crate::layouts::{uw_cfa_rule, uw_rbp_rule, uw_row};
 
 /// One row of a table, exactly as the kernel array holds it.
 pub type Row = uw_row;

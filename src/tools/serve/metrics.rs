@@ -12,12 +12,12 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::decode::{describe_block_flags, fs_operation_name};
 use crate::bpf::histogram_maps::{delete_cgroup_keys, read_histograms, read_histograms_by_cgroup};
-use crate::layouts::{self, hist_key, uw_row};
 use crate::bpf::program_stats;
 use crate::bpf::run_stats::{RunStats, UnwindStats};
 use crate::host::cgroup_names::CgroupNames;
 use crate::host::containers::container_of_cgroup;
 use crate::host::memory_budget::{budget, KindUsage};
+use crate::layouts::{self, hist_key, uw_row};
 use crate::model::histogram::{Histogram, HistogramKey, HistogramReport, Scale};
 use crate::output::histogram::render_text;
 use crate::output::prometheus::{Exposition, Sample, Series};
