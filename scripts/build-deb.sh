@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package: the static binary, bpfscope.service (hardened,
-# DynamicUser, only serve's capabilities), /etc/default/bpfscope and an
-# example /etc/bpfscope/web.yml. Prints the package's path.
+# DynamicUser, only serve's capabilities), /etc/default/bpfscope, an
+# example /etc/bpfscope/web.yml, a man page per command and bash, zsh and
+# fish completions. Prints the package's path.
 #   scripts/build-deb.sh [BINARY [OUTDIR]]   (default: scripts/build-static.sh's binary, target/debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,14 @@ install -D -m 0644 packaging/bpfscope.service "$stage/lib/systemd/system/bpfscop
 install -D -m 0644 packaging/default "$stage/etc/default/bpfscope"
 install -D -m 0644 packaging/web.yml "$stage/etc/bpfscope/web.yml"
 install -D -m 0644 README.md "$stage/usr/share/doc/bpfscope/README.md"
+# Man pages and shell completions, generated from the binary's own flags.
+mkdir -p "$stage/usr/share/man/man1"
+"$binary" man "$stage/usr/share/man/man1"
+gzip -9n "$stage"/usr/share/man/man1/*.1
+completions() { install -d "$(dirname "$stage/$2")"; "$binary" completions "$1" > "$stage/$2"; }
+completions bash usr/share/bash-completion/completions/bpfscope
+completions zsh usr/share/zsh/vendor-completions/_bpfscope
+completions fish usr/share/fish/vendor_completions.d/bpfscope.fish
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: bpfscope

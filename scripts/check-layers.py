@@ -25,6 +25,9 @@ LAYERS = [
     ("model, output", ["model", "output"]),
 ]
 RANK = {module: rank for rank, (_, modules) in enumerate(LAYERS) for module in modules}
+# Items of the crate root (src/main.rs): the command line's layer.
+with open(os.path.join(ROOT, "main.rs")) as main_rs:
+    ROOT_ITEMS = set(re.findall(r"^(?:pub )?(?:fn|struct|enum|const|static) (\w+)", main_rs.read(), re.M))
 
 
 def top_module(path):
@@ -82,6 +85,8 @@ def main():
             for line, imported in imported_modules(text):
                 if imported in ("self", "super"):
                     continue
+                if imported in ROOT_ITEMS:
+                    imported = "main"
                 if imported not in RANK:
                     print(f"{path}:{line}: crate::{imported} is in no layer")
                     violations += 1

@@ -18,7 +18,7 @@ mod symbolize;
 mod tools;
 mod unwind;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,6 +114,16 @@ tools! {
     UnwindTable => unwind_table::run(UnwindTableArgs),
     /// Compare two profiles: difffolded lines or a differential flame graph.
     Diff => diff::run(DiffArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions => docs::run_completions(CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Man => docs::run_man(ManArgs),
+}
+
+/// The command line's definition (for completions and man pages).
+fn command_line() -> clap::Command {
+    Cli::command()
 }
 
 fn main() {

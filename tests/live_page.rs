@@ -34,16 +34,43 @@ const FIND_FRAME: &str = r#"(() => {
   };
 })()"#;
 
+/// Where the flame graph's root frame ("all") is in its frame, and how tall
+/// the graph is against the frame.
+const ROOT_FRAME: &str = r#"(() => {
+  const frame = document.getElementById("flamegraph");
+  const doc = frame && frame.contentDocument;
+  const root = doc && [...doc.querySelectorAll("g > title")].find(t => t.textContent.startsWith("all "));
+  if (!root) return null;
+  const rect = root.parentNode.querySelector("rect").getBoundingClientRect();
+  return {top: rect.top, bottom: rect.bottom, view: frame.clientHeight,
+          graph: doc.documentElement.getBoundingClientRect().height};
+})()"#;
+
 #[test]
 fn live_page_shows_the_flame_graph_and_zooms_on_click() {
     let _serial = serial();
     let burner = Workload::start(&workload("cpu_split"), &["60"]);
+    // A deep stack beside the wide one makes the graph taller than its frame.
+    let deep = Workload::start(&workload("deep_stack"), &["400", "60"]);
     let (serve, port) = start_serve();
 
     let mut browser = Browser::open(&format!("http://127.0.0.1:{port}/"), &port.to_string());
     let devtools = &mut browser.devtools;
 
-    // The page's first flame graph covers 5 s of sampling.
+    // The page's first flame graph covers 5 s of sampling. It opens at its
+    // base: the root frame is in view, though the graph is taller than the
+    // frame.
+    let mut root = Value::Null;
+    let number = |root: &Value, key: &str| root[key].as_f64().unwrap_or(f64::NAN);
+    let at_base = wait_for(Duration::from_secs(30), || {
+        root = devtools.evaluate(ROOT_FRAME);
+        number(&root, "top") >= 0.0 && number(&root, "bottom") <= number(&root, "view")
+    });
+    assert!(at_base, "the root frame is out of view: {root}");
+    assert!(
+        number(&root, "graph") > 1.5 * number(&root, "view"),
+        "the deep stack did not make the graph tall: {root}"
+    );
     let mut before = Value::Null;
     let shown = wait_for(Duration::from_secs(30), || {
         before = devtools.evaluate(FIND_FRAME);
@@ -90,5 +117,5 @@ fn live_page_shows_the_flame_graph_and_zooms_on_click() {
 
     drop(browser);
     drop(serve);
-    drop(burner);
+    drop((burner, deep));
 }

@@ -65,6 +65,57 @@ fn the_package_installs_and_its_unit_runs_serve_without_root() {
     let version = run(Command::new("/usr/bin/bpfscope").arg("--version"));
     assert!(version.status.success(), "{}", stderr(&version));
 
+    // A man page per command, rendered by man(1) with its own flags.
+    for (page, flag) in [
+        ("bpfscope", "--memory-budget"),
+        ("bpfscope-profile", "--frequency"),
+        ("bpfscope-serve", "--web.max-windows"),
+    ] {
+        let path = format!("/usr/share/man/man1/{page}.1.gz");
+        assert!(
+            listed.lines().any(|line| line == path),
+            "{path} not installed"
+        );
+        let rendered = run(Command::new("man")
+            .args(["-P", "cat", "-l", &path])
+            .env("MANWIDTH", "200"));
+        let text = stdout(&rendered);
+        assert!(
+            rendered.status.success() && text.contains(page) && text.contains(flag),
+            "{page}: {text}"
+        );
+    }
+    // Completions that each shell loads: bash completes the tools.
+    let bash = run(Command::new("bash").args([
+        "-c",
+        "source /usr/share/bash-completion/completions/bpfscope && complete -p bpfscope && \
+         COMP_WORDS=(bpfscope pro) COMP_CWORD=1 COMP_LINE='bpfscope pro' COMP_POINT=12 && \
+         _bpfscope bpfscope pro bpfscope && echo \"${COMPREPLY[@]}\"",
+    ]));
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    assert!(
+        stdout(&bash).contains("-F _bpfscope bpfscope"),
+        "{}",
+        stdout(&bash)
+    );
+    assert!(
+        stdout(&bash)
+            .lines()
+            .last()
+            .is_some_and(|line| line.split(' ').any(|w| w == "profile")),
+        "{}",
+        stdout(&bash)
+    );
+    for file in [
+        "/usr/share/zsh/vendor-completions/_bpfscope",
+        "/usr/share/fish/vendor_completions.d/bpfscope.fish",
+    ] {
+        assert!(
+            listed.lines().any(|line| line == file),
+            "{file} not installed"
+        );
+    }
+
     let verify =
         run(Command::new("systemd-analyze")
             .args(["verify", "/lib/systemd/system/bpfscope.service"]));

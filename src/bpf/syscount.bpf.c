@@ -97,10 +97,14 @@ static __always_inline void account(long syscall_nr, long ret, u64 latency_ns)
 	__sync_fetch_and_add(&total->total_ns, latency_ns);
 }
 
+/* The syscall number as the architecture saves it (user space names it
+ * from that architecture's table: src/host/syscall_table.rs). */
 static __always_inline long syscall_nr_btf(struct pt_regs *regs)
 {
 #if defined(__TARGET_ARCH_x86)
 	return regs->orig_ax;
+#elif defined(__TARGET_ARCH_arm64)
+	return regs->syscallno;
 #else
 	return -1;
 #endif
@@ -110,6 +114,8 @@ static __always_inline long syscall_nr_raw(struct pt_regs *regs)
 {
 #if defined(__TARGET_ARCH_x86)
 	return BPF_CORE_READ(regs, orig_ax);
+#elif defined(__TARGET_ARCH_arm64)
+	return BPF_CORE_READ(regs, syscallno);
 #else
 	return -1;
 #endif

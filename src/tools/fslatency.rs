@@ -95,7 +95,7 @@ fn classify(syscall: &str) -> Option<syscall_class> {
 }
 
 fn fill_syscall_classes(classes: &dyn MapCore) -> Result<()> {
-    for (number, name) in syscall_table::X86_64.iter().enumerate() {
+    for (number, name) in syscall_table::NAMES.iter().enumerate() {
         if let Some(class) = classify(name) {
             classes.update(
                 &(number as u32).to_ne_bytes(),

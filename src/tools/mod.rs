@@ -4,6 +4,7 @@
 
 pub mod biolatency;
 pub mod diff;
+pub mod docs;
 pub mod flags;
 pub mod fslatency;
 pub mod funclatency;

@@ -53,7 +53,7 @@ pub struct SyscountArgs {
 
 /// A syscall number's name.
 pub fn syscall_name(number: u64) -> String {
-    syscall_table::X86_64
+    syscall_table::NAMES
         .get(number as usize)
         .filter(|name| !name.is_empty())
         .map(|name| name.to_string())

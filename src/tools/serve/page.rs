@@ -3,7 +3,10 @@
 //! minutes (`/heatmap.html`: click two cells for the flame graph of that
 //! range) and the main latency histograms. A few lines of inline script
 //! refresh the histograms every 5 s and the flame graph every 30 s unless the
-//! reader has zoomed into it; nothing is downloaded from anywhere else.
+//! reader has zoomed into it, and open each flame graph scrolled to its base
+//! (one deep stack anywhere on the host makes the graph taller than its
+//! frame, and the widest frames are at the bottom); nothing is downloaded
+//! from anywhere else.
 
 /// Seconds each flame graph on the page covers.
 pub const FLAME_GRAPH_SECONDS: u64 = 5;
@@ -39,7 +42,7 @@ pre {{ font-size: 12px; background: #f6f6f6; padding: 0.5em; }}
 It refreshes every 30 s unless zoomed. <span id="status"></span>
 · <a href="/metrics">metrics</a> · <a href="/debug/pprof/profile?seconds=30">pprof (30 s)</a>{offcpu_link}
 · <a href="/flamegraph.svg?seconds=10&amp;diff_base=60">what changed: the last 10 s against a minute earlier</a></p>
-<iframe id="flamegraph" title="CPU flame graph" src="/flamegraph.svg?seconds={seconds}"></iframe>
+<iframe id="flamegraph" title="CPU flame graph" src="/flamegraph.svg?seconds={seconds}" onload="toBase(this)"></iframe>
 <h2>Subsecond heatmap of the last {heatmap_seconds} s</h2>
 <p class="note">As it was when the page loaded (<a href="/heatmap.html?seconds={heatmap_seconds}">open it alone</a>, or reload for the latest).</p>
 <iframe id="heatmap" title="CPU subsecond heatmap" style="height: 90vh" src="/heatmap.html?seconds={heatmap_seconds}"></iframe>
@@ -48,6 +51,11 @@ It refreshes every 30 s unless zoomed. <span id="status"></span>
 <script>
 "use strict";
 const seconds = {seconds};
+// The graph's base (its widest frames) is at the bottom of a tall graph.
+function toBase(frame) {{
+  const view = frame.contentWindow;
+  if (view) view.scrollTo(0, view.document.documentElement.scrollHeight || 1e7);
+}}
 function zoomed() {{
   const doc = document.getElementById("flamegraph").contentDocument;
   const unzoom = doc && doc.getElementById("unzoom");
