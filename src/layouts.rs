@@ -20,19 +20,17 @@ pub use generated::types::{
     wake_key, waker_context,
 };
 
-/// A layout every byte pattern of its size is a valid value of: `#[repr(C)]`
-/// with integer and integer-array fields only, and explicit padding (which
-/// libbpf-cargo generates), so it can be copied from and to raw bytes.
-///
-/// # Safety
-/// Implement only for such types.
-pub unsafe trait Plain: Copy + Default {}
-
+/// Marks each layout as bytemuck's plain old data (every byte pattern of its
+/// size a valid value, no implicit padding), so it is copied from and to
+/// raw bytes by bytemuck, and checks its size against layouts.h's.
 macro_rules! plain_layouts {
     ($($layout:ident = $size:expr),* $(,)?) => {
         $(
-            // SAFETY: generated from C structs of integers and integer arrays.
-            unsafe impl Plain for $layout {}
+            // SAFETY: libbpf-cargo generates these `#[repr(C)]` from C structs of
+            // integers and integer arrays, with every padding byte an explicit field.
+            unsafe impl bytemuck::Zeroable for $layout {}
+            // SAFETY: as above.
+            unsafe impl bytemuck::Pod for $layout {}
             const _: () = assert!(size_of::<$layout>() == $size, concat!("layouts.h changed ", stringify!($layout)));
         )*
     };
@@ -64,17 +62,12 @@ plain_layouts! {
     retransmit_event = 48,
 }
 
-// SAFETY: every bit pattern is a u64 (map values, per-CPU counters) or a u32.
-unsafe impl Plain for u64 {}
-// SAFETY: as above.
-unsafe impl Plain for u32 {}
-
 /// `MAX_MAPPINGS`, `MAX_UNWOUND_FRAMES`, `STACK_CHUNK_FRAMES`, `HIST_SLOTS`,
 /// `MAX_PYTHON_FRAMES`, `PY_NO_FIELD`, `PY_FRAME_ENTERED_FROM_C` and
 /// `SIGNAL_FRAME_IP` in layouts.h.
 pub const MAX_MAPPINGS: usize = 256;
 pub const MAX_UNWOUND_FRAMES: usize = 2048;
-pub const STACK_CHUNK_FRAMES: usize = 512;
+pub const STACK_CHUNK_FRAMES: usize = 128;
 pub const HIST_SLOTS: usize = 40;
 pub const MAX_PYTHON_FRAMES: usize = 128;
 pub const PY_NO_FIELD: u16 = 0xffff;
@@ -82,18 +75,15 @@ pub const PY_FRAME_ENTERED_FROM_C: u32 = 0x8000_0000;
 pub const SIGNAL_FRAME_IP: u64 = 0xffff_ffff_ffff_fffe;
 
 /// A value of `T` from the start of `bytes`, or None if they are too short.
-pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: T is Plain, so any size_of::<T>() bytes are a valid T; the read is unaligned.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+pub fn read<T: bytemuck::Pod>(bytes: &[u8]) -> Option<T> {
+    bytes
+        .get(..size_of::<T>())
+        .map(bytemuck::pod_read_unaligned)
 }
 
 /// The bytes of a value, to write it into a map.
-pub fn bytes_of<T: Plain>(value: &T) -> &[u8] {
-    // SAFETY: T is Plain (no implicit padding); the slice borrows the value.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+pub fn bytes_of<T: bytemuck::Pod>(value: &T) -> &[u8] {
+    bytemuck::bytes_of(value)
 }
 
 /// A NUL-terminated C string (comm, names) of a layout, lossily as UTF-8.

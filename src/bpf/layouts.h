@@ -108,7 +108,7 @@ _Static_assert(sizeof(struct address_space_event) == 16, "struct address_space_e
 
 #define MAX_USER_FRAMES 127     /* frames of the kernel's stack-trace maps (perf_event_max_stack) */
 #define MAX_UNWOUND_FRAMES 2048 /* user frames a table walk records */
-#define STACK_CHUNK_FRAMES 512  /* frames per interned piece: deep stacks pay for what they use */
+#define STACK_CHUNK_FRAMES 128  /* frames per interned piece: deep stacks pay for what they use */
 #define STACK_CHUNKS (MAX_UNWOUND_FRAMES / STACK_CHUNK_FRAMES)
 #define MAX_MAPPINGS 256
 

@@ -163,11 +163,11 @@ macro_rules! size_stack_maps {
         open.maps
             .unwound_stacks
             .set_max_entries(options.stack_storage_size)?;
-        // Preallocated, so smaller: a chunk of 512 deeper frames per 16
-        // stacks (4 MiB at the default), as deep stacks are few.
+        // Preallocated, so smaller: a chunk of 128 deeper frames (1 KiB)
+        // per 4 stacks (4 MiB at the default), as deep stacks are few.
         open.maps
             .unwound_stack_chunks
-            .set_max_entries((options.stack_storage_size / 16).max(1))?;
+            .set_max_entries((options.stack_storage_size / 4).max(1))?;
         open.maps
             .unwind_rows
             .set_max_entries(options.unwind.array_entries())?;

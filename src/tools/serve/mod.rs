@@ -159,8 +159,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request line and headers (a browser's are 1-2 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-const STACK_STORAGE: u32 = 16384;
-const MAX_STACKS: u32 = 40960;
+/// The agent's stack maps: its CPU history drains the counts about every
+/// second and empties the stack maps once half of STACK_STORAGE ids were
+/// read, so they need far less room than a one-off profile's (which keeps
+/// every stack until its end). Kernel memory: README, "Design".
+const STACK_STORAGE: u32 = 8192;
+const MAX_STACKS: u32 = 16384;
 
 /// A reply from what a handler produced, or a 500 saying what failed.
 fn reply_from(
