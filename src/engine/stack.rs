@@ -766,7 +766,7 @@ fn address_space_ring<'a>(
     let mut builder = RingBufferBuilder::new();
     builder.add(events, move |raw: &[u8]| {
         if let Some(event) = layouts::read::<address_space_event>(raw) {
-            if event.kind == address_space_event_kind::PYTHON_STACK_NEW.0 as u32 {
+            if event.kind == address_space_event_kind::PYTHON_STACK_NEW.0 {
                 new_python_stacks
                     .borrow_mut()
                     .push(event.address_space as u32);
