@@ -588,16 +588,23 @@ impl Drop for DebuginfodServer {
     }
 }
 
-#[test]
-fn a_stripped_binary_is_named_through_debuginfod() {
-    let _serial = serial();
-    let dir = scratch("debuginfod");
+/// A stripped cpu_split whose debug file only a debuginfod server (started
+/// in `dir`) has: (scratch dir, the binary, its build ID, the server).
+fn stripped_binary_and_its_server(name: &str) -> (PathBuf, PathBuf, String, DebuginfodServer) {
+    let dir = scratch(name);
     let served = dir.join("served");
     fs::create_dir_all(&served).unwrap();
     let (stripped, debug) = stripped_with_debug_file(&workload("cpu_split"), &dir, "cpu_split");
     fs::rename(&debug, served.join("cpu_split.debug")).unwrap();
     let id = build_id(&stripped);
     let server = DebuginfodServer::start(&served, &id);
+    (dir, stripped, id, server)
+}
+
+#[test]
+fn a_stripped_binary_is_named_through_debuginfod() {
+    let _serial = serial();
+    let (dir, stripped, id, server) = stripped_binary_and_its_server("debuginfod");
     let cache = dir.join("cache");
 
     let burner = Workload::start(&stripped, &["20"]);
@@ -709,13 +716,7 @@ impl TlsProxy {
 #[test]
 fn a_stripped_binary_is_named_through_https_debuginfod_and_an_unknown_ca_is_refused() {
     let _serial = serial();
-    let dir = scratch("debuginfod-https");
-    let served = dir.join("served");
-    fs::create_dir_all(&served).unwrap();
-    let (stripped, debug) = stripped_with_debug_file(&workload("cpu_split"), &dir, "cpu_split");
-    fs::rename(&debug, served.join("cpu_split.debug")).unwrap();
-    let id = build_id(&stripped);
-    let server = DebuginfodServer::start(&served, &id);
+    let (dir, stripped, id, server) = stripped_binary_and_its_server("debuginfod-https");
     let _proxy = TlsProxy::start(&server, &dir, &id);
     let burner = Workload::start(&stripped, &["30"]);
     let url = format!("https://127.0.0.1:{}", TlsProxy::PORT);
