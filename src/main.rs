@@ -43,6 +43,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "KIND=SIZE",
           value_parser = host::memory_budget::parse_item_limit)]
     memory_limit: Vec<(host::memory_budget::Kind, u64)>,
+    /// Also report how unwinding, symbolization and runtimes fared (by
+    /// default only what changes how the output should be read).
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 /// A tool's exit status: 0, or that of the command it ran.
@@ -146,6 +150,7 @@ fn main() {
         Err(help_or_version) => help_or_version.exit(),
     };
     host::memory_budget::configure(cli.memory_budget, &cli.memory_limit);
+    output::report::configure(cli.verbose);
     match cli.tool.run() {
         Ok(ExitStatus(status)) => std::process::exit(status.into()),
         Err(error) => {

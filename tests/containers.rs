@@ -613,6 +613,7 @@ fn a_stripped_binary_is_named_through_debuginfod() {
         let output = Command::new("ip")
             .args(["netns", "exec", &server.namespace])
             .arg(env!("CARGO_BIN_EXE_bpfscope"))
+            .arg("-v")
             .args([
                 "profile",
                 "-F",
@@ -726,6 +727,7 @@ fn a_stripped_binary_is_named_through_https_debuginfod_and_an_unknown_ca_is_refu
         command
             .args(["netns", "exec", &server.namespace])
             .arg(env!("CARGO_BIN_EXE_bpfscope"))
+            .arg("-v")
             .args(["profile", "-F", "999", "-p", &burner.pid().to_string()])
             .args(["--debuginfod-timeout", "5", "4"])
             .env("DEBUGINFOD_URLS", &url)

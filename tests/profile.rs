@@ -433,3 +433,39 @@ fn dash_p_follows_children_forked_after_the_start_unless_told_not_to() {
         }
     }
 }
+
+#[test]
+fn by_default_the_report_is_the_start_and_the_result_and_v_adds_the_rest() {
+    let _serial = serial();
+    let burner = Workload::start(&workload("cpu_split"), &["20"]);
+    let out = tempfile_path("report").with_extension("svg");
+    let pid = burner.pid().to_string();
+    let args = [
+        "profile",
+        "-F",
+        "99",
+        "-p",
+        &pid,
+        "-o",
+        out.to_str().unwrap(),
+        "2",
+    ];
+    // As the quickstart runs it: no -v (bpfscope() passes it).
+    let quiet = run(Command::new(env!("CARGO_BIN_EXE_bpfscope")).args(args));
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    let lines: Vec<String> = stderr(&quiet).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].starts_with("bpfscope: sampling"), "{lines:#?}");
+    assert!(
+        lines[1].ends_with(&format!("written to {}", out.display())),
+        "{lines:#?}"
+    );
+    // -v: how unwinding and symbolization fared too.
+    let verbose = run(bpfscope().args(args));
+    let report = stderr(&verbose);
+    assert!(
+        report.contains("walks ended") && report.contains("symbolized in"),
+        "{report}"
+    );
+    std::fs::remove_file(&out).ok();
+}

@@ -36,6 +36,7 @@ use crate::layouts::{self, address_space_event, address_space_event_kind, py_sta
 use crate::model::process::GroupBy;
 use crate::model::profile::{Frame, FrameKind, Profile, ProfileKind, Waker, WakerContext};
 use crate::output::folded::{self, FoldOptions};
+use crate::output::report::Report;
 use crate::output::{self, heatmap, pprof, svg, ProfileFormat};
 use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::python::PythonNames;
@@ -312,8 +313,9 @@ pub fn run<'obj, O: StackObject>(
     collector.consume();
     collector.read_python_now();
     collector.spaces.borrow_mut().read_perf_maps_to_end();
+    let mut report = Report::default();
     if let Some(message) = stop.describe() {
-        eprintln!("bpfscope: {message}");
+        report.always(message);
     }
     let waited = Instant::now();
     if let Some(debuginfod) = &options.debuginfod {
@@ -345,7 +347,8 @@ pub fn run<'obj, O: StackObject>(
         tool.qualifier
     );
     write_profile(options, &profile, &subtitle)?;
-    print_summary(
+    summarize(
+        &mut report,
         &profile,
         &collected(tool, &profile, &stats),
         &stats,
@@ -353,19 +356,26 @@ pub fn run<'obj, O: StackObject>(
         options.output.as_ref(),
     );
     if let Some(line) = options.debuginfod.as_ref().and_then(|d| d.summary()) {
-        eprintln!(
-            "bpfscope: {line}; waited {} ms after collection, then symbolized in {} ms",
+        let line = format!(
+            "{line}; waited {} ms after collection, then symbolized in {} ms",
             waited.as_millis(),
             symbolized.as_millis()
         );
+        // A server that failed leaves frames unnamed that it could have named.
+        if line.contains(" failed (first: ") {
+            report.warning(line);
+        } else {
+            report.detail(line);
+        }
     } else {
-        eprintln!("bpfscope: symbolized in {} ms", symbolized.as_millis());
+        report.detail(format!("symbolized in {} ms", symbolized.as_millis()));
     }
-    collector.print_unwind_summary(&stats);
-    collector.print_python_summary(&stats);
+    collector.report_unwinding(&mut report, &stats);
+    collector.report_python(&mut report, &stats);
     if let Some(line) = budget().summary() {
-        eprintln!("bpfscope: warning: {line}");
+        report.warning(line);
     }
+    report.print();
     Ok(match stop {
         StopReason::CommandExited(status) => u8::try_from(status).unwrap_or(u8::MAX),
         _ => 0,
@@ -700,29 +710,30 @@ impl<'a> StackCollector<'a> {
             .map_or(0, |unwinder| unwinder.borrow().rows_in_use())
     }
 
-    /// The Python lines of the summary: processes read or not and why,
-    /// how walks ended, frames that could not be named.
-    pub fn print_python_summary(&self, stats: &RunStats) {
+    /// The Python lines of the report (details): processes read or not
+    /// and why, how walks ended, frames that could not be named.
+    pub fn report_python(&self, report: &mut Report, stats: &RunStats) {
         if self.maps.python.is_none() {
             return;
         }
         if let Some(line) = self.spaces.borrow().python_summary() {
-            eprintln!("bpfscope: {line}");
+            report.detail(line);
         }
         let names = self.python_names.borrow();
         if let Some(line) = stats.python.summary(names.unnamed, names.unmerged) {
-            eprintln!("bpfscope: {line}");
+            report.detail(line);
         }
     }
 
-    /// How the table unwinder fared, for the stderr summary.
-    pub fn print_unwind_summary(&self, stats: &RunStats) {
+    /// How the table unwinder fared: details, but for tables left out for
+    /// want of room (stacks there are walked by frame pointers, often cut).
+    pub fn report_unwinding(&self, report: &mut Report, stats: &RunStats) {
         let Some(unwinder) = &self.unwinder else {
             return;
         };
         let tables = &unwinder.borrow().stats;
-        eprintln!(
-            "bpfscope: unwind tables: {} processes, {} objects ({} built in {:.0} ms, {} from cache, {} without .eh_frame), {} rows",
+        report.detail(format!(
+            "unwind tables: {} processes, {} objects ({} built in {:.0} ms, {} from cache, {} without .eh_frame), {} rows",
             tables.processes,
             tables.objects_built + tables.objects_from_cache,
             tables.objects_built,
@@ -730,21 +741,21 @@ impl<'a> StackCollector<'a> {
             tables.objects_from_cache,
             tables.objects_without_table,
             tables.rows_loaded
-        );
+        ));
         if let Some(line) = stats.unwind.summary() {
-            eprintln!("bpfscope: {line}");
+            report.detail(line);
         }
         if tables.objects_refused > 0 {
-            eprintln!(
-                "bpfscope: warning: {} objects got no unwind table (not a regular file, replaced, over a build limit, or not a usable ELF file); frame pointers were used there",
+            report.detail(format!(
+                "{} objects got no unwind table (not a regular file, replaced, over a build limit, or not a usable ELF file); frame pointers were used there",
                 tables.objects_refused
-            );
+            ));
         }
         if tables.table_space_full + tables.mappings_dropped + tables.processes_dropped > 0 {
-            eprintln!(
-                "bpfscope: warning: unwind tables left out: {} objects (table array full), {} mappings (over 256 per process), {} processes (process map full); frame pointers were used there",
+            report.warning(format!(
+                "unwind tables left out: {} objects (table array full: raise --unwind-rows), {} mappings (over 256 per process), {} processes (process map full); frame pointers were used there",
                 tables.table_space_full, tables.mappings_dropped, tables.processes_dropped
-            );
+            ));
         }
     }
 }
@@ -837,8 +848,9 @@ fn write_profile(options: &StackOptions, profile: &Profile, subtitle: &str) -> R
     output::write_output(options.output.as_deref(), &bytes)
 }
 
-/// The stderr summary: what was collected, then every kind of loss.
-fn print_summary(
+/// The report's summary: what was collected, then every kind of loss.
+fn summarize(
+    report: &mut Report,
     profile: &Profile,
     collected: &str,
     stats: &RunStats,
@@ -868,7 +880,7 @@ fn print_summary(
         .collect::<HashSet<_>>()
         .len();
     let mut line = format!(
-        "bpfscope: {collected}, {unique_stacks} unique stacks, {} processes",
+        "{collected}, {unique_stacks} unique stacks, {} processes",
         processes.len()
     );
     let namespaced: HashSet<u32> = profile
@@ -890,12 +902,12 @@ fn print_summary(
     if let Some(path) = output {
         line.push_str(&format!(", written to {}", path.display()));
     }
-    eprintln!("{line}");
+    report.always(line);
     if let Some(note) = stats.minor_stack_losses() {
-        eprintln!("bpfscope: {note}");
+        report.detail(note);
     }
     if let Some(hint) = unnamed_jit_hint(profile) {
-        eprintln!("bpfscope: {hint}");
+        report.always(hint);
     }
     let mut losses = stats.losses(&STACK_TOOL_LOSSES);
     if spaces.missed > 0 {
@@ -905,10 +917,10 @@ fn print_summary(
         ));
     }
     if let Some(line) = spaces.debug_stats.summary() {
-        eprintln!("bpfscope: {line}");
+        report.detail(line);
     }
     if let Some(line) = spaces.perf_map_summary() {
-        eprintln!("bpfscope: {line}");
+        report.detail(line);
     }
     let dropped = spaces.perf_map_entries_dropped();
     if dropped > 0 {
@@ -923,7 +935,7 @@ fn print_summary(
         ));
     }
     if !losses.is_empty() {
-        eprintln!("bpfscope: warning: {}", losses.join("; "));
+        report.warning(losses.join("; "));
     }
 }
 

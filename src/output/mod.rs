@@ -8,6 +8,7 @@ pub mod heatmap;
 pub mod histogram;
 pub mod pprof;
 pub mod prometheus;
+pub mod report;
 pub mod svg;
 mod write;
 

@@ -17,8 +17,12 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The binary, with `-v`: tests read the whole run report (the default,
+/// shorter report is tested in tests/profile.rs).
 pub fn bpfscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bpfscope"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bpfscope"));
+    command.arg("-v");
+    command
 }
 
 pub fn tmp_dir() -> PathBuf {
