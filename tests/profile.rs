@@ -359,10 +359,12 @@ extern "C" {
 fn thread_filter_and_cpu_filter() {
     let _serial = serial();
     // cpu_split is single-threaded: its TID is its PID.
+    // It outlives the three runs (two symbolize the whole host: seconds
+    // each on a busy machine), and is killed when dropped.
     let burner = Command::new("taskset")
         .args(["-c", "1"])
         .arg(workload("cpu_split"))
-        .arg("5")
+        .arg("60")
         .spawn()
         .unwrap();
     let burner = Workload(burner);
@@ -387,7 +389,9 @@ fn thread_filter_and_cpu_filter() {
         "cpu_split sampled on CPU 0"
     );
     let output = run(bpfscope().args(["profile", "-F", "499", "-C", "1", "1"]));
-    assert!(total(&for_comm(&parse_folded(&stdout(&output)), "cpu_split")) > 200);
+    let on_cpu1 = total(&for_comm(&parse_folded(&stdout(&output)), "cpu_split"));
+    assert!(on_cpu1 > 200, "{on_cpu1} samples of cpu_split on CPU 1");
+    drop(burner);
 }
 
 #[test]
