@@ -483,9 +483,13 @@ fn runqlen_sees_queues_only_when_cpus_are_oversubscribed() {
         "idle system: {queued} of {all} samples had a queue"
     );
 
+    // Three busy threads per CPU, so that the load balancer moving one
+    // still leaves a queue; busy for longer than the run however slowly it
+    // attaches (killed when dropped).
     let burner = workload("cpu_split");
-    let _burners: Vec<Workload> = (0..4).map(|_| Workload::start(&burner, &["4"])).collect();
+    let burners: Vec<Workload> = (0..6).map(|_| Workload::start(&burner, &["30"])).collect();
     let output = run(bpfscope().args(["runqlen", "-C", "--json", "2", "1"]));
+    drop(burners);
     assert!(output.status.success(), "{}", stderr(&output));
     let report = &json_reports(&stdout(&output))[0];
     let cpus = report["histograms"].as_array().unwrap().len();
@@ -497,7 +501,7 @@ fn runqlen_sees_queues_only_when_cpus_are_oversubscribed() {
     let (queued, all) = queued_samples(report);
     assert!(
         queued * 10 >= all * 8,
-        "4 burners on 2 CPUs: only {queued} of {all} samples had a queue"
+        "6 burners on 2 CPUs: only {queued} of {all} samples had a queue"
     );
 }
 
