@@ -137,12 +137,14 @@ fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
             "-cp",
         ])
         .arg(&classes)
-        .args(["Split", "14"])
+        .args(["Split", "17"])
         .stdout(Stdio::null())
         .spawn()
         .expect("java is installed by the test command");
     let java = Workload(java);
-    std::thread::sleep(Duration::from_secs(3));
+    // Until the driver's compiled code runs: on a busy machine 3 s left
+    // 10 % of the samples under the interpreter's frames.
+    std::thread::sleep(Duration::from_secs(6));
     let profiler = bpfscope()
         .args(["profile", "-F", "999", "-p", &java.pid().to_string(), "4"])
         .stdout(Stdio::piped())

@@ -143,9 +143,13 @@ static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u6
 	}
 	walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
 	if (!is_kthread && capture_user && last_walk_went_through_jit()) {
-		/* Not reusable: see last_walk_went_through_jit(). */
+		/* Not reusable: see last_walk_went_through_jit(). Nor does it
+		 * stand for earlier blocks of this signature: their JIT callers
+		 * may have been others. */
 		if (slot->signature == signature)
 			slot->signature = 0;
+		if (superseded)
+			superseded->found = false;
 		return;
 	}
 	if (slot->signature == signature) {
