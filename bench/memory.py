@@ -32,6 +32,7 @@ import time
 import urllib.request
 
 from common import BPFSCOPE, BUILD, ensure_release_build
+from peers import black_command
 
 PORT = 19517
 # Where the stack tools write (never a device: bpfscope before the hardening
@@ -150,7 +151,7 @@ def soak(seconds):
     """The default serve's map memory over `seconds` on a busy host; its peak."""
     name, argv, _ = CONFIGURATIONS[0]
     tool = subprocess.Popen([BPFSCOPE] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    black = os.path.join(BUILD, "black-venv", "bin", "black")
+    black = black_command()
     load = [churn(), subprocess.Popen(["sh", "-c", f"while :; do {black} --check -q /usr/lib/python3.11 "
                                                    ">/dev/null 2>&1; done"])]
     peak = 0

@@ -133,12 +133,18 @@ def _is_postgres(pid):
         return False
 
 
-def black():
+def black_command():
+    """black 24.10 (mypyc-compiled) in a CPython 3.11 venv under target/bench,
+    installed from PyPI the first time."""
     venv = os.path.join(ROOT, "target", "bench", "black-venv")
     python = glob.glob(os.path.expanduser("~/.pyenv/versions/3.11.*/bin/python3.11"))[-1]
     if not os.path.exists(os.path.join(venv, "bin", "black")):
         subprocess.run([python, "-m", "venv", venv], check=True)
         subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "black==24.10.0"], check=True)
+    return os.path.join(venv, "bin", "black")
+
+
+def black():
     sources = tempfile.mkdtemp(prefix="bpfscope-black-")
     lines = []
     for path in sorted(glob.glob("/usr/lib/python3.11/*.py")):
@@ -147,7 +153,7 @@ def black():
     for index in range(6):
         with open(os.path.join(sources, f"f{index}.py"), "w") as out:
             out.writelines(lines[:3000])
-    command = [os.path.join(venv, "bin", "black"), "--check", "-q", "-W", "1", sources]
+    command = [black_command(), "--check", "-q", "-W", "1", sources]
     ours = subprocess.run([BPFSCOPE, "profile", "-F", "99", "--", *command], capture_output=True, text=True)
     raw = os.path.join(sources, "py-spy.txt")
     subprocess.run([find_py_spy(), "record", "-r", "99", "--subprocesses", "-f", "raw", "-o", raw, "--",

@@ -107,6 +107,19 @@ fn node_frames_are_named_from_its_perf_map_down_to_node_start() {
     std::fs::remove_file(format!("/tmp/perf-{}.map", node.pid())).ok();
 }
 
+/// Split.java, compiled, running for `seconds` under the JVM `flags`.
+fn start_split_java(flags: &[&str], seconds: &str) -> Workload {
+    let java = Command::new("java")
+        .args(flags)
+        .arg("-cp")
+        .arg(compiled_split_java())
+        .args(["Split", seconds])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("java is installed by the test command");
+    Workload(java)
+}
+
 /// Split.java compiled into a directory of classes.
 fn compiled_split_java() -> std::path::PathBuf {
     let classes = tmp_dir().join(format!("jit-java-{}", std::process::id()));
@@ -124,24 +137,18 @@ fn compiled_split_java() -> std::path::PathBuf {
 #[test]
 fn java_frames_are_named_from_its_perf_map_down_to_java_main() {
     let _serial = serial();
-    let classes = compiled_split_java();
     // Compiled by C2 at first call (the driver never returns, so the code it
     // runs must be its only version), without inlining: each method is its
     // own frame.
-    let java = Command::new("java")
-        .args([
+    let java = start_split_java(
+        &[
             "-XX:+PreserveFramePointer",
             "-XX:-Inline",
             "-Xcomp",
             "-XX:-TieredCompilation",
-            "-cp",
-        ])
-        .arg(&classes)
-        .args(["Split", "17"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("java is installed by the test command");
-    let java = Workload(java);
+        ],
+        "17",
+    );
     // Until the driver's compiled code runs: on a busy machine 3 s left
     // 10 % of the samples under the interpreter's frames.
     std::thread::sleep(Duration::from_secs(6));
@@ -463,15 +470,7 @@ fn jit_code_without_a_perf_map_is_labelled_and_the_flag_named() {
     );
     drop(node);
 
-    let classes = compiled_split_java();
-    let java = Command::new("java")
-        .arg("-cp")
-        .arg(&classes)
-        .args(["Split", "14"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("java is installed by the test command");
-    let java = Workload(java);
+    let java = start_split_java(&[], "14");
     std::thread::sleep(Duration::from_secs(3));
     let (share, summary) = profile_unflagged(java.pid());
     assert!(share >= 0.5, "{share:.2} of samples labelled\n{summary}");

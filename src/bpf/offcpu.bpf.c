@@ -189,7 +189,8 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 
 	if (use_cache && !is_kthread && capture_user)
 		signature = user_signature(prev, view->state);
-	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, &user_id, &kernel_id,
+	epoch = stacks_epoch();
+	cached_walk(ctx, &b->cache, signature, view->tgid, is_kthread, now, epoch, &user_id, &kernel_id,
 		    &superseded);
 	/* Not cached: Python functions blocked alike share one native signature. */
 	if (!is_kthread && capture_user && maybe_python(b, view->tgid) && now >= b->python_skip_until_ns) {
@@ -199,7 +200,6 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, stru
 		if (no_thread_state)
 			b->python_skip_until_ns = now + PYTHON_RECHECK_NS;
 	}
-	epoch = stacks_epoch();
 	if (user_id != b->pending.user_stack_id || kernel_id != b->pending.kernel_stack_id ||
 	    python_id != b->pending.python_stack_id || epoch != b->pending.stacks_epoch) {
 		/* Blocks here walked before the process's tables arrived (or

@@ -140,7 +140,7 @@ static __always_inline void block_starts(void *ctx, struct task_struct *prev, st
 	if (blocked_stacks) {
 		if (use_cache && !is_kthread && capture_user)
 			signature = user_signature(prev, view->state);
-		cached_walk(ctx, &s->blocked_cache, signature, view->tgid, is_kthread, now,
+		cached_walk(ctx, &s->blocked_cache, signature, view->tgid, is_kthread, now, stacks_epoch(),
 			    &target->user_stack_id, &target->kernel_stack_id, NULL);
 		announce_once(s, view->tgid, view->mm);
 	}
@@ -235,7 +235,7 @@ static __always_inline void woken_by_current(void *ctx, struct task_struct *wake
 		bpf_get_current_comm(&waker->comm, sizeof(waker->comm));
 		if (waker_state) {
 			cached_walk(ctx, &waker_state->waker_cache, is_kthread ? 0 : signature, waker->tgid,
-				    is_kthread, now, &waker->user_stack_id, &waker->kernel_stack_id, NULL);
+				    is_kthread, now, stacks_epoch(), &waker->user_stack_id, &waker->kernel_stack_id, NULL);
 			announce_once(waker_state, waker->tgid, waker->address_space);
 		} else {
 			walk_stacks(ctx, waker->tgid, is_kthread, &waker->user_stack_id, &waker->kernel_stack_id);

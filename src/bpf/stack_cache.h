@@ -101,14 +101,15 @@ struct superseded_stacks {
 /*
  * The current thread's stacks: cached ones for this signature, or walked
  * when the signature is 0 (no cache), unknown or due for revalidation.
- * `superseded` (may be NULL) says what a walk under newer tables replaced.
+ * `epoch` is stacks_epoch() now; `superseded` (may be NULL) says what a
+ * walk under newer tables replaced.
  */
 static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u64 signature, u32 tgid,
-					bool is_kthread, u64 now, s32 *user_id, s32 *kernel_id,
+					bool is_kthread, u64 now, u32 epoch, s32 *user_id, s32 *kernel_id,
 					struct superseded_stacks *superseded)
 {
 	struct cached_stacks *slot;
-	u32 index = cache->last_slot & 1, generation, epoch;
+	u32 index = cache->last_slot & 1, generation;
 
 	if (!signature) {
 		walk_stacks(ctx, tgid, is_kthread, user_id, kernel_id);
@@ -118,7 +119,6 @@ static __always_inline void cached_walk(void *ctx, struct stack_cache *cache, u6
 		index ^= 1;
 	slot = &cache->slots[index];
 	generation = is_kthread ? 0 : tables_generation(tgid);
-	epoch = stacks_epoch();
 	if (superseded)
 		superseded->found = false;
 	if (slot->signature == signature &&

@@ -120,6 +120,15 @@ static __always_inline bool plausible_frame_pointer(struct uw_walk *st)
 	return st->bp > st->sp && st->bp - st->sp < (8ULL << 20) && !(st->bp & 7);
 }
 
+/* Frame `len` of the walk's stack (len < MAX_UNWOUND_FRAMES). */
+static __always_inline void set_frame(struct uw_walk *st, u32 len, u64 ip)
+{
+	if (len < STACK_CHUNK_FRAMES)
+		st->stack.ips[len] = ip;
+	else if (len < MAX_UNWOUND_FRAMES)
+		st->deeper_ips[len - STACK_CHUNK_FRAMES] = ip;
+}
+
 /*
  * Through a signal frame: the interrupted thread's registers, as the kernel
  * saved them. The trampoline's frame (len) becomes SIGNAL_FRAME_IP; the next
@@ -128,18 +137,13 @@ static __always_inline bool plausible_frame_pointer(struct uw_walk *st)
  */
 static __always_inline int signal_frame_step(struct uw_walk *st, u32 len)
 {
-	u64 marker = SIGNAL_FRAME_IP;
-
 	if (bpf_probe_read_user(&st->ip, sizeof(st->ip), (void *)(st->sp + SIGFRAME_RIP)) ||
 	    bpf_probe_read_user(&st->bp, sizeof(st->bp), (void *)(st->sp + SIGFRAME_RBP)) ||
 	    bpf_probe_read_user(&st->sp, sizeof(st->sp), (void *)(st->sp + SIGFRAME_RSP))) {
 		st->stop = STOP_READ_FAULT;
 		return 1;
 	}
-	if (len < STACK_CHUNK_FRAMES)
-		st->stack.ips[len] = marker;
-	else if (len < MAX_UNWOUND_FRAMES)
-		st->deeper_ips[len - STACK_CHUNK_FRAMES] = marker;
+	set_frame(st, len, SIGNAL_FRAME_IP);
 	st->exact_ip = 1;
 	if (!st->ip) {
 		st->stop = STOP_END;
@@ -166,10 +170,7 @@ __noinline int uw_step(void)
 		st->stop = STOP_DEPTH;
 		return 1;
 	}
-	if (len < STACK_CHUNK_FRAMES)
-		st->stack.ips[len] = st->ip;
-	else
-		st->deeper_ips[len - STACK_CHUNK_FRAMES] = st->ip;
+	set_frame(st, len, st->ip);
 	st->stack.len = len + 1;
 	st->hash = (st->hash ^ st->ip) * 0x100000001b3ULL;
 

@@ -355,14 +355,14 @@ pub fn run<'obj, O: StackObject>(
         &collector.spaces.borrow(),
         options.output.as_ref(),
     );
-    if let Some(line) = options.debuginfod.as_ref().and_then(|d| d.summary()) {
+    let debuginfod = options.debuginfod.as_ref();
+    if let Some(line) = debuginfod.and_then(|d| d.summary()) {
         let line = format!(
             "{line}; waited {} ms after collection, then symbolized in {} ms",
             waited.as_millis(),
             symbolized.as_millis()
         );
-        // A server that failed leaves frames unnamed that it could have named.
-        if line.contains(" failed (first: ") {
+        if debuginfod.is_some_and(|d| d.failed()) {
             report.warning(line);
         } else {
             report.detail(line);

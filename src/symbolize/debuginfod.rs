@@ -243,6 +243,17 @@ impl Debuginfod {
         }
     }
 
+    /// Whether a fetch failed (a server unreachable, refused or wrong):
+    /// frames it could have named stay unnamed.
+    pub fn failed(&self) -> bool {
+        let (lock, _) = &*self.state;
+        let state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .results
+            .values()
+            .any(|outcome| matches!(outcome, Some(Outcome::Failed(_))))
+    }
+
     /// "debuginfod: 3 requested: 1 downloaded, 1 from cache, 1 not found
     /// ..." for the stderr summary; None when nothing was asked for.
     pub fn summary(&self) -> Option<String> {

@@ -301,9 +301,9 @@ pub struct Unwinder<'a> {
 }
 
 impl<'a> Unwinder<'a> {
-    /// Takes the loaded `unwind_rows` (created with `capacity` entries) and
-    /// `unwind_processes` maps.
-    /// Takes `unwind_refreshes` too: see `add_process`.
+    /// Takes the loaded `unwind_rows` (created with `capacity` entries),
+    /// `unwind_processes` and `unwind_refreshes` (see `allow_early_refresh`)
+    /// maps.
     pub fn new(
         rows: &dyn MapCore,
         capacity: u32,
