@@ -151,8 +151,13 @@ static __always_inline void block_starts(void *ctx, struct task_struct *prev, st
 /* `task`'s block ends (woken, or running again): its time goes to the pending sum. */
 static __always_inline void block_ends(struct task_struct *task, struct wake_state *s, u64 now)
 {
-	u64 delta = now - s->blocked_ns;
+	u64 started = s->blocked_ns, delta;
 
+	/* A block that began after `now` is not this event's to end (see
+	 * woken_by_current): its time would wrap to centuries. */
+	if (now < started)
+		return;
+	delta = now - started;
 	s->blocked_ns = 0;
 	if (!s->woken) {
 		__builtin_memset(&s->block.waker, 0, sizeof(s->block.waker));
@@ -225,6 +230,7 @@ static __always_inline void woken_by_current(void *ctx, struct task_struct *wake
 	struct stack_key *waker = &s->block.waker;
 	u32 context = waking_context(current->tid, task_stack);
 	bool is_kthread = current->flags & PF_KTHREAD;
+	u64 started = s->blocked_ns;
 
 	__builtin_memset(waker, 0, sizeof(*waker));
 	waker->user_stack_id = -1;
@@ -245,6 +251,11 @@ static __always_inline void woken_by_current(void *ctx, struct task_struct *wake
 	} else if (capture_kernel) {
 		waker->kernel_stack_id = capture_stack(ctx, 0);
 	}
+	/* The wakee began a newer block while the waker was walked: this
+	 * wakeup was the older block's (wakeuptime leaves a block whose wakeup
+	 * went unseen open, counted then, and its thread runs on). */
+	if (s->blocked_ns != started)
+		return;
 	s->block.waker_context = context;
 	s->woken = 1;
 	if (end_at_wakeup)

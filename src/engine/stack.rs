@@ -243,7 +243,9 @@ fn collected(tool: &StackTool, profile: &Profile, stats: &RunStats) -> String {
 pub fn shown_value(kind: ProfileKind, counted: u64) -> u64 {
     match kind {
         ProfileKind::Cpu { .. } => counted,
-        ProfileKind::OffCpu | ProfileKind::OffWake | ProfileKind::Wakeup => (counted + 500) / 1000,
+        ProfileKind::OffCpu | ProfileKind::OffWake | ProfileKind::Wakeup => {
+            counted.saturating_add(500) / 1000
+        }
     }
 }
 
